@@ -1,0 +1,728 @@
+"""Response body framing: bytes in, frames out (sans-IO).
+
+This layer sits between the HTTP transport and the provider codecs. The transport hands
+it raw body chunks exactly as they arrive, at arbitrary boundaries; the framers here
+turn them into whole frames and keep nothing else:
+
+* :class:`SSEDecoder` turns a ``text/event-stream`` body into :class:`ServerSentEvent`
+  objects, following the WHATWG HTML "event stream interpretation" rules (with an
+  opt-in relaxed mode for gateways that omit the blank line between frames).
+* :class:`JSONFramer` splits a JSON body -- one document, possibly pretty-printed, or
+  NDJSON, or documents back to back -- into the raw bytes of each document, for the
+  codec to decode itself (with ``msgspec``).
+* :func:`sniff_body` decides which of the two a response body is, from its
+  ``Content-Type`` and, when that is unhelpful, its first bytes.
+
+Everything here is pure computation on ``bytes``: no I/O, no event loop, no clock. The
+only error any framer raises is :class:`~aiollm.errors.ProtocolError` (malformed or
+truncated body, or a frame larger than the configured bound); after it is raised the
+framer is unusable. Memory is bounded: a line, event or document larger than its limit
+raises instead of being buffered.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Final
+
+import msgspec
+
+from .errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "BodyKind",
+    "JSONFramer",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "sniff_body",
+]
+
+DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
+"""Default bound (16 MiB) on one SSE line, one SSE event and one JSON document."""
+
+_BOM: Final = b"\xef\xbb\xbf"
+_NO_COMMENTS: Final[tuple[str, ...]] = ()
+
+
+class ServerSentEvent(msgspec.Struct, gc=False):
+    """One dispatched server-sent event.
+
+    ``event`` is the event type (``"message"`` unless an ``event:`` field set it);
+    ``data`` the ``data:`` lines joined by ``"\\n"``; ``id`` the *last event ID* of the
+    stream when the event was dispatched (it persists across events until an ``id:``
+    field changes it; ``""`` when never set); ``retry`` the reconnection time in
+    milliseconds set by a ``retry:`` field in this event's block, else ``None``;
+    ``comments`` the comment lines of this event's block (text after the leading
+    ``:``, e.g. ``"HTTP_STATUS/429"``).
+    """
+
+    event: str = "message"
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+    comments: tuple[str, ...] = ()
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` parser.
+
+    Feed body chunks with :meth:`feed` as they arrive and call :meth:`close` at the end
+    of the body; both return the events completed by that call. The default mode follows
+    the WHATWG HTML event stream interpretation exactly: LF, CR and CRLF line ends (a
+    CRLF may be split across chunks), one leading BOM stripped, ``:`` comment lines, a
+    line without a colon being a field name with an empty value, one space after the
+    colon stripped, ``data`` lines joined by ``"\\n"``, dispatch at a blank line only
+    (and only when some ``data`` line was seen), ``id`` values containing NUL ignored,
+    ``retry`` only when all ASCII digits, unknown fields ignored, invalid UTF-8 replaced
+    by U+FFFD. An event not ended by a blank line when the body ends is discarded.
+
+    Comment lines are collected into the next dispatched event's ``comments``; a blank
+    line clears them (and the event type and ``retry``) whether or not it dispatched an
+    event, so a block of keep-alive comments does not leak into the next event.
+
+    With ``data_line_events=True`` (for gateways that omit the blank line between
+    frames) every ``data`` line dispatches one event at once, carrying the event type,
+    retry and comments seen since the previous dispatch; blank lines then dispatch
+    nothing, and :meth:`close` also dispatches a final ``data`` line that lacks its line
+    end.
+
+    ``max_line_bytes`` bounds one line (bytes since the last line end) and
+    ``max_event_bytes`` one event (its data, plus the text of its comments); exceeding
+    either raises :class:`~aiollm.errors.ProtocolError`. After a ``ProtocolError``, or
+    after :meth:`close`, :meth:`feed` raises ``ProtocolError``.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_comments",
+        "_cr",
+        "_data",
+        "_data_line_events",
+        "_event",
+        "_event_retry",
+        "_fast_limit",
+        "_head",
+        "_last_id",
+        "_max_event",
+        "_max_line",
+        "_parts",
+        "_plen",
+        "_reconnect",
+        "_size",
+        "_started",
+    )
+
+    def __init__(
+        self,
+        *,
+        data_line_events: bool = False,
+        max_line_bytes: int = DEFAULT_MAX_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if max_line_bytes < 1 or max_event_bytes < 1:
+            raise ValueError("max_line_bytes and max_event_bytes must be positive")
+        self._data_line_events = data_line_events
+        self._max_line = max_line_bytes
+        self._max_event = max_event_bytes
+        # A region no longer than this cannot hold an over-limit line or event.
+        self._fast_limit = min(max_line_bytes, max_event_bytes)
+        self._closed = False
+        self._started = False  # BOM check done
+        self._head = b""  # first bytes while they may still be a split BOM
+        self._cr = False  # last chunk ended with CR: drop a leading LF of the next one
+        self._parts: list[bytes] = []  # the unterminated last line, LF-normalized
+        self._plen = 0
+        # Event block state (reset at every blank line).
+        self._data: list[bytes] = []
+        self._size = 0
+        self._event = ""
+        self._comments: list[str] = []
+        self._event_retry: int | None = None
+        # Stream state.
+        self._last_id = ""
+        self._reconnect: int | None = None
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID buffer: the latest ``id`` field value (``""`` if none)."""
+        return self._last_id
+
+    @property
+    def retry(self) -> int | None:
+        """The latest valid ``retry`` value seen anywhere in the stream (milliseconds)."""
+        return self._reconnect
+
+    # -- public API -------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[ServerSentEvent]:
+        """Parse the next chunk of the body; return the events it completed."""
+        if self._closed:
+            raise ProtocolError("SSEDecoder.feed() called after close() or after an error")
+        if type(data) is not bytes:
+            data = bytes(data)
+        if not data:
+            return []
+        if not self._started:
+            head = self._head + data
+            if len(head) < 3 and _BOM.startswith(head):
+                self._head = head
+                return []
+            self._started = True
+            self._head = b""
+            data = head[3:] if head.startswith(_BOM) else head
+            if not data:
+                return []
+        if self._cr:
+            self._cr = False
+            if data[0] == 0x0A:
+                data = data[1:]
+                if not data:
+                    return []
+        if b"\r" in data:
+            # Every CR, LF and CRLF is one line end: normalize them all to LF. A CR that
+            # ends the chunk is a line end now; remember it to drop the LF of a split CRLF.
+            self._cr = data[-1] == 0x0D
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        try:
+            return self._feed_lf(data)
+        except ProtocolError:
+            self._closed = True
+            raise
+
+    def close(self) -> list[ServerSentEvent]:
+        """Signal the end of the body; return the events it completes.
+
+        In the default mode an unterminated event is discarded (WHATWG rule), so this
+        returns ``[]``; with ``data_line_events=True`` a final ``data`` line without a
+        line end is dispatched. Calling it again returns ``[]``.
+        """
+        if self._closed:
+            return []
+        self._closed = True
+        out: list[ServerSentEvent] = []
+        if self._data_line_events and self._parts:
+            line = b"".join(self._parts)
+            colon = line.find(b":")
+            if (line if colon < 0 else line[:colon]) == b"data":
+                self._line(line, out)
+        self._parts = []
+        self._plen = 0
+        self._data = []
+        self._comments = []
+        return out
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _line_too_long(self, size: int) -> ProtocolError:
+        return ProtocolError(
+            f"server-sent event line longer than max_line_bytes={self._max_line} "
+            f"(at least {size} bytes without a line end); pass a larger "
+            "SSEDecoder(max_line_bytes=...) if the server legitimately sends such lines"
+        )
+
+    def _event_too_big(self, size: int) -> ProtocolError:
+        return ProtocolError(
+            f"server-sent event larger than max_event_bytes={self._max_event} "
+            f"(at least {size} bytes of data and comments before its blank line); pass a "
+            "larger SSEDecoder(max_event_bytes=...) if the server legitimately sends "
+            "such events"
+        )
+
+    def _dirty(self) -> bool:
+        return bool(
+            self._data or self._comments or self._event or self._event_retry is not None
+        )
+
+    def _feed_lf(self, data: bytes) -> list[ServerSentEvent]:
+        """Process LF-only ``data``: whole lines now, the partial last line later."""
+        k = data.rfind(b"\n")
+        if k < 0:
+            self._parts.append(data)
+            self._plen += len(data)
+            if self._plen > self._max_line:
+                raise self._line_too_long(self._plen)
+            return []
+        if self._parts:
+            k += self._plen
+            self._parts.append(data)
+            buf = b"".join(self._parts)
+            self._parts = []
+        else:
+            buf = data
+        end = k + 1  # buf[:end] is whole lines, each ending with LF
+        tail_len = len(buf) - end
+        if tail_len > self._max_line:
+            raise self._line_too_long(tail_len)
+        out: list[ServerSentEvent] = []
+        if self._data_line_events:
+            self._lines_mode(buf[:end], out)
+        else:
+            j = buf.rfind(b"\n\n", 0, end)
+            if j >= 0:
+                # buf[:j] is whole event blocks, each ended by a blank line.
+                self._blocks(buf[:j], out)
+                start = j + 2
+            else:
+                start = 0
+            if start < end:
+                # Whole lines of an event block still open: move them into the state.
+                for line in buf[start : end - 1].split(b"\n"):
+                    self._line(line, out)
+        if tail_len:
+            self._parts.append(buf[end:])
+        self._plen = tail_len
+        return out
+
+    def _blocks(self, region: bytes, out: list[ServerSentEvent]) -> None:
+        """Dispatch ``region``: event blocks joined by blank lines, the last one ended."""
+        if self._dirty():
+            # The first block continues lines fed before; it takes the general path.
+            e = region.find(b"\n\n")
+            if e < 0:
+                self._block(region, out)
+                return
+            self._block(region[:e], out)
+            region = region[e + 2 :]
+        limit = self._fast_limit
+        if len(region) <= limit:
+            # Fast path: every block is one ``data:`` line (the OpenAI shape). One decode
+            # of the whole region; every newline must belong to a block separator.
+            text = _decode(region)
+            if text.startswith("data: "):
+                pieces = text.split("\n\ndata: ")
+                if text.count("\n") == 2 * len(pieces) - 2:
+                    pieces[0] = pieces[0][6:]
+                    lid = self._last_id
+                    out += [ServerSentEvent("message", p, lid) for p in pieces]
+                    return
+            elif text.startswith("data:"):
+                pieces = text.split("\n\ndata:")
+                if text.count("\n") == 2 * len(pieces) - 2 and "\n\ndata: " not in text:
+                    pieces[0] = pieces[0][5:]
+                    lid = self._last_id
+                    out += [ServerSentEvent("message", p, lid) for p in pieces]
+                    return
+        append = out.append
+        for block in region.split(b"\n\n"):
+            if len(block) <= limit:
+                if block.startswith(b"data: "):
+                    if b"\n" not in block:
+                        append(ServerSentEvent("message", _decode(block[6:]), self._last_id))
+                        continue
+                elif block.startswith(b"event: "):
+                    # "event: NAME\ndata: VALUE" (the Anthropic shape).
+                    nl = block.find(b"\n")
+                    if (
+                        nl > 7
+                        and block.startswith(b"data: ", nl + 1)
+                        and block.find(b"\n", nl + 1) < 0
+                    ):
+                        append(
+                            ServerSentEvent(
+                                _decode(block[7:nl]),
+                                _decode(block[nl + 7 :]),
+                                self._last_id,
+                            )
+                        )
+                        continue
+            self._block(block, out)
+
+    def _block(self, block: bytes, out: list[ServerSentEvent]) -> None:
+        """General path: the lines of one block, then the blank line that ends it."""
+        line = self._line
+        for raw in block.split(b"\n"):
+            line(raw, out)
+        self._dispatch(out)
+
+    def _lines_mode(self, region: bytes, out: list[ServerSentEvent]) -> None:
+        """``data_line_events`` mode: process whole lines (``region`` ends with LF)."""
+        if len(region) <= self._fast_limit and not self._dirty():
+            # Fast path: only ``data:`` lines and blank lines. With a clean state a blank
+            # line does nothing, so drop them all and split on the data line prefix.
+            r = region
+            while b"\n\n" in r:
+                r = r.replace(b"\n\n", b"\n")
+            if r.startswith(b"\n"):
+                r = r[1:]
+            if not r:
+                return
+            text = _decode(r)
+            if text.startswith("data: "):
+                pieces = text.split("\ndata: ")
+                if text.count("\n") == len(pieces):
+                    pieces[0] = pieces[0][6:]
+                    pieces[-1] = pieces[-1][:-1]
+                    lid = self._last_id
+                    out += [ServerSentEvent("message", p, lid) for p in pieces]
+                    return
+            elif text.startswith("data:"):
+                pieces = text.split("\ndata:")
+                if text.count("\n") == len(pieces) and "\ndata: " not in text:
+                    pieces[0] = pieces[0][5:]
+                    pieces[-1] = pieces[-1][:-1]
+                    lid = self._last_id
+                    out += [ServerSentEvent("message", p, lid) for p in pieces]
+                    return
+        line = self._line
+        for raw in region[:-1].split(b"\n"):
+            line(raw, out)
+
+    def _line(self, line: bytes, out: list[ServerSentEvent]) -> None:
+        """Interpret one line (without its line end)."""
+        if not line:
+            self._dispatch(out)
+            return
+        if len(line) > self._max_line:
+            raise self._line_too_long(len(line))
+        if line[0] == 0x3A:  # ":" comment
+            self._size += len(line)
+            if self._size - 1 > self._max_event:
+                raise self._event_too_big(self._size - 1)
+            self._comments.append(_decode(line[1:]))
+            return
+        colon = line.find(b":")
+        if colon < 0:
+            name = line
+            value = b""
+        else:
+            name = line[:colon]
+            value = (
+                line[colon + 2 :]
+                if line.startswith(b" ", colon + 1)
+                else line[colon + 1 :]
+            )
+        if name == b"data":
+            self._size += len(value) + 1
+            if self._size - 1 > self._max_event:
+                raise self._event_too_big(self._size - 1)
+            if self._data_line_events:
+                out.append(
+                    ServerSentEvent(
+                        self._event or "message",
+                        _decode(value),
+                        self._last_id,
+                        self._event_retry,
+                        tuple(self._comments) if self._comments else _NO_COMMENTS,
+                    )
+                )
+                self._reset()
+            else:
+                self._data.append(value)
+        elif name == b"event":
+            self._event = _decode(value)
+        elif name == b"id":
+            if b"\x00" not in value:
+                self._last_id = _decode(value)
+        elif name == b"retry":
+            if value.isdigit():  # ASCII digits only, non-empty
+                try:
+                    ms = int(value.lstrip(b"0") or b"0")
+                except ValueError:  # more digits than int() converts: ignore the field
+                    return
+                self._event_retry = ms
+                self._reconnect = ms
+
+    def _dispatch(self, out: list[ServerSentEvent]) -> None:
+        """A blank line: dispatch the pending event, if it has data; reset the block."""
+        data = self._data
+        if data:
+            out.append(
+                ServerSentEvent(
+                    self._event or "message",
+                    _decode(data[0]) if len(data) == 1 else _decode(b"\n".join(data)),
+                    self._last_id,
+                    self._event_retry,
+                    tuple(self._comments) if self._comments else _NO_COMMENTS,
+                )
+            )
+            self._data = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._size = 0
+        self._event = ""
+        self._event_retry = None
+        if self._comments:
+            self._comments = []
+
+
+# -- JSON ---------------------------------------------------------------------------------
+
+_J_SKIP_WS: Final = re.compile(rb"[ \t\r\n]*")
+_J_STRUCT: Final = re.compile(rb'[{}\[\]"]')
+# A string body from just after its opening quote: stops at the closing quote, or at the
+# end of the buffer, or at a backslash that is the last byte (its escape not yet here).
+_J_STR_BODY: Final = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+_J_SCALAR: Final = re.compile(rb'[^ \t\r\n{}\[\]",:]*')
+_J_SCALAR_OK: Final = re.compile(
+    rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null"
+)
+
+
+class JSONFramer:
+    """Incremental splitter of a body made of JSON documents.
+
+    :meth:`feed` takes body chunks and returns the raw bytes of every document completed
+    so far (without surrounding whitespace), for the caller to decode; :meth:`close`
+    ends the body and returns a final top-level scalar, if any. It handles one document
+    (possibly pretty-printed over many lines), NDJSON (each line returned as soon as it
+    is complete) and documents back to back with or without whitespace between them. A
+    leading UTF-8 BOM is skipped.
+
+    It finds document boundaries by tracking bracket depth outside strings; it does not
+    validate the documents (the caller's decoder does), except that a top-level scalar
+    must be a JSON number, ``true``, ``false``, ``null`` or a string, and a stray
+    closing bracket, ``,`` or ``:`` at the top level is an error. Two top-level numbers
+    or literals need whitespace between them.
+
+    Raises :class:`~aiollm.errors.ProtocolError` for a document larger than
+    ``max_document_bytes``, for invalid top-level bytes, and at :meth:`close` for a
+    truncated document. After it, or after :meth:`close`, :meth:`feed` raises
+    ``ProtocolError``.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_closed",
+        "_depth",
+        "_in_str",
+        "_max",
+        "_pos",
+        "_scalar",
+        "_start",
+        "_started",
+    )
+
+    def __init__(self, *, max_document_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_document_bytes < 1:
+            raise ValueError("max_document_bytes must be positive")
+        self._max = max_document_bytes
+        self._buf = bytearray()
+        self._pos = 0  # scan position in _buf
+        self._start = -1  # start of the open document in _buf; -1 between documents
+        self._depth = 0
+        self._in_str = False
+        self._scalar = False  # the open document is a top-level number or literal
+        self._started = False  # leading BOM check done
+        self._closed = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Scan the next chunk of the body; return the documents it completed."""
+        if self._closed:
+            raise ProtocolError("JSONFramer.feed() called after close() or after an error")
+        if not data:
+            return []
+        self._buf += data
+        if not self._started:
+            if len(self._buf) < 3 and _BOM.startswith(self._buf):
+                return []
+            self._skip_bom()
+        out: list[bytes] = []
+        try:
+            self._scan(out)
+        except ProtocolError:
+            self._closed = True
+            raise
+        return out
+
+    def close(self) -> list[bytes]:
+        """Signal the end of the body; return a final top-level scalar document, if any.
+
+        Raises :class:`~aiollm.errors.ProtocolError` when the body ends inside a
+        document. Calling it again returns ``[]``.
+        """
+        if self._closed:
+            return []
+        self._closed = True
+        if not self._started:
+            self._skip_bom()
+        out: list[bytes] = []
+        if self._start >= 0:
+            buf = self._buf
+            if self._scalar:
+                self._emit_scalar(bytes(buf[self._start :]), out, final=True)
+            else:
+                kind = "string" if self._in_str else "object or array"
+                raise ProtocolError(
+                    f"truncated JSON body: the body ended inside a {kind} "
+                    f"({len(buf) - self._start} bytes since the document began)"
+                )
+        elif self._buf.startswith(_BOM[:1]):
+            raise ProtocolError("truncated JSON body: it is an incomplete byte order mark")
+        self._buf = bytearray()
+        return out
+
+    def _skip_bom(self) -> None:
+        self._started = True
+        if self._buf.startswith(_BOM):
+            del self._buf[:3]
+
+    def _too_big(self, size: int) -> ProtocolError:
+        return ProtocolError(
+            f"JSON document larger than max_document_bytes={self._max} "
+            f"(at least {size} bytes); pass a larger JSONFramer(max_document_bytes=...) "
+            "if the server legitimately sends such documents"
+        )
+
+    def _emit_scalar(self, tok: bytes, out: list[bytes], *, final: bool) -> None:
+        if _J_SCALAR_OK.fullmatch(tok) is None:
+            if final:
+                raise ProtocolError(
+                    f"truncated JSON body: it ends with {tok[:40]!r}, which is not a "
+                    "complete JSON value"
+                )
+            raise ProtocolError(f"invalid JSON value at the top level: {tok[:40]!r}")
+        if len(tok) > self._max:
+            raise self._too_big(len(tok))
+        out.append(tok)
+
+    def _scan(self, out: list[bytes]) -> None:
+        buf = self._buf
+        n = len(buf)
+        p = self._pos
+        start = self._start
+        depth = self._depth
+        in_str = self._in_str
+        scalar = self._scalar
+        limit = self._max
+        struct_search = _J_STRUCT.search
+        str_body = _J_STR_BODY.match
+        while True:
+            if start < 0:
+                # Between documents: skip whitespace, look at the first byte.
+                p = _J_SKIP_WS.match(buf, p).end()  # type: ignore[union-attr]
+                if p >= n:
+                    break
+                c = buf[p]
+                start = p
+                if c == 0x7B or c == 0x5B:  # { [
+                    depth = 1
+                    p += 1
+                elif c == 0x22:  # "
+                    in_str = True
+                    p += 1
+                elif c in b"}],:":
+                    raise ProtocolError(
+                        f"invalid JSON body: unexpected {chr(c)!r} between documents"
+                    )
+                else:
+                    scalar = True
+            if scalar:
+                e = _J_SCALAR.match(buf, p).end()  # type: ignore[union-attr]
+                if e >= n:
+                    p = n
+                    break  # may continue in the next chunk
+                self._emit_scalar(bytes(buf[start:e]), out, final=False)
+                scalar = False
+                start = -1
+                p = e
+                continue
+            if in_str:
+                e = str_body(buf, p).end()  # type: ignore[union-attr]
+                if e >= n or buf[e] != 0x22:
+                    p = e  # end of buffer, or a final backslash: wait for more
+                    break
+                in_str = False
+                p = e + 1
+                if depth == 0:
+                    if p - start > limit:
+                        raise self._too_big(p - start)
+                    out.append(bytes(buf[start:p]))
+                    start = -1
+                continue
+            m = struct_search(buf, p)
+            if m is None:
+                p = n
+                break
+            i = m.start()
+            c = buf[i]
+            p = i + 1
+            if c == 0x22:
+                in_str = True
+            elif c == 0x7B or c == 0x5B:
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    if p - start > limit:
+                        raise self._too_big(p - start)
+                    out.append(bytes(buf[start:p]))
+                    start = -1
+        # Drop what is consumed; keep the open document only.
+        keep = start if start >= 0 else p
+        if keep:
+            del buf[:keep]
+            p -= keep
+            if start >= 0:
+                start = 0
+        if start >= 0 and len(buf) > limit:
+            raise self._too_big(len(buf))
+        self._pos = p
+        self._start = start
+        self._depth = depth
+        self._in_str = in_str
+        self._scalar = scalar
+
+
+# -- sniffing -----------------------------------------------------------------------------
+
+
+class BodyKind(enum.Enum):
+    """What framing a response body needs: SSE, JSON, or neither (e.g. an HTML page)."""
+
+    SSE = "sse"
+    JSON = "json"
+    OTHER = "other"
+
+
+_JSON_MEDIA_TYPES: Final = frozenset(
+    {
+        "application/json",
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "text/json",
+    }
+)
+_SSE_HEADS: Final = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+def sniff_body(content_type: str | None, head: bytes) -> BodyKind:
+    """Decide how to frame a response body.
+
+    Rules, in order:
+
+    1. The media type of ``content_type`` (case-insensitive, parameters such as
+       ``;charset=UTF-8`` ignored) decides when it is specific: ``text/event-stream``
+       is SSE; ``application/json``, ``application/x-ndjson``, ``application/ndjson``,
+       ``application/jsonl``, ``application/x-jsonl``, ``application/jsonlines``,
+       ``application/x-jsonlines``, ``text/json`` and any ``*/*+json`` are JSON.
+    2. Otherwise (no header, ``text/plain``, ``application/octet-stream``,
+       ``text/html`` or anything else) ``head``, the first bytes of the body, decides,
+       after skipping a UTF-8 BOM and whitespace: ``{`` or ``[`` is JSON (servers do
+       mislabel JSON error bodies); ``data:``, ``event:``, ``id:``, ``retry:`` or ``:``
+       is SSE; anything else, including an empty head, is OTHER.
+    """
+    if content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media == "text/event-stream":
+            return BodyKind.SSE
+        if media in _JSON_MEDIA_TYPES or (media.endswith("+json") and "/" in media):
+            return BodyKind.JSON
+    if head.startswith(_BOM):
+        head = head[3:]
+    head = head.lstrip(b" \t\r\n")
+    if head.startswith((b"{", b"[")):
+        return BodyKind.JSON
+    if head.startswith(_SSE_HEADS):
+        return BodyKind.SSE
+    return BodyKind.OTHER
