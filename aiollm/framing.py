@@ -344,28 +344,22 @@ class SSEDecoder:
         """``data_line_events`` mode: process whole lines (``region`` ends with LF)."""
         if len(region) <= self._fast_limit and not self._dirty():
             # Fast path: only ``data:`` lines and blank lines. With a clean state a blank
-            # line does nothing, so drop them all and split on the data line prefix.
-            r = region
-            while b"\n\n" in r:
-                r = r.replace(b"\n\n", b"\n")
-            if r.startswith(b"\n"):
-                r = r[1:]
-            if not r:
+            # line does nothing, so the leading and trailing ones can go; then either
+            # every line is a data line, or data lines and single blank lines alternate.
+            text = _decode(region).strip("\n")
+            if not text:
                 return
-            text = _decode(r)
-            if text.startswith("data: "):
-                pieces = text.split("\ndata: ")
-                if text.count("\n") == len(pieces):
-                    pieces[0] = pieces[0][6:]
-                    pieces[-1] = pieces[-1][:-1]
-                    lid = self._last_id
-                    out += [ServerSentEvent("message", p, lid) for p in pieces]
-                    return
-            elif text.startswith("data:"):
-                pieces = text.split("\ndata:")
-                if text.count("\n") == len(pieces) and "\ndata: " not in text:
-                    pieces[0] = pieces[0][5:]
-                    pieces[-1] = pieces[-1][:-1]
+            for prefix in ("data: ", "data:"):
+                if text.startswith(prefix):
+                    if prefix == "data:" and "\ndata: " in text:
+                        break
+                    nls = text.count("\n")
+                    pieces = text.split("\n\n" + prefix)
+                    if nls != 2 * len(pieces) - 2:
+                        pieces = text.split("\n" + prefix)
+                        if nls != len(pieces) - 1:
+                            break
+                    pieces[0] = pieces[0][len(prefix) :]
                     lid = self._last_id
                     out += [ServerSentEvent("message", p, lid) for p in pieces]
                     return
