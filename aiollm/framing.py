@@ -235,9 +235,7 @@ class SSEDecoder:
         )
 
     def _dirty(self) -> bool:
-        return bool(
-            self._data or self._comments or self._event or self._event_retry is not None
-        )
+        return bool(self._data or self._comments or self._event or self._event_retry is not None)
 
     def _feed_lf(self, data: bytes) -> list[ServerSentEvent]:
         """Process LF-only ``data``: whole lines now, the partial last line later."""
@@ -386,11 +384,7 @@ class SSEDecoder:
             value = b""
         else:
             name = line[:colon]
-            value = (
-                line[colon + 2 :]
-                if line.startswith(b" ", colon + 1)
-                else line[colon + 1 :]
-            )
+            value = line[colon + 2 :] if line.startswith(b" ", colon + 1) else line[colon + 1 :]
         if name == b"data":
             self._size += len(value) + 1
             if self._size - 1 > self._max_event:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiollm.framing import SSEDecoder  # noqa: E402
+from aiollm.framing import SSEDecoder
 
 TOKENS = [
     "tok",
@@ -113,9 +113,7 @@ def main() -> None:
 
     print(f"{'':36} {'time ms':>9} {'events/s':>12} {'MB/s':>8} {'vs baseline':>12}")
     for name, t in rows:
-        print(
-            f"{name:36} {t * 1e3:9.1f} {events / t:12,.0f} {mb / t:8.1f} {base_t / t:11.2f}x"
-        )
+        print(f"{name:36} {t * 1e3:9.1f} {events / t:12,.0f} {mb / t:8.1f} {base_t / t:11.2f}x")
 
 
 if __name__ == "__main__":
