@@ -1,0 +1,131 @@
+"""Token sources: a static key, and a cached token that is fetched once and refreshed ahead.
+
+:class:`CachedToken` is single flight: any number of concurrent callers that find no valid
+token cause exactly one fetch, and all of them get its result (or its error). A token the
+service rejected is dropped with :meth:`CachedToken.invalidate`, so the next caller fetches
+a fresh one. Subclasses only say how to fetch (see the Qianfan and gateway providers).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+
+from ._redact import Secret
+from .providers._base import TokenSourceLike
+
+if TYPE_CHECKING:
+    from .transport import Transport
+
+__all__ = ["CachedToken", "StaticToken", "TokenSourceLike"]
+
+
+class StaticToken(TokenSourceLike):
+    """A fixed API key or ready access token."""
+
+    refreshable: ClassVar[bool] = False
+
+    def __init__(self, token: str) -> None:
+        self._token = Secret(token)
+
+    async def get(self, transport: Transport) -> str:
+        """The key itself."""
+        return self._token.get()
+
+    def __repr__(self) -> str:
+        return "StaticToken('***')"
+
+
+class _Flight:
+    __slots__ = ("done", "error", "token")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.token: str | None = None
+        self.error: BaseException | None = None
+
+
+class CachedToken(TokenSourceLike):
+    """A token fetched on demand, cached, refreshed ahead of expiry, single flight.
+
+    ``refresh_ahead`` is the fraction of a token's lifetime kept in reserve (capped at
+    ``max_margin`` seconds): a 30-day token is refreshed 5 minutes before it expires, a
+    10-second one after 9 seconds. ``fetches`` counts the fetches made.
+    """
+
+    refreshable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        refresh_ahead: float = 0.1,
+        max_margin: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._refresh_ahead = refresh_ahead
+        self._max_margin = max_margin
+        self._clock = clock
+        self._token: Secret | None = None
+        self._refresh_at = 0.0
+        self._flight: _Flight | None = None
+        self.fetches = 0
+
+    @abstractmethod
+    async def fetch(self, transport: Transport) -> tuple[str, float | None]:
+        """Fetch a new token: ``(token, lifetime_seconds or None when unknown)``."""
+
+    def _valid(self) -> str | None:
+        if self._token is not None and self._clock() < self._refresh_at:
+            return self._token.get()
+        return None
+
+    async def get(self, transport: Transport) -> str:
+        """A valid token, fetching one (single flight) when none is cached or it is due."""
+        cancelled = anyio.get_cancelled_exc_class()
+        while True:
+            token = self._valid()
+            if token is not None:
+                return token
+            flight = self._flight
+            if flight is None:
+                return await self._lead(transport)
+            await flight.done.wait()
+            if flight.token is not None:
+                return flight.token
+            if flight.error is not None and not isinstance(flight.error, cancelled):
+                raise flight.error
+            # The leader was cancelled: try again (perhaps as the new leader).
+
+    async def _lead(self, transport: Transport) -> str:
+        flight = self._flight = _Flight()
+        try:
+            self.fetches += 1
+            token, lifetime = await self.fetch(transport)
+            now = self._clock()
+            if lifetime is None:
+                self._refresh_at = float("inf")
+            else:
+                margin = min(self._max_margin, max(0.0, lifetime) * self._refresh_ahead)
+                self._refresh_at = now + max(0.0, lifetime - margin)
+            self._token = Secret(token)
+            flight.token = token
+            return token
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            self._flight = None
+            flight.done.set()
+
+    def invalidate(self, token: str) -> None:
+        """Drop ``token`` if it is the cached one (the service rejected it)."""
+        if self._token is not None and self._token.get() == token:
+            self._token = None
+
+    def __repr__(self) -> str:
+        state = "cached" if self._valid() is not None else "empty"
+        return f"{type(self).__name__}(<{state}>, fetches={self.fetches})"

@@ -1,0 +1,156 @@
+"""The ``aiollm`` command: ``demo``, ``chat``, ``emulator`` (and ``bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from .errors import AiollmError
+from .events import TextDelta, Usage
+
+DEMO_MODELS = (
+    "dashscope/baichuan2-turbo",
+    "qianfan/llama_2_7b",
+    "gateway/llama-2-7b-chat",
+    "openai/gpt-4o-mini",
+)
+DEMO_PROMPT = "用一句话介绍一下杭州。"
+
+
+def _print(text: str = "", end: str = "\n") -> None:
+    sys.stdout.write(text + end)
+    sys.stdout.flush()
+
+
+async def _stream_one(client: Any, model: str, prompt: str) -> dict[str, Any]:
+    """Stream one reply to stdout; return its timings."""
+    start = time.perf_counter()
+    ttft: float | None = None
+    chunks = 0
+    usage: Usage | None = None
+    async with client.stream(model, messages=[{"role": "user", "content": prompt}]) as stream:
+        async for event in stream:
+            if type(event) is TextDelta:
+                if ttft is None:
+                    ttft = time.perf_counter() - start
+                chunks += 1
+                _print(event.text, end="")
+            elif type(event) is Usage:
+                usage = event
+    total = time.perf_counter() - start
+    _print()
+    tokens = usage.output_tokens if usage and usage.output_tokens is not None else chunks
+    return {"model": model, "tokens": tokens, "chunks": chunks, "ttft": ttft, "total": total}
+
+
+async def run_demo(models: Sequence[str], first_token: float, per_token: float) -> int:
+    """Start the emulator, stream from each model, print a summary; returns an exit code."""
+    from .testing import Cadence, Emulator
+
+    rows: list[dict[str, Any]] = []
+    failures = 0
+    async with Emulator(cadence=Cadence(first_token, per_token)) as emu:
+        _print(f"aiollm demo: embedded emulator at {emu.url} (no keys, no network)\n")
+        async with emu.client() as client:
+            for model in models:
+                _print(f"── {model} ──")
+                try:
+                    rows.append(await _stream_one(client, model, DEMO_PROMPT))
+                except AiollmError as exc:
+                    failures += 1
+                    _print(f"\n  error: {exc}")
+                    rows.append({"model": model, "error": type(exc).__name__})
+                _print()
+    _print(f"{'model':<28} {'tokens':>6} {'chunks':>6} {'TTFT ms':>8} {'total ms':>9}")
+    for row in rows:
+        if "error" in row:
+            _print(f"{row['model']:<28} {'failed: ' + row['error']:>32}")
+            continue
+        ttft = f"{row['ttft'] * 1000:.0f}" if row["ttft"] is not None else "-"
+        _print(
+            f"{row['model']:<28} {row['tokens']:>6} {row['chunks']:>6} {ttft:>8} "
+            f"{row['total'] * 1000:>9.0f}"
+        )
+    return 1 if failures else 0
+
+
+async def run_chat(model: str, prompt: str, max_tokens: int | None) -> int:
+    """Stream one reply from a real provider (settings from the environment)."""
+    from .client import Client
+
+    params: dict[str, Any] = {}
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    async with Client() as client:
+        try:
+            async with client.stream(
+                model, messages=[{"role": "user", "content": prompt}], **params
+            ) as stream:
+                async for text in stream.text_deltas():
+                    _print(text, end="")
+            _print()
+        except AiollmError as exc:
+            _print()
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+    return 0
+
+
+async def run_emulator(host: str, port: int, first_token: float, per_token: float) -> int:
+    """Serve the emulator until interrupted."""
+    from .testing import Cadence, Emulator
+
+    async with Emulator(host=host, port=port, cadence=Cadence(first_token, per_token)) as emu:
+        _print(f"aiollm emulator listening on {emu.url}")
+        _print("point a client at it with these settings:")
+        for key, value in emu.env().items():
+            _print(f"  export {key}={value}")
+        await anyio.sleep_forever()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="aiollm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="stream a reply from every provider of the embedded emulator")
+    demo.add_argument("--model", action="append", help="model to stream (repeatable)")
+    demo.add_argument("--first-token", type=float, default=0.12, help="emulated TTFT, seconds")
+    demo.add_argument("--per-token", type=float, default=0.02, help="emulated time per token")
+
+    chat = sub.add_parser("chat", help="stream a reply to PROMPT from MODEL (provider/model)")
+    chat.add_argument("model")
+    chat.add_argument("prompt")
+    chat.add_argument("--max-tokens", type=int)
+
+    emu = sub.add_parser("emulator", help="serve the emulator of every provider")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument("--first-token", type=float, default=0.0)
+    emu.add_argument("--per-token", type=float, default=0.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aiollm`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return anyio.run(run_demo, args.model or DEMO_MODELS, args.first_token, args.per_token)
+        if args.command == "chat":
+            return anyio.run(run_chat, args.model, args.prompt, args.max_tokens)
+        if args.command == "emulator":
+            return anyio.run(run_emulator, args.host, args.port, args.first_token, args.per_token)
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

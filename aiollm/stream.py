@@ -1,0 +1,384 @@
+"""``Stream``: transport → framing → codec → one async iterator of uniform events.
+
+Use it as ``async with client.stream(...) as s: async for ev in s`` (the response is closed
+when the block exits), or as a plain ``async for ev in client.stream(...)`` (closed when the
+loop ends, fails, or — after ``break`` — when the stream object is dropped, which CPython does
+at once). Cancelling the task, a timeout and an error close the response immediately.
+
+Retries happen inside the stream and only while nothing has reached the caller: a token
+rejected by the service is refreshed once, and retryable errors follow the client's
+:class:`~aiollm.RetryPolicy`. Once an event was delivered, a failure ends the stream with
+:class:`~aiollm.StreamInterrupted` carrying the partial :class:`~aiollm.Completion`, with the
+original error as ``__cause__`` and ``.error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .errors import (
+    AiollmError,
+    AuthenticationError,
+    ProtocolError,
+    RateLimitError,
+    StreamInterrupted,
+)
+from .events import Completion, Event, Finish, SafetyNotice, TextDelta, Usage
+from .framing import BodyKind, JSONFramer, SSEDecoder, sniff_body
+from .transport import MAX_ERROR_BODY, Response, Timeout
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .limits import Lease, ProviderLimiter, RetryPolicy
+    from .providers._base import Call, Codec, Provider
+
+__all__ = ["Stream"]
+
+log = logging.getLogger("aiollm.stream")
+
+
+class Stream:
+    """One call's response as an async iterator of :data:`~aiollm.events.Event`."""
+
+    def __init__(
+        self,
+        client: Client,
+        provider: Provider,
+        call: Call,
+        *,
+        timeout: Timeout,
+        extra_headers: Mapping[str, str] | None,
+        retry: RetryPolicy,
+        limiter: ProviderLimiter,
+    ) -> None:
+        self._client = client
+        self._provider = provider
+        self._call = call
+        self._timeout = timeout
+        self._extra_headers = extra_headers
+        self._retry = retry
+        self._limiter = limiter
+        self._lease: Lease | None = None
+        self._resp: Response | None = None
+        self._codec: Codec | None = None
+        self._credential: str | None = None
+        self._framer: SSEDecoder | JSONFramer | None = None
+        self._other: list[bytes] | None = None
+        self._buf: list[Event] = []
+        self._idx = 0
+        self._error: BaseException | None = None
+        self._delivered = False
+        self._finished = False
+        self._closed = False
+        self._auth_refreshed = False
+        self._attempt = 0
+        self._slept = 0.0
+        self._parts: list[str] = []
+        self._usage: Usage | None = None
+        self._finish: str | None = None
+        self._safety: SafetyNotice | None = None
+        self._completion: Completion | None = None
+        self.attempts = 0
+        """How many HTTP requests this stream has sent (retries included)."""
+
+    # -- public API ---------------------------------------------------------------------
+    @property
+    def provider(self) -> str:
+        """The provider name (``dashscope``, ``qianfan``, ``gateway``, ``openai``)."""
+        return self._provider.name
+
+    @property
+    def model(self) -> str:
+        """The model (the part of the model string after ``provider/``)."""
+        return self._call.model
+
+    @property
+    def completion(self) -> Completion:
+        """The aggregated result, once the stream has ended (see :meth:`final`)."""
+        if self._completion is None:
+            raise AiollmError(
+                "the stream has not finished: iterate it to the end or use `await stream.final()`",
+                provider=self.provider,
+            )
+        return self._completion
+
+    async def final(self) -> Completion:
+        """Consume the rest of the stream and return the aggregated :class:`Completion`."""
+        async for _ in self:
+            pass
+        return self.completion
+
+    async def text_deltas(self) -> AsyncIterator[str]:
+        """Only the text, as it arrives."""
+        async for event in self:
+            if type(event) is TextDelta:
+                yield event.text
+
+    async def __aenter__(self) -> Stream:
+        try:
+            await self._ensure_open()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            buf = self._buf
+            if self._idx < len(buf):
+                event = buf[self._idx]
+                self._idx += 1
+                self._delivered = True
+                return event
+            if self._error is not None:
+                self._raise_error()
+            if self._finished:
+                self._close_now()
+                raise StopAsyncIteration
+            if self._closed:
+                raise AiollmError(
+                    "the stream was closed before it finished", provider=self.provider
+                )
+            try:
+                await self._step()
+            except AiollmError as exc:
+                await self._failed(exc)
+            except BaseException:
+                # Cancellation or an unexpected bug: never leave the response open.
+                self._close_now()
+                raise
+
+    async def aclose(self) -> None:
+        """Close the response and release the connection and the concurrency slot."""
+        self._close_now()
+
+    def __del__(self) -> None:
+        # A plain `async for` that breaks drops the stream: close the socket then.
+        if not getattr(self, "_closed", True):
+            self._close_now()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "finished" if self._finished else "open"
+        return f"<Stream {self.provider}/{self.model} {state}>"
+
+    # -- internals ------------------------------------------------------------------------
+    def _close_now(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        self._closed = True
+
+    async def _ensure_open(self) -> None:
+        if self._resp is not None or self._finished:
+            return
+        while True:
+            try:
+                await self._open()
+                return
+            except AiollmError as exc:
+                await self._failed(exc)
+                if self._error is not None:
+                    self._raise_error()
+
+    async def _open(self) -> None:
+        if self._closed:
+            raise AiollmError("the stream is closed", provider=self.provider)
+        provider = self._provider
+        if self._lease is None:
+            self._lease = await self._limiter.acquire()
+        elif self.attempts:
+            await self._limiter.pace()
+        transport = self._client._transport
+        credential = await provider.auth.get(transport)
+        request = provider.build_request(self._call, credential)
+        self.attempts += 1
+        resp = await transport.open(
+            request,
+            timeout=self._timeout,
+            provider=provider.name,
+            extra_headers=self._extra_headers,
+        )
+        self._credential = credential
+        codec = self._codec = provider.new_codec(self._call)
+        if resp.status >= 300:
+            try:
+                body = await resp.read(MAX_ERROR_BODY)
+            finally:
+                resp.close()
+            raise codec.http_error(resp.status, resp.headers, body)
+        self._resp = resp
+        self._framer = None
+        self._other = None
+
+    async def _step(self) -> None:
+        """Read one chunk and decode what it completes into ``self._buf``."""
+        if self._resp is None:
+            await self._open()
+        resp = self._resp
+        codec = self._codec
+        assert resp is not None and codec is not None
+        chunk = await resp.next_chunk()
+        framer = self._framer
+        if framer is None and self._other is None:
+            kind = sniff_body(resp.content_type, chunk[:64])
+            if kind is BodyKind.SSE:
+                framer = self._framer = SSEDecoder(
+                    data_line_events=self._provider.sse_data_line_events
+                )
+            elif kind is BodyKind.JSON:
+                framer = self._framer = JSONFramer()
+            else:
+                self._other = []
+        out: list[Event] = []
+        self._buf = out
+        self._idx = 0
+        ended = False
+        try:
+            if framer is None:
+                assert self._other is not None
+                if chunk:
+                    self._other.append(chunk)
+                    if sum(map(len, self._other)) > MAX_ERROR_BODY:
+                        raise ProtocolError(
+                            f"unrecognised {resp.content_type or 'untyped'} body over "
+                            f"{MAX_ERROR_BODY} bytes",
+                            provider=self.provider,
+                        )
+                    return
+                out += codec.on_other(b"".join(self._other), resp.content_type)
+            else:
+                if isinstance(framer, SSEDecoder):
+                    on_sse = codec.on_sse
+                    for sse in framer.feed(chunk) if chunk else framer.close():
+                        out += on_sse(sse)
+                        if codec.done:
+                            break
+                else:
+                    on_json = codec.on_json
+                    for doc in framer.feed(chunk) if chunk else framer.close():
+                        out += on_json(doc)
+                        if codec.done:
+                            break
+                if chunk and not codec.done:
+                    self._account(out)
+                    return
+            out += codec.on_end()
+            ended = True
+        except AiollmError as exc:
+            self._account(out)
+            if out:
+                # Deliver what decoded cleanly first, then raise.
+                self._error = exc
+                self._close_now()
+                return
+            raise
+        self._account(out)
+        if ended:
+            self._finish_body()
+
+    def _account(self, events: list[Event]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is TextDelta:
+                self._parts.append(event.text)  # type: ignore[union-attr]
+            elif kind is Usage:
+                self._usage = event  # type: ignore[assignment]
+            elif kind is Finish:
+                self._finish = event.reason  # type: ignore[union-attr]
+            elif kind is SafetyNotice:
+                self._safety = event  # type: ignore[assignment]
+
+    def _finish_body(self) -> None:
+        self._finished = True
+        if self._resp is not None:
+            self._resp.finish()
+        self._completion = self._build_completion()
+        usage = self._usage
+        if usage is not None:
+            self._limiter.settle_tokens(usage.total_tokens)
+        self._limiter.succeeded()
+
+    def _build_completion(self) -> Completion:
+        codec = self._codec
+        return Completion(
+            text="".join(self._parts),
+            finish_reason=self._finish,
+            usage=self._usage,
+            request_id=codec.request_id if codec else None,
+            provider=self._provider.name,
+            model=self._call.model,
+            safety=self._safety,
+            extra=dict(codec.extra) if codec else {},
+        )
+
+    def _reset_attempt(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+        self._codec = None
+        self._framer = None
+        self._other = None
+        self._buf = []
+        self._idx = 0
+        self._parts.clear()
+        self._usage = None
+        self._finish = None
+        self._safety = None
+
+    async def _failed(self, exc: AiollmError) -> None:
+        """Retry if nothing reached the caller and the error allows it; else record it."""
+        if isinstance(exc, RateLimitError):
+            self._limiter.throttled(exc.retry_after)
+        if not self._delivered and not self._closed:
+            auth = self._provider.auth if isinstance(exc, AuthenticationError) else None
+            if auth is not None and auth.refreshable and not self._auth_refreshed:
+                self._auth_refreshed = True
+                if self._credential is not None:
+                    auth.invalidate(self._credential)
+                log.debug("%s: token rejected, refreshing once", self.provider)
+                self._reset_attempt()
+                return
+            self._attempt += 1
+            delay = self._retry.delay(exc, self._attempt, self._slept)
+            if delay is not None:
+                log.debug(
+                    "%s: attempt %d failed (%s); retrying in %.2fs",
+                    self.provider,
+                    self._attempt,
+                    exc,
+                    delay,
+                )
+                self._reset_attempt()
+                self._slept += delay
+                if not isinstance(exc, RateLimitError):
+                    await anyio.sleep(delay)
+                return
+        self._error = exc
+        self._close_now()
+
+    def _raise_error(self) -> None:
+        exc = self._error
+        assert exc is not None
+        if self._delivered and not isinstance(exc, StreamInterrupted):
+            partial = self._build_completion()
+            raise StreamInterrupted(
+                f"the stream broke off after {len(partial.text)} characters: {exc}",
+                partial=partial,
+                error=exc,
+                provider=self.provider,
+            ) from exc
+        raise exc
+

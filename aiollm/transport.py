@@ -1,0 +1,312 @@
+"""The aiohttp side: one session, connector limits, four timeouts, bodies as chunks.
+
+Timeouts (:class:`Timeout`): ``connect`` bounds opening a connection; ``first_byte`` bounds
+the time from sending the request to the first body byte (headers included); ``idle`` bounds
+every later gap between body chunks; ``total`` bounds the whole exchange and is off by default,
+so a long stream that keeps producing is never killed. Every aiohttp exception is wrapped in a
+typed :class:`~aiollm.TransportError` whose message has secrets masked (aiohttp's own messages
+carry the URL, and access tokens travel in query strings).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import math
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import anyio
+
+from ._redact import redact_text
+from .errors import ProtocolError, TimeoutError, TransportError
+from .providers._base import HTTPRequest
+
+__all__ = ["Response", "Timeout", "Transport"]
+
+log = logging.getLogger("aiollm.transport")
+
+MAX_ERROR_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Timeouts in seconds (None = no limit). ``total`` is off by default on purpose."""
+
+    connect: float | None = 10.0
+    first_byte: float | None = 120.0
+    idle: float | None = 60.0
+    total: float | None = None
+
+    def merged(self, other: Timeout | float | None) -> Timeout:
+        """This timeout overridden by a per-call one (a number sets ``total``)."""
+        if other is None:
+            return self
+        if isinstance(other, Timeout):
+            return other
+        return replace(self, total=float(other))
+
+
+class Response:
+    """A response whose body is read as raw chunks under the idle and total timeouts."""
+
+    __slots__ = (
+        "_eof",
+        "_first_deadline",
+        "_got_first",
+        "_resp",
+        "_secrets",
+        "_timeout",
+        "_total_deadline",
+        "content_type",
+        "headers",
+        "provider",
+        "status",
+        "url",
+    )
+
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        *,
+        timeout: Timeout,
+        total_deadline: float,
+        first_deadline: float,
+        secrets: tuple[str, ...],
+        provider: str | None,
+    ) -> None:
+        self._resp = resp
+        self._timeout = timeout
+        self._total_deadline = total_deadline
+        self._first_deadline = first_deadline
+        self._got_first = False
+        self._secrets = secrets
+        self._eof = False
+        self.provider = provider
+        self.status: int = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+        self.content_type: str = resp.headers.get("Content-Type", "")
+        self.url = redact_text(str(resp.url), secrets)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.url}>"
+
+    async def next_chunk(self) -> bytes:
+        """The next body chunk as it arrives (any size); ``b""`` at the end of the body."""
+        if self._eof:
+            return b""
+        now = anyio.current_time()
+        if self._got_first:
+            idle = self._timeout.idle
+            deadline = min(self._total_deadline, now + idle if idle is not None else math.inf)
+            phase = "idle"
+        else:
+            deadline = min(self._total_deadline, self._first_deadline)
+            phase = "first_byte"
+        if deadline <= now:
+            raise self._timeout_error(phase, deadline)
+        try:
+            if deadline == math.inf:
+                chunk = await self._resp.content.readany()
+            else:
+                with anyio.fail_after(deadline - now):
+                    chunk = await self._resp.content.readany()
+        except builtins.TimeoutError:
+            raise self._timeout_error(phase, deadline) from None
+        except aiohttp.ClientError as exc:
+            raise wrap_client_error(exc, self.provider, self._secrets, response_started=True) from None
+        except OSError as exc:
+            raise wrap_client_error(exc, self.provider, self._secrets, response_started=True) from None
+        if chunk:
+            self._got_first = True
+        else:
+            self._eof = True
+        return chunk
+
+    def _timeout_error(self, phase: str, deadline: float) -> TimeoutError:
+        if phase == "idle" and deadline == self._total_deadline:
+            phase = "total"
+        limit = getattr(self._timeout, phase)
+        what = {
+            "idle": "no data arrived",
+            "first_byte": "no response body arrived",
+            "total": "the request did not finish",
+        }[phase]
+        return TimeoutError(
+            f"{what} within the {phase} timeout of {limit}s; raise "
+            f"Timeout({phase}=...) if the model is slow",
+            provider=self.provider,
+            phase=phase,
+            response_started=True,
+        )
+
+    async def read(self, limit: int = MAX_ERROR_BODY) -> bytes:
+        """Read the rest of the body (at most ``limit`` bytes, else ProtocolError)."""
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.next_chunk():
+            size += len(chunk)
+            if size > limit:
+                raise ProtocolError(
+                    f"response body exceeds {limit} bytes", provider=self.provider
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        """The codec saw the end: take what is already buffered and give the connection back.
+
+        A server that closes its body right after the last frame lets the connection go back
+        to the pool; one that keeps the body open gets its connection closed.
+        """
+        content = self._resp.content
+        if content.is_eof():
+            while not content.at_eof():
+                content.read_nowait()
+            self._eof = True
+        self.close()
+
+    def close(self) -> None:
+        """Give the connection back: to the pool when the body was read to the end, else closed."""
+        if self._eof:
+            self._resp.release()
+        else:
+            self._resp.close()
+
+
+def wrap_client_error(
+    exc: BaseException,
+    provider: str | None,
+    secrets: tuple[str, ...],
+    *,
+    response_started: bool = False,
+) -> TransportError:
+    """A typed, redacted TransportError for an aiohttp/OS exception."""
+    detail = redact_text(f"{type(exc).__name__}: {exc}", secrets)
+    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
+        return TimeoutError(
+            f"connecting timed out ({detail}); check the base URL or raise Timeout(connect=...)",
+            provider=provider,
+            phase="connect",
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        msg = f"the response body was cut off ({detail})"
+    elif isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientConnectorDNSError):
+        msg = f"cannot connect ({detail}); check the base URL and the network"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        msg = f"the server closed the connection ({detail})"
+    else:
+        msg = f"HTTP transport failed ({detail})"
+    return TransportError(msg, provider=provider, response_started=response_started)
+
+
+class Transport:
+    """Owns (or borrows) one aiohttp ``ClientSession`` and opens responses on it."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        timeout: Timeout | None = None,
+        limit: int = 256,
+        limit_per_host: int = 0,
+        ssl_context: ssl.SSLContext | bool | None = None,
+    ) -> None:
+        self.timeout = timeout or Timeout()
+        self._session = session
+        self._own_session = session is None
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        self._ssl = ssl_context
+        self._closed = False
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session, created on first use inside the running loop."""
+        if self._closed:
+            raise TransportError("the client is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=self._limit_per_host,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def open(
+        self,
+        req: HTTPRequest,
+        *,
+        timeout: Timeout | None = None,
+        provider: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send ``req`` and wait for the response headers (under connect/first-byte/total)."""
+        t = timeout or self.timeout
+        now = anyio.current_time()
+        total_deadline = now + t.total if t.total is not None else math.inf
+        first_deadline = now + t.first_byte if t.first_byte is not None else math.inf
+        deadline = min(total_deadline, first_deadline)
+        headers = dict(req.headers)
+        if extra_headers:
+            headers.update(extra_headers)
+        kwargs: dict[str, Any] = {
+            "params": req.params or None,
+            "headers": headers,
+            "data": req.body,
+            "timeout": aiohttp.ClientTimeout(total=None, sock_connect=t.connect, connect=t.connect),
+            "allow_redirects": False,
+        }
+        log.debug("%s %s", req.method, redact_text(req.url, req.secrets))
+        try:
+            if deadline == math.inf:
+                resp = await self.session.request(req.method, req.url, **kwargs)
+            else:
+                with anyio.fail_after(max(0.0, deadline - now)):
+                    resp = await self.session.request(req.method, req.url, **kwargs)
+        except builtins.TimeoutError:
+            phase = "total" if total_deadline <= first_deadline else "first_byte"
+            raise TimeoutError(
+                f"no response within the {phase} timeout of {getattr(t, phase)}s",
+                provider=provider,
+                phase=phase,
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise wrap_client_error(exc, provider, req.secrets) from None
+        return Response(
+            resp,
+            timeout=t,
+            total_deadline=total_deadline,
+            first_deadline=first_deadline,
+            secrets=req.secrets,
+            provider=provider,
+        )
+
+    async def request_bytes(
+        self, req: HTTPRequest, *, timeout: Timeout | None = None, provider: str | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send ``req`` and read the whole (bounded) body: ``(status, headers, body)``."""
+        resp = await self.open(req, timeout=timeout, provider=provider)
+        try:
+            body = await resp.read()
+            return resp.status, resp.headers, body
+        finally:
+            resp.close()
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it."""
+        self._closed = True
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    def __repr__(self) -> str:
+        return f"<Transport own_session={self._own_session} closed={self._closed}>"
