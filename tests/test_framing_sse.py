@@ -1,0 +1,618 @@
+"""SSEDecoder: the WHATWG event stream interpretation, chunking invariance, limits."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aiollm.errors import AiollmError, ProtocolError
+from aiollm.framing import ServerSentEvent, SSEDecoder
+
+SSE = ServerSentEvent
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def feed_chunks(chunks: list[bytes], **kw: object) -> list[SSE]:
+    dec = SSEDecoder(**kw)  # type: ignore[arg-type]
+    out: list[SSE] = []
+    for chunk in chunks:
+        out += dec.feed(chunk)
+    out += dec.close()
+    return out
+
+
+def parse(body: bytes, **kw: object) -> list[SSE]:
+    """Parse ``body`` whole, split in two at every offset, and byte by byte.
+
+    All must agree; returns the events.
+    """
+    whole = feed_chunks([body], **kw)
+    for i in range(1, len(body)):
+        assert feed_chunks([body[:i], body[i:]], **kw) == whole, f"split at {i}"
+    assert feed_chunks([body[i : i + 1] for i in range(len(body))], **kw) == whole
+    return whole
+
+
+def reference(body: bytes, *, data_line_events: bool = False) -> list[SSE]:
+    """A direct, line-at-a-time transcription of the rules, for comparison."""
+    text = body.decode("utf-8", "replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = re.split("\r\n|\r|\n", text)
+    last = lines.pop()  # unterminated (possibly empty)
+    out: list[SSE] = []
+    data: list[str] = []
+    event = ""
+    comments: list[str] = []
+    retry: int | None = None
+    last_id = ""
+
+    def dispatch() -> None:
+        nonlocal event, retry, data, comments
+        if data:
+            out.append(SSE(event or "message", "\n".join(data), last_id, retry, tuple(comments)))
+        data = []
+        event = ""
+        retry = None
+        comments = []
+
+    def process(line: str) -> None:
+        nonlocal event, retry, last_id
+        if line == "":
+            dispatch()
+            return
+        if line.startswith(":"):
+            comments.append(line[1:])
+            return
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+            if data_line_events:
+                dispatch()
+        elif name == "event":
+            event = value
+        elif name == "id":
+            if "\0" not in value:
+                last_id = value
+        elif name == "retry":
+            if value and all(c in "0123456789" for c in value):
+                retry = int(value)
+
+    for line in lines:
+        process(line)
+    if data_line_events and last.partition(":")[0] == "data":
+        process(last)
+    return out
+
+
+def check(body: bytes, expected: list[SSE], **kw: object) -> None:
+    assert parse(body, **kw) == expected
+    assert reference(body, **kw) == expected  # type: ignore[arg-type]
+
+
+# -- line ends ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nl", [b"\n", b"\r", b"\r\n"])
+def test_line_ends(nl: bytes) -> None:
+    body = b"data: a" + nl + b"data: b" + nl + nl + b"event: e" + nl + b"data: c" + nl + nl
+    check(body, [SSE(data="a\nb"), SSE(event="e", data="c")])
+
+
+def test_mixed_line_ends() -> None:
+    body = b"data: a\r\ndata: b\rdata: c\n\r\ndata: d\r\r"
+    check(body, [SSE(data="a\nb\nc"), SSE(data="d")])
+
+
+def test_crlf_split_across_chunks_is_one_line_end() -> None:
+    body = b"data: a\r\ndata: b\r\n\r\n"
+    # every offset, including between each CR and its LF, is covered by parse()
+    assert parse(body) == [SSE(data="a\nb")]
+    dec = SSEDecoder()
+    assert dec.feed(b"data: a\r") == []
+    assert dec.feed(b"\n") == []  # the LF completes the CRLF: not a blank line
+    assert dec.feed(b"\r") == [SSE(data="a")]
+    assert dec.feed(b"\n") == []
+
+
+def test_cr_cr_is_two_line_ends() -> None:
+    check(b"data: a\r\r", [SSE(data="a")])
+    dec = SSEDecoder()
+    assert dec.feed(b"data: a\r") == []
+    assert dec.feed(b"\r") == [SSE(data="a")]
+
+
+def test_lone_cr_at_end_of_body() -> None:
+    check(b"data: a\r\r", [SSE(data="a")])
+    dec = SSEDecoder(data_line_events=True)
+    assert dec.feed(b"data: a\r") == [SSE(data="a")]
+    assert dec.close() == []
+
+
+# -- BOM ----------------------------------------------------------------------------------
+
+
+def test_bom_stripped() -> None:
+    check(b"\xef\xbb\xbfdata: a\n\n", [SSE(data="a")])
+
+
+def test_bom_split_across_chunks() -> None:
+    for i in (1, 2):
+        body = b"\xef\xbb\xbfdata: a\n\n"
+        assert feed_chunks([body[:i], body[i:]]) == [SSE(data="a")]
+    assert feed_chunks([b"\xef", b"\xbb", b"\xbf", b"data: a\n\n"]) == [SSE(data="a")]
+
+
+def test_second_bom_not_stripped() -> None:
+    # The second BOM starts the field name, which then is not "data".
+    check(b"\xef\xbb\xbf\xef\xbb\xbfdata: a\n\ndata: b\n\n", [SSE(data="b")])
+    # A BOM later in the stream is ordinary text.
+    check(
+        b"data: a\n\n\xef\xbb\xbfdata: b\n\ndata: \xef\xbb\xbfc\n\n",
+        [SSE(data="a"), SSE(data="\ufeffc")],
+    )
+
+
+def test_bom_prefix_that_is_not_a_bom() -> None:
+    check(b"\xef\xbbdata: a\n\ndata: b\n\n", [SSE(data="b")])
+    assert feed_chunks([b"\xef", b"\n", b"data: b\n\n"]) == [SSE(data="b")]
+
+
+# -- fields -------------------------------------------------------------------------------
+
+
+def test_comments_collected() -> None:
+    body = b": first\n:second\ndata: a\n:third\n\ndata: b\n\n"
+    check(body, [SSE(data="a", comments=(" first", "second", "third")), SSE(data="b")])
+
+
+def test_comments_cleared_by_blank_line_without_data() -> None:
+    check(b": ping\n\n: ping\n\ndata: a\n\n", [SSE(data="a")])
+
+
+def test_dashscope_shape() -> None:
+    body = b'id:1\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"text":"hi"}}\n\n'
+    check(
+        body,
+        [
+            SSE(
+                event="result",
+                data='{"output":{"text":"hi"}}',
+                id="1",
+                comments=("HTTP_STATUS/200",),
+            )
+        ],
+    )
+    body = b'id:2\nevent:error\n:HTTP_STATUS/429\ndata:{"code":"Throttling"}\n\n'
+    (ev,) = parse(body)
+    assert ev.comments == ("HTTP_STATUS/429",)
+    assert ev.event == "error" and ev.id == "2"
+
+
+def test_field_without_colon() -> None:
+    # "data" alone is a data line with an empty value.
+    check(b"data\n\n", [SSE(data="")])
+    check(b"data\ndata\n\n", [SSE(data="\n")])
+    check(b"event\ndata: x\n\n", [SSE(data="x")])
+    check(b"id\ndata: x\n\n", [SSE(data="x", id="")])
+
+
+def test_exactly_one_leading_space_stripped() -> None:
+    check(
+        b"data:  x\n\ndata:y\n\ndata: \n\ndata:\n\nevent:  e\ndata: z \n\n",
+        [SSE(data=" x"), SSE(data="y"), SSE(data=""), SSE(data=""), SSE(event=" e", data="z ")],
+    )
+
+
+def test_value_may_contain_colons() -> None:
+    check(b"data: a: b:c\n\n", [SSE(data="a: b:c")])
+
+
+def test_multiline_data_joined() -> None:
+    check(b"data: a\ndata:\ndata: c\n\n", [SSE(data="a\n\nc")])
+    check(b"data: {\ndata: }\n\n", [SSE(data="{\n}")])
+
+
+def test_empty_data_buffer_no_dispatch() -> None:
+    check(b"event: x\n\n\n\nid: 3\n\nretry: 5\n\n", [])
+    check(b"event: x\n\ndata: a\n\n", [SSE(data="a")])  # the event type was reset
+
+
+def test_event_type_reset_after_dispatch() -> None:
+    check(
+        b"event: a\ndata: 1\n\ndata: 2\n\nevent: b\nevent: c\ndata: 3\n\nevent:\ndata: 4\n\n",
+        [SSE(event="a", data="1"), SSE(data="2"), SSE(event="c", data="3"), SSE(data="4")],
+    )
+
+
+def test_retry_digits_only() -> None:
+    body = (
+        b"retry: 1000\ndata: a\n\n"
+        b"data: b\n\n"
+        b"retry: 10x\ndata: c\n\n"
+        b"retry: -1\ndata: d\n\n"
+        b"retry:\ndata: e\n\n"
+        b"retry: \xd9\xa3\ndata: f\n\n"  # ARABIC-INDIC DIGIT THREE is not an ASCII digit
+        b"retry:007\ndata: g\n\n"
+        b"retry: 1.5\ndata: h\n\n"
+    )
+    check(
+        body,
+        [
+            SSE(data="a", retry=1000),
+            SSE(data="b"),
+            SSE(data="c"),
+            SSE(data="d"),
+            SSE(data="e"),
+            SSE(data="f"),
+            SSE(data="g", retry=7),
+            SSE(data="h"),
+        ],
+    )
+
+
+def test_retry_property_and_huge_retry() -> None:
+    dec = SSEDecoder()
+    assert dec.retry is None
+    dec.feed(b"retry: 2500\n\n")
+    assert dec.retry == 2500
+    # more digits than int() converts by default: ignored, never an exception
+    assert dec.feed(b"retry: " + b"9" * 6000 + b"\ndata: x\n\n") == [SSE(data="x")]
+    assert dec.retry == 2500
+    assert dec.feed(b"retry: " + b"0" * 6000 + b"12\ndata: x\n\n") == [SSE(data="x", retry=12)]
+
+
+def test_id_with_nul_ignored() -> None:
+    check(
+        b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n",
+        [SSE(data="a", id="1"), SSE(data="b", id="1")],
+    )
+
+
+def test_id_persists_and_can_be_cleared() -> None:
+    check(
+        b"id: 1\ndata: a\n\ndata: b\n\nid: 2\n\ndata: c\n\nid\ndata: d\n\nid: 3\ndata: e\n\n",
+        [
+            SSE(data="a", id="1"),
+            SSE(data="b", id="1"),
+            SSE(data="c", id="2"),  # set in a block that dispatched nothing
+            SSE(data="d", id=""),
+            SSE(data="e", id="3"),
+        ],
+    )
+    dec = SSEDecoder()
+    dec.feed(b"id: 7\n\n")
+    assert dec.last_event_id == "7"
+
+
+def test_id_set_after_data_in_same_block() -> None:
+    check(b"data: a\nid: 9\n\n", [SSE(data="a", id="9")])
+
+
+def test_unknown_fields_ignored() -> None:
+    check(b"foo: bar\nDATA: x\nData: y\n data: z\ndata: a\n\n", [SSE(data="a")])
+
+
+def test_invalid_utf8_replaced() -> None:
+    check(
+        b"data: a\xffb\n\nevent: \xc3\ndata: \xe2\x82\n\ndata: \xf0\x9f\x98\x80\n\n",
+        [SSE(data="a\ufffdb"), SSE(event="\ufffd", data="\ufffd"), SSE(data="\U0001f600")],
+    )
+
+
+def test_multibyte_char_split_across_chunks() -> None:
+    body = "data: 你好 über 😀\n\n".encode()
+    assert parse(body) == [SSE(data="你好 über 😀")]
+
+
+def test_incomplete_event_at_eof_dropped() -> None:
+    check(b"data: a\n\ndata: b\n", [SSE(data="a")])
+    check(b"data: a\n\ndata: b", [SSE(data="a")])
+    check(b"data: a\n\nevent: x\ndata: b\r", [SSE(data="a")])
+
+
+def test_empty_and_trivial_bodies() -> None:
+    check(b"", [])
+    check(b"\n\n\n", [])
+    check(b"\xef\xbb\xbf", [])
+    check(b":\n\n", [])
+    dec = SSEDecoder()
+    assert dec.feed(b"") == []
+    assert dec.close() == []
+
+
+def test_openai_stream() -> None:
+    frame = (
+        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,'
+        b'"model":"m","choices":[{"index":0,"delta":{"content":"tok"},"finish_reason":null}]}\n\n'
+    )
+    body = frame * 3 + b"data: [DONE]\n\n"
+    events = parse(body)
+    assert [e.data for e in events[-2:]] == [frame[6:-2].decode(), "[DONE]"]
+    assert len(events) == 4 and all(e.event == "message" for e in events)
+
+
+def test_anthropic_stream() -> None:
+    body = (
+        b"event: message_start\ndata: {}\n\n"
+        b": keepalive\n\n"
+        b'event: ping\ndata: {"type": "ping"}\n\n'
+        b'event: content_block_delta\ndata: {"t":1}\n\n'
+    )
+    check(
+        body,
+        [
+            SSE(event="message_start", data="{}"),
+            SSE(event="ping", data='{"type": "ping"}'),
+            SSE(event="content_block_delta", data='{"t":1}'),
+        ],
+    )
+
+
+def test_many_events_in_one_chunk_then_continuation() -> None:
+    # A big chunk takes the bulk path; the open event continues in the next chunk.
+    body = b"".join(b"data: %d\n\n" % i for i in range(500))
+    dec = SSEDecoder()
+    first = dec.feed(body + b"event: e\ndata: x")
+    assert [e.data for e in first] == [str(i) for i in range(500)]
+    assert dec.feed(b"\ndata: y\n") == []
+    assert dec.feed(b"\ndata: z\n\n") == [SSE(event="e", data="x\ny"), SSE(data="z")]
+
+
+# -- data_line_events ----------------------------------------------------------------------
+
+
+def test_data_line_events_without_blank_lines() -> None:
+    frames = [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+    well_formed = b"".join(b"data: " + f + b"\n\n" for f in frames)
+    packed = b"".join(b"data: " + f + b"\n" for f in frames)
+    expected = [SSE(data=f.decode()) for f in frames]
+    assert parse(well_formed) == expected
+    check(well_formed, expected, data_line_events=True)
+    check(packed, expected, data_line_events=True)
+    check(packed.replace(b"data: ", b"data:"), expected, data_line_events=True)
+    check(packed.replace(b"\n", b"\r\n"), expected, data_line_events=True)
+
+
+def test_data_line_events_carry_block_fields() -> None:
+    body = b"id: 1\nevent: e\nretry: 5\n: c\ndata: a\ndata: b\n\nevent: f\n\ndata: c\n"
+    check(
+        body,
+        [
+            SSE(event="e", data="a", id="1", retry=5, comments=(" c",)),
+            SSE(data="b", id="1"),
+            SSE(data="c", id="1"),
+        ],
+        data_line_events=True,
+    )
+
+
+def test_data_line_events_trailing_line_dispatched_at_close() -> None:
+    check(b"data: a\ndata: b", [SSE(data="a"), SSE(data="b")], data_line_events=True)
+    check(b"data: a\ndata", [SSE(data="a"), SSE(data="")], data_line_events=True)
+    # but only a data line; and never in the default mode
+    check(b"data: a\nevent: b", [SSE(data="a")], data_line_events=True)
+    check(b"data: a\ndatax: b", [SSE(data="a")], data_line_events=True)
+    check(b"data: a\n\ndata: b", [SSE(data="a")])
+    dec = SSEDecoder(data_line_events=True)
+    assert dec.feed(b"data: x") == []
+    assert dec.close() == [SSE(data="x")]
+    assert dec.close() == []
+
+
+# -- lifecycle and limits -------------------------------------------------------------------
+
+
+def test_feed_after_close_raises() -> None:
+    dec = SSEDecoder()
+    dec.close()
+    with pytest.raises(ProtocolError):
+        dec.feed(b"data: a\n\n")
+
+
+def test_line_limit_in_one_chunk() -> None:
+    dec = SSEDecoder(max_line_bytes=100)
+    assert dec.feed(b"data: " + b"x" * 94 + b"\n\n") == [SSE(data="x" * 94)]  # 100: ok
+    with pytest.raises(ProtocolError, match="max_line_bytes=100"):
+        dec.feed(b"data: " + b"x" * 95 + b"\n\n")
+    with pytest.raises(ProtocolError):
+        dec.feed(b"data: a\n\n")  # unusable after an error
+
+
+@pytest.mark.parametrize("data_line_events", [False, True])
+def test_line_limit_in_small_chunks(data_line_events: bool) -> None:
+    dec = SSEDecoder(max_line_bytes=1000, data_line_events=data_line_events)
+    dec.feed(b"data: ok\n\n")
+    with pytest.raises(ProtocolError, match="max_line_bytes") as info:
+        for _ in range(200):
+            dec.feed(b"x" * 7)
+    assert isinstance(info.value, AiollmError)
+    assert "SSEDecoder(max_line_bytes=...)" in str(info.value)
+
+
+def test_line_limit_comment_and_crlf() -> None:
+    dec = SSEDecoder(max_line_bytes=50)
+    with pytest.raises(ProtocolError):
+        for _ in range(20):
+            dec.feed(b":" + b"c" * 9)
+    # CRLF line ends do not count against the limit
+    dec = SSEDecoder(max_line_bytes=10)
+    assert dec.feed(b"data: 1234\r\n\r\n") == [SSE(data="1234")]
+
+
+def test_event_limit() -> None:
+    dec = SSEDecoder(max_event_bytes=100)
+    # 10 lines of 9 bytes joined by 9 newlines = 99 bytes: ok
+    assert dec.feed(b"data: xxxxxxxxx\n" * 10 + b"\n") == [SSE(data="\n".join(["x" * 9] * 10))]
+    with pytest.raises(ProtocolError, match="max_event_bytes=100"):
+        for _ in range(20):
+            dec.feed(b"data: xxxxxxxxx\n")
+    dec = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(ProtocolError, match="max_event_bytes"):
+        dec.feed(b"data: xxxxxxxxx\n" * 11 + b"\n")
+    # endless comments without a blank line are bounded too
+    dec = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(ProtocolError, match="max_event_bytes"):
+        for _ in range(20):
+            dec.feed(b": keepalive\n")
+
+
+def test_event_limit_not_hit_by_many_small_events() -> None:
+    dec = SSEDecoder(max_event_bytes=20, max_line_bytes=20)
+    body = b"data: 0123456789\n\n" * 1000
+    assert len(dec.feed(body)) == 1000
+    assert (
+        len(feed_chunks([body[i : i + 7] for i in range(0, len(body), 7)], max_event_bytes=20))
+        == 1000
+    )
+
+
+def test_bad_limits_rejected() -> None:
+    with pytest.raises(ValueError):
+        SSEDecoder(max_line_bytes=0)
+
+
+# -- properties -------------------------------------------------------------------------------
+
+FIELD_NAMES = ["data", "data", "data", "event", "id", "retry", "", "x", "dat"]
+value_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    max_size=12,
+) | st.sampled_from(["", " ", "1000", "42", "a\0b", ":", " data: x"])
+line_strategy = st.one_of(
+    st.tuples(
+        st.sampled_from(FIELD_NAMES), st.sampled_from([":", ": ", ":  ", ""]), value_text
+    ).map(lambda t: t[0] + t[1] + (t[2] if t[1] else "")),
+    value_text.map(lambda v: ":" + v),  # comment
+)
+block_strategy = st.lists(line_strategy, max_size=5)
+
+
+def render(blocks: list[list[str]], ends: list[str], bom: bool, tail: str) -> bytes:
+    out: list[str] = []
+    k = 0
+    for block in blocks:
+        for line in [*block, ""]:
+            out.append(line + ends[k % len(ends)])
+            k += 1
+    return (("\ufeff" if bom else "") + "".join(out) + tail).encode()
+
+
+def split_at(body: bytes, points: list[int]) -> list[bytes]:
+    cuts = sorted({p % (len(body) + 1) for p in points})
+    edges = [0, *cuts, len(body)]
+    return [body[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    blocks=st.lists(block_strategy, max_size=8),
+    ends=st.lists(st.sampled_from(["\n", "\r", "\r\n"]), min_size=1, max_size=4),
+    bom=st.booleans(),
+    tail=st.sampled_from(["", "data: t", "data", ":c", "event: e"]),
+    points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
+    data_line_events=st.booleans(),
+)
+def test_chunking_invariance_and_reference(
+    blocks: list[list[str]],
+    ends: list[str],
+    bom: bool,
+    tail: str,
+    points: list[int],
+    data_line_events: bool,
+) -> None:
+    body = render(blocks, ends, bom, tail)
+    whole = feed_chunks([body], data_line_events=data_line_events)
+    assert whole == reference(body, data_line_events=data_line_events)
+    chunked = feed_chunks(split_at(body, points), data_line_events=data_line_events)
+    assert chunked == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=st.lists(value_text, min_size=1, max_size=20),
+    sep=st.sampled_from(["\n\n", "\n", "\r\n", "\r\n\r\n", "\r"]),
+    space=st.sampled_from(["", " "]),
+    points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
+)
+def test_data_line_events_equal_well_formed(
+    frames: list[str], sep: str, space: str, points: list[int]
+) -> None:
+    well_formed = "".join(f"data:{space}{f}\n\n" for f in frames).encode()
+    packed = "".join(f"data:{space}{f}{sep}" for f in frames).encode()
+    expected = feed_chunks([well_formed])
+    assert feed_chunks(split_at(packed, points), data_line_events=True) == expected
+    assert feed_chunks([packed], data_line_events=True) == expected
+
+
+interesting_bytes = st.lists(
+    st.sampled_from(
+        [
+            b"data",
+            b"event",
+            b"id",
+            b"retry",
+            b":",
+            b" ",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"\x00",
+            b"\xef\xbb\xbf",
+            b"\xef",
+            b"\xff",
+            b"\xc3",
+            b"7",
+            b"x",
+            b"data: ",
+            b"\n\n",
+        ]
+    )
+    | st.binary(max_size=6),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=interesting_bytes,
+    points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
+    data_line_events=st.booleans(),
+)
+def test_arbitrary_bytes_match_reference(
+    body: bytes, points: list[int], data_line_events: bool
+) -> None:
+    whole = feed_chunks([body], data_line_events=data_line_events)
+    assert whole == reference(body, data_line_events=data_line_events)
+    assert feed_chunks(split_at(body, points), data_line_events=data_line_events) == whole
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=interesting_bytes | st.binary(max_size=200),
+    points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
+    data_line_events=st.booleans(),
+    max_line=st.integers(min_value=1, max_value=40),
+    max_event=st.integers(min_value=1, max_value=40),
+)
+def test_arbitrary_bytes_only_protocol_error(
+    body: bytes, points: list[int], data_line_events: bool, max_line: int, max_event: int
+) -> None:
+    dec = SSEDecoder(
+        data_line_events=data_line_events, max_line_bytes=max_line, max_event_bytes=max_event
+    )
+    try:
+        for chunk in split_at(body, points):
+            for ev in dec.feed(chunk):
+                assert len(ev.data.encode()) <= max_event * 3  # U+FFFD is 3 bytes
+        dec.close()
+    except ProtocolError:
+        pass
