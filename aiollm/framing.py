@@ -92,6 +92,12 @@ class SSEDecoder:
     nothing, and :meth:`close` also dispatches a final ``data`` line that lacks its line
     end.
 
+    With ``json_line_events=True`` (for servers that write a bare JSON error object into
+    an event stream, e.g. Qianfan's ``{"error_code":110,...}``) a line that starts with
+    ``{`` is dispatched at once as its own ``message`` event whose data is the whole line,
+    instead of being read as an unknown field and ignored; :meth:`close` dispatches such a
+    line also when it lacks its line end.
+
     ``max_line_bytes`` bounds one line (bytes since the last line end) and
     ``max_event_bytes`` one event (its data, plus the text of its comments); exceeding
     either raises :class:`~aiollm.errors.ProtocolError`. After a ``ProtocolError``, or
@@ -108,6 +114,7 @@ class SSEDecoder:
         "_event_retry",
         "_fast_limit",
         "_head",
+        "_json_lines",
         "_last_id",
         "_max_event",
         "_max_line",
@@ -122,12 +129,14 @@ class SSEDecoder:
         self,
         *,
         data_line_events: bool = False,
+        json_line_events: bool = False,
         max_line_bytes: int = DEFAULT_MAX_BYTES,
         max_event_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if max_line_bytes < 1 or max_event_bytes < 1:
             raise ValueError("max_line_bytes and max_event_bytes must be positive")
         self._data_line_events = data_line_events
+        self._json_lines = json_line_events
         self._max_line = max_line_bytes
         self._max_event = max_event_bytes
         # A region no longer than this cannot hold an over-limit line or event.
@@ -206,11 +215,13 @@ class SSEDecoder:
             return []
         self._closed = True
         out: list[ServerSentEvent] = []
-        if self._data_line_events and self._parts:
+        if self._parts and (self._data_line_events or self._json_lines):
             line = b"".join(self._parts)
             colon = line.find(b":")
-            if (line if colon < 0 else line[:colon]) == b"data":
-                self._line(line, out)
+            if (self._data_line_events and (line if colon < 0 else line[:colon]) == b"data") or (
+                self._json_lines and line.startswith(b"{")
+            ):
+                self._run([line], out)
         self._parts = []
         self._plen = 0
         self._data = []
@@ -270,8 +281,7 @@ class SSEDecoder:
                 start = 0
             if start < end:
                 # Whole lines of an event block still open: move them into the state.
-                for line in buf[start : end - 1].split(b"\n"):
-                    self._line(line, out)
+                self._run(buf[start : end - 1].split(b"\n"), out)
         if tail_len:
             self._parts.append(buf[end:])
         self._plen = tail_len
@@ -283,9 +293,9 @@ class SSEDecoder:
             # The first block continues lines fed before; it takes the general path.
             e = region.find(b"\n\n")
             if e < 0:
-                self._block(region, out)
+                self._run([*region.split(b"\n"), b""], out)
                 return
-            self._block(region[:e], out)
+            self._run([*region[:e].split(b"\n"), b""], out)
             region = region[e + 2 :]
         limit = self._fast_limit
         if len(region) <= limit:
@@ -306,37 +316,39 @@ class SSEDecoder:
                     lid = self._last_id
                     out += [ServerSentEvent("message", p, lid) for p in pieces]
                     return
+        # Block by block: one-line data blocks and "event: NAME\ndata: VALUE" blocks (the
+        # Anthropic shape) directly, runs of other blocks through the general path.
         append = out.append
+        pending: list[bytes] = []
         for block in region.split(b"\n\n"):
             if len(block) <= limit:
                 if block.startswith(b"data: "):
                     if b"\n" not in block:
+                        if pending:
+                            self._run(pending, out)
+                            pending = []
                         append(ServerSentEvent("message", _decode(block[6:]), self._last_id))
                         continue
                 elif block.startswith(b"event: "):
-                    # "event: NAME\ndata: VALUE" (the Anthropic shape).
                     nl = block.find(b"\n")
                     if (
                         nl > 7
                         and block.startswith(b"data: ", nl + 1)
                         and block.find(b"\n", nl + 1) < 0
                     ):
+                        if pending:
+                            self._run(pending, out)
+                            pending = []
                         append(
                             ServerSentEvent(
-                                _decode(block[7:nl]),
-                                _decode(block[nl + 7 :]),
-                                self._last_id,
+                                _decode(block[7:nl]), _decode(block[nl + 7 :]), self._last_id
                             )
                         )
                         continue
-            self._block(block, out)
-
-    def _block(self, block: bytes, out: list[ServerSentEvent]) -> None:
-        """General path: the lines of one block, then the blank line that ends it."""
-        line = self._line
-        for raw in block.split(b"\n"):
-            line(raw, out)
-        self._dispatch(out)
+            pending += block.split(b"\n")
+            pending.append(b"")
+        if pending:
+            self._run(pending, out)
 
     def _lines_mode(self, region: bytes, out: list[ServerSentEvent]) -> None:
         """``data_line_events`` mode: process whole lines (``region`` ends with LF)."""
@@ -361,83 +373,96 @@ class SSEDecoder:
                     lid = self._last_id
                     out += [ServerSentEvent("message", p, lid) for p in pieces]
                     return
-        line = self._line
-        for raw in region[:-1].split(b"\n"):
-            line(raw, out)
+        self._run(region[:-1].split(b"\n"), out)
 
-    def _line(self, line: bytes, out: list[ServerSentEvent]) -> None:
-        """Interpret one line (without its line end)."""
-        if not line:
-            self._dispatch(out)
-            return
-        if len(line) > self._max_line:
-            raise self._line_too_long(len(line))
-        if line[0] == 0x3A:  # ":" comment
-            self._size += len(line)
-            if self._size - 1 > self._max_event:
-                raise self._event_too_big(self._size - 1)
-            self._comments.append(_decode(line[1:]))
-            return
-        colon = line.find(b":")
-        if colon < 0:
-            name = line
-            value = b""
-        else:
-            name = line[:colon]
-            value = line[colon + 2 :] if line.startswith(b" ", colon + 1) else line[colon + 1 :]
-        if name == b"data":
-            self._size += len(value) + 1
-            if self._size - 1 > self._max_event:
-                raise self._event_too_big(self._size - 1)
-            if self._data_line_events:
-                out.append(
-                    ServerSentEvent(
-                        self._event or "message",
-                        _decode(value),
-                        self._last_id,
-                        self._event_retry,
-                        tuple(self._comments) if self._comments else _NO_COMMENTS,
-                    )
-                )
-                self._reset()
-            else:
-                self._data.append(value)
-        elif name == b"event":
-            self._event = _decode(value)
-        elif name == b"id":
-            if b"\x00" not in value:
-                self._last_id = _decode(value)
-        elif name == b"retry":
-            if value.isdigit():  # ASCII digits only, non-empty
-                try:
-                    ms = int(value.lstrip(b"0") or b"0")
-                except ValueError:  # more digits than int() converts: ignore the field
-                    return
-                self._event_retry = ms
-                self._reconnect = ms
+    def _run(self, lines: list[bytes], out: list[ServerSentEvent]) -> None:
+        """General path: interpret ``lines`` (without line ends; ``b""`` is a blank line).
 
-    def _dispatch(self, out: list[ServerSentEvent]) -> None:
-        """A blank line: dispatch the pending event, if it has data; reset the block."""
+        The block state lives in locals for speed and is stored back at the end.
+        """
         data = self._data
-        if data:
-            out.append(
-                ServerSentEvent(
-                    self._event or "message",
-                    _decode(data[0]) if len(data) == 1 else _decode(b"\n".join(data)),
-                    self._last_id,
-                    self._event_retry,
-                    tuple(self._comments) if self._comments else _NO_COMMENTS,
-                )
-            )
-            self._data = []
-        self._reset()
-
-    def _reset(self) -> None:
-        self._size = 0
-        self._event = ""
-        self._event_retry = None
-        if self._comments:
-            self._comments = []
+        event = self._event
+        comments = self._comments
+        retry = self._event_retry
+        size = self._size
+        last_id = self._last_id
+        max_line = self._max_line
+        max_event = self._max_event + 1  # ``size`` counts one newline per line
+        data_line_events = self._data_line_events
+        json_lines = self._json_lines
+        append = out.append
+        for line in lines:
+            if not line:  # blank line: dispatch
+                if data:
+                    append(
+                        ServerSentEvent(
+                            event or "message",
+                            _decode(data[0]) if len(data) == 1 else _decode(b"\n".join(data)),
+                            last_id,
+                            retry,
+                            tuple(comments) if comments else _NO_COMMENTS,
+                        )
+                    )
+                    data = []
+                event = ""
+                retry = None
+                size = 0
+                if comments:
+                    comments = []
+                continue
+            if len(line) > max_line:
+                raise self._line_too_long(len(line))
+            name, _, value = line.partition(b":")
+            if name != b"data":
+                if not name:  # ":" comment
+                    size += len(line)
+                    if size > max_event:
+                        raise self._event_too_big(size - 1)
+                    comments.append(_decode(value))
+                    continue
+                if json_lines and name[0] == 0x7B:  # "{": a bare JSON line, its own event
+                    append(ServerSentEvent("message", _decode(line), last_id))
+                    continue
+            if value.startswith(b" "):
+                value = value[1:]
+            if name == b"data":
+                size += len(value) + 1
+                if size > max_event:
+                    raise self._event_too_big(size - 1)
+                if data_line_events:
+                    append(
+                        ServerSentEvent(
+                            event or "message",
+                            _decode(value),
+                            last_id,
+                            retry,
+                            tuple(comments) if comments else _NO_COMMENTS,
+                        )
+                    )
+                    event = ""
+                    retry = None
+                    size = 0
+                    if comments:
+                        comments = []
+                else:
+                    data.append(value)
+            elif name == b"event":
+                event = _decode(value)
+            elif name == b"id":
+                if b"\x00" not in value:
+                    last_id = _decode(value)
+            elif name == b"retry" and value.isdigit():  # ASCII digits only, non-empty
+                try:
+                    retry = int(value.lstrip(b"0") or b"0")
+                except ValueError:  # more digits than int() converts: ignore the field
+                    continue
+                self._reconnect = retry
+        self._data = data
+        self._event = event
+        self._comments = comments
+        self._event_retry = retry
+        self._size = size
+        self._last_id = last_id
 
 
 # -- JSON ---------------------------------------------------------------------------------

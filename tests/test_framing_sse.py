@@ -39,7 +39,9 @@ def parse(body: bytes, **kw: object) -> list[SSE]:
     return whole
 
 
-def reference(body: bytes, *, data_line_events: bool = False) -> list[SSE]:
+def reference(
+    body: bytes, *, data_line_events: bool = False, json_line_events: bool = False
+) -> list[SSE]:
     """A direct, line-at-a-time transcription of the rules, for comparison."""
     text = body.decode("utf-8", "replace")
     if text.startswith("\ufeff"):
@@ -70,6 +72,9 @@ def reference(body: bytes, *, data_line_events: bool = False) -> list[SSE]:
         if line.startswith(":"):
             comments.append(line[1:])
             return
+        if json_line_events and line.startswith("{"):
+            out.append(SSE("message", line, last_id))
+            return
         name, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
@@ -88,7 +93,9 @@ def reference(body: bytes, *, data_line_events: bool = False) -> list[SSE]:
 
     for line in lines:
         process(line)
-    if data_line_events and last.partition(":")[0] == "data":
+    if (data_line_events and last.partition(":")[0] == "data") or (
+        json_line_events and last.startswith("{")
+    ):
         process(last)
     return out
 
@@ -408,6 +415,42 @@ def test_data_line_events_trailing_line_dispatched_at_close() -> None:
     assert dec.close() == []
 
 
+def test_json_line_events() -> None:
+    body = (
+        b'data: {"a":1}\n\n'
+        b'{"error_code":110,"error_msg":"Access token invalid"}\n'
+        b"id: 4\n"
+        b'{"error_code":18}\n\n'
+        b'{"error_code":336003}'
+    )
+    err = '{"error_code":110,"error_msg":"Access token invalid"}'
+    check(
+        body,
+        [
+            SSE(data='{"a":1}'),
+            SSE(data=err),
+            SSE(data='{"error_code":18}', id="4"),
+            SSE(data='{"error_code":336003}', id="4"),  # dispatched at close without LF
+        ],
+        json_line_events=True,
+    )
+    # without the option such lines are unknown fields, ignored
+    check(body, [SSE(data='{"a":1}')])
+    # a JSON line does not disturb the event being built around it
+    check(
+        b"event: e\ndata: 1\n{}\ndata: 2\n\n",
+        [SSE(data="{}"), SSE(event="e", data="1\n2")],
+        json_line_events=True,
+    )
+    # both options together: a JSON body with no SSE framing at all
+    check(
+        b'{"x":1}\n{"y":2}',
+        [SSE(data='{"x":1}'), SSE(data='{"y":2}')],
+        data_line_events=True,
+        json_line_events=True,
+    )
+
+
 # -- lifecycle and limits -------------------------------------------------------------------
 
 
@@ -492,8 +535,14 @@ line_strategy = st.one_of(
         st.sampled_from(FIELD_NAMES), st.sampled_from([":", ": ", ":  ", ""]), value_text
     ).map(lambda t: t[0] + t[1] + (t[2] if t[1] else "")),
     value_text.map(lambda v: ":" + v),  # comment
+    st.sampled_from(['{"error_code":110,"error_msg":"x"}', "{", "{:"]),
 )
 block_strategy = st.lists(line_strategy, max_size=5)
+
+
+modes = st.fixed_dictionaries(
+    {"data_line_events": st.booleans(), "json_line_events": st.booleans()}
+)
 
 
 def render(blocks: list[list[str]], ends: list[str], bom: bool, tail: str) -> bytes:
@@ -517,9 +566,9 @@ def split_at(body: bytes, points: list[int]) -> list[bytes]:
     blocks=st.lists(block_strategy, max_size=8),
     ends=st.lists(st.sampled_from(["\n", "\r", "\r\n"]), min_size=1, max_size=4),
     bom=st.booleans(),
-    tail=st.sampled_from(["", "data: t", "data", ":c", "event: e"]),
+    tail=st.sampled_from(["", "data: t", "data", ":c", "event: e", '{"a":1}']),
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
-    data_line_events=st.booleans(),
+    modes=modes,
 )
 def test_chunking_invariance_and_reference(
     blocks: list[list[str]],
@@ -527,13 +576,12 @@ def test_chunking_invariance_and_reference(
     bom: bool,
     tail: str,
     points: list[int],
-    data_line_events: bool,
+    modes: dict[str, bool],
 ) -> None:
     body = render(blocks, ends, bom, tail)
-    whole = feed_chunks([body], data_line_events=data_line_events)
-    assert whole == reference(body, data_line_events=data_line_events)
-    chunked = feed_chunks(split_at(body, points), data_line_events=data_line_events)
-    assert chunked == whole
+    whole = feed_chunks([body], **modes)
+    assert whole == reference(body, **modes)
+    assert feed_chunks(split_at(body, points), **modes) == whole
 
 
 @settings(max_examples=300, deadline=None)
@@ -574,6 +622,8 @@ interesting_bytes = st.lists(
             b"x",
             b"data: ",
             b"\n\n",
+            b"{",
+            b'{"error_code":110}',
         ]
     )
     | st.binary(max_size=6),
@@ -585,34 +635,33 @@ interesting_bytes = st.lists(
 @given(
     body=interesting_bytes,
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
-    data_line_events=st.booleans(),
+    modes=modes,
 )
 def test_arbitrary_bytes_match_reference(
-    body: bytes, points: list[int], data_line_events: bool
+    body: bytes, points: list[int], modes: dict[str, bool]
 ) -> None:
-    whole = feed_chunks([body], data_line_events=data_line_events)
-    assert whole == reference(body, data_line_events=data_line_events)
-    assert feed_chunks(split_at(body, points), data_line_events=data_line_events) == whole
+    whole = feed_chunks([body], **modes)
+    assert whole == reference(body, **modes)
+    assert feed_chunks(split_at(body, points), **modes) == whole
 
 
 @settings(max_examples=400, deadline=None)
 @given(
     body=interesting_bytes | st.binary(max_size=200),
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
-    data_line_events=st.booleans(),
+    modes=modes,
     max_line=st.integers(min_value=1, max_value=40),
     max_event=st.integers(min_value=1, max_value=40),
 )
 def test_arbitrary_bytes_only_protocol_error(
-    body: bytes, points: list[int], data_line_events: bool, max_line: int, max_event: int
+    body: bytes, points: list[int], modes: dict[str, bool], max_line: int, max_event: int
 ) -> None:
-    dec = SSEDecoder(
-        data_line_events=data_line_events, max_line_bytes=max_line, max_event_bytes=max_event
-    )
+    dec = SSEDecoder(**modes, max_line_bytes=max_line, max_event_bytes=max_event)
+    bound = max(max_line, max_event) if modes["json_line_events"] else max_event
     try:
         for chunk in split_at(body, points):
             for ev in dec.feed(chunk):
-                assert len(ev.data.encode()) <= max_event * 3  # U+FFFD is 3 bytes
+                assert len(ev.data.encode()) <= bound * 3  # U+FFFD is 3 bytes
         dec.close()
     except ProtocolError:
         pass
