@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from . import fanout
 from .client import Client
 from .errors import (
     AiollmError,
@@ -68,4 +69,5 @@ __all__ = [
     "TransportError",
     "UnsupportedOperationError",
     "Usage",
+    "fanout",
 ]
