@@ -63,7 +63,7 @@ async def test_limits_from_environment(emu: Emulator) -> None:
     async with Client(providers=emu.settings(), env=env) as client:
         await fanout.gather([client.chat(MODEL, MSGS) for _ in range(6)])
         assert client.limiter("openai").limits.max_concurrency == 2
-    assert emu.stats.max_open_streams <= 2
+    assert emu.stats.max_in_flight == 2  # non-streamed calls are bounded too
 
 
 async def test_burst_of_429_pauses_the_provider_then_all_succeed(emu: Emulator) -> None:

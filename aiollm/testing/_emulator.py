@@ -13,7 +13,7 @@ import importlib
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,6 +69,9 @@ class Stats:
     """What the server saw."""
 
     requests: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    """Requests being handled now (streamed or not)."""
+    max_in_flight: int = 0
     open_streams: int = 0
     max_open_streams: int = 0
     disconnects: int = 0
@@ -79,6 +82,7 @@ class Stats:
     def reset(self) -> None:
         """Forget everything counted so far."""
         self.requests.clear()
+        self.in_flight = self.max_in_flight = 0
         self.open_streams = self.max_open_streams = self.disconnects = self.completed = 0
         self.request_times.clear()
         self.bodies.clear()
@@ -142,10 +146,24 @@ class Emulator:
         """Per-provider state the route modules keep (issued tokens and the like)."""
         self._faults: dict[str, list[Fault]] = {}
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(
+            client_max_size=64 * 1024 * 1024, middlewares=[self._count_in_flight]
+        )
         self.providers = tuple(providers)
         for name in self.providers:
             importlib.import_module(ROUTE_MODULES[name]).register(self, self.app)
+
+    @web.middleware
+    async def _count_in_flight(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        stats = self.stats
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            return await handler(request)
+        finally:
+            stats.in_flight -= 1
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
