@@ -98,7 +98,7 @@ async def test_extra_headers_params_and_body_shape() -> None:
                 custom_field={"a": 1},
             )
         assert reply.text == "ok" and reply.request_id == "c1"
-        (key, calls), = mocked.requests.items()
+        ((_key, calls),) = mocked.requests.items()
         sent: Any = calls[0].kwargs
     assert sent["headers"]["X-Trace"] == "t1"
     assert sent["headers"]["Authorization"] == "Bearer sk-abc"
