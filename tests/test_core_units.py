@@ -46,6 +46,21 @@ def test_redact_query_tokens_bearer_and_literals() -> None:
     assert redact_headers({"Authorization": "Bearer x", "A": "b"}) == {"Authorization": "***", "A": "b"}
 
 
+def test_http_request_repr_hides_tokens() -> None:
+    from aiollm.providers import HTTPRequest
+
+    req = HTTPRequest(
+        "POST",
+        "http://h/chat",
+        headers={"Authorization": "Bearer sk-123456", "X-A": "1"},
+        params={"access_token": "24.tok", "appid": "app-77"},
+        secrets=("app-77",),
+    )
+    text = repr(req)
+    assert "sk-123456" not in text and "24.tok" not in text and "app-77" not in text
+    assert "X-A" in text and "http://h/chat" in text
+
+
 def test_secret_never_shows() -> None:
     s = Secret("topsecret")
     assert "topsecret" not in repr(s) and "topsecret" not in str(s) and "topsecret" not in f"{s}"

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from .._redact import REDACTED, SECRET_PARAMS, redact_headers, redact_text
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -49,7 +50,7 @@ class Call:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(repr=False)
 class HTTPRequest:
     """One HTTP request, ready for the transport.
 
@@ -63,6 +64,16 @@ class HTTPRequest:
     params: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        params = {
+            k: REDACTED if k.lower() in SECRET_PARAMS or v in self.secrets else v
+            for k, v in self.params.items()
+        }
+        return (
+            f"HTTPRequest({self.method} {redact_text(self.url, self.secrets)} "
+            f"params={params} headers={redact_headers(self.headers)})"
+        )
 
 
 _json_encoder = msgspec.json.Encoder()
@@ -146,6 +157,9 @@ class Codec(ABC):
         self.embeddings: Embeddings | None = None
         """Set by ``on_json`` for an ``embed`` call (embeddings are a result, not events)."""
 
+    def on_response(self, status: int, headers: Mapping[str, str]) -> None:  # noqa: B027
+        """The response head arrived (any status); e.g. take a request id from a header."""
+
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
         """Decode one server-sent event."""
         raise ProtocolError(
@@ -199,6 +213,9 @@ class Provider(ABC):
     operations: ClassVar[frozenset[str]] = frozenset({"chat"})
     sse_data_line_events: ClassVar[bool] = True
     """Frame the event stream per ``data:`` line (robust to gateways that omit blank lines)."""
+    sse_json_line_events: ClassVar[bool] = False
+    """Dispatch a bare ``{...}`` line inside an event stream as an event (servers that write
+    JSON error objects there without ``data:``)."""
 
     def __init__(self, settings: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.settings = dict(settings)
