@@ -468,10 +468,14 @@ class SSEDecoder:
 # -- JSON ---------------------------------------------------------------------------------
 
 _J_SKIP_WS: Final = re.compile(rb"[ \t\r\n]*")
-_J_STRUCT: Final = re.compile(rb'[{}\[\]"]')
+# Inside a container: skip everything up to the next bracket, whole strings included;
+# stops at a bracket, at the end of the buffer, or at the quote of an unfinished string.
+_J_SKIP: Final = re.compile(rb'(?:[^"{}\[\]]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.DOTALL)
 # A string body from just after its opening quote: stops at the closing quote, or at the
 # end of the buffer, or at a backslash that is the last byte (its escape not yet here).
 _J_STR_BODY: Final = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+# Nested repeats cost more than linear time on long runs in ``re``: match in windows.
+_J_WINDOW: Final = 32 * 1024
 _J_SCALAR: Final = re.compile(rb'[^ \t\r\n{}\[\]",:]*')
 _J_SCALAR_OK: Final = re.compile(
     rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null"
@@ -604,7 +608,7 @@ class JSONFramer:
         in_str = self._in_str
         scalar = self._scalar
         limit = self._max
-        struct_search = _J_STRUCT.search
+        skip = _J_SKIP.match
         str_body = _J_STR_BODY.match
         while True:
             if start < 0:
@@ -637,10 +641,13 @@ class JSONFramer:
                 p = e
                 continue
             if in_str:
-                e = str_body(buf, p).end()  # type: ignore[union-attr]
+                w = p + _J_WINDOW
+                e = str_body(buf, p, w).end()  # type: ignore[union-attr]
                 if e >= n or buf[e] != 0x22:
-                    p = e  # end of buffer, or a final backslash: wait for more
-                    break
+                    p = e
+                    if e >= n - 1:
+                        break  # end of buffer, or a final backslash: wait for more
+                    continue  # stopped at the window's end
                 in_str = False
                 p = e + 1
                 if depth == 0:
@@ -649,11 +656,14 @@ class JSONFramer:
                     out.append(bytes(buf[start:p]))
                     start = -1
                 continue
-            m = struct_search(buf, p)
-            if m is None:
+            w = p + _J_WINDOW
+            i = skip(buf, p, w).end()  # type: ignore[union-attr]
+            if i >= n:
                 p = n
                 break
-            i = m.start()
+            if i >= w:
+                p = i  # stopped at the window's end
+                continue
             c = buf[i]
             p = i + 1
             if c == 0x22:

@@ -124,6 +124,25 @@ def test_utf8_content_untouched() -> None:
     assert frame_all_ways(doc) == [doc]
 
 
+def test_long_documents_with_escapes_across_scan_windows() -> None:
+    # Long strings and long runs of tokens are scanned in windows; an escape, a quote or a
+    # bracket may fall on any window edge.
+    docs = []
+    for shift in range(6):
+        docs.append(
+            json.dumps(
+                {
+                    "a": "x" * (32 * 1024 - shift) + '\\"}' * 7 + "\\" * 9000,
+                    "b": ['q\\"', "{"] * 9000,
+                }
+            ).encode()
+        )
+    body = b"\n".join(docs)
+    assert frame([body]) == docs
+    assert frame(split_at(body, list(range(0, len(body), 9973)))) == docs
+    assert [json.loads(d) for d in docs]
+
+
 def test_empty_body() -> None:
     assert frame([]) == []
     assert frame([b""]) == []
