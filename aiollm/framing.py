@@ -207,9 +207,10 @@ class SSEDecoder:
     def close(self) -> list[ServerSentEvent]:
         """Signal the end of the body; return the events it completes.
 
-        In the default mode an unterminated event is discarded (WHATWG rule), so this
+        An unterminated event is discarded (WHATWG rule), so in the default mode this
         returns ``[]``; with ``data_line_events=True`` a final ``data`` line without a
-        line end is dispatched. Calling it again returns ``[]``.
+        line end is dispatched, and with ``json_line_events=True`` a final ``{`` line.
+        Calling it again returns ``[]``.
         """
         if self._closed:
             return []
