@@ -213,6 +213,7 @@ class Stream:
         )
         self._credential = credential
         codec = self._codec = provider.new_codec(self._call)
+        codec.on_response(resp.status, resp.headers)
         if resp.status >= 300:
             try:
                 body = await resp.read(MAX_ERROR_BODY)
@@ -236,7 +237,8 @@ class Stream:
             kind = sniff_body(resp.content_type, chunk[:64])
             if kind is BodyKind.SSE:
                 framer = self._framer = SSEDecoder(
-                    data_line_events=self._provider.sse_data_line_events
+                    data_line_events=self._provider.sse_data_line_events,
+                    json_line_events=self._provider.sse_json_line_events,
                 )
             elif kind is BodyKind.JSON:
                 framer = self._framer = JSONFramer()
@@ -277,17 +279,26 @@ class Stream:
                     return
             out += codec.on_end()
             ended = True
-        except AiollmError as exc:
+        except Exception as exc:
+            error = exc if isinstance(exc, AiollmError) else self._decode_failure(exc)
             self._account(out)
             if out:
                 # Deliver what decoded cleanly first, then raise.
-                self._error = exc
+                self._error = error
                 self._close_now()
                 return
-            raise
+            raise error from error.__cause__
         self._account(out)
         if ended:
             self._finish_body()
+
+    def _decode_failure(self, exc: Exception) -> ProtocolError:
+        """A codec must only raise typed errors: never let a bare KeyError reach the caller."""
+        error = ProtocolError(
+            f"could not decode the response ({type(exc).__name__}: {exc})", provider=self.provider
+        )
+        error.__cause__ = exc
+        return error
 
     def _account(self, events: list[Event]) -> None:
         for event in events:

@@ -267,3 +267,23 @@ async def test_closed_client_refuses_calls(emu: Emulator) -> None:
     await client.aclose()
     with pytest.raises(aiollm.TransportError, match="closed"):
         await client.chat(MODEL, MSGS)
+
+
+async def test_a_codec_bug_surfaces_as_protocol_error(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiollm.providers.openai import OpenAICodec
+
+    def broken(self: OpenAICodec, event: object) -> list[aiollm.Event]:
+        raise KeyError("choices")
+
+    monkeypatch.setattr(OpenAICodec, "on_sse", broken)
+    with pytest.raises(aiollm.ProtocolError, match="KeyError") as info:
+        await client.stream(MODEL, MSGS).final()
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+async def test_user_fixture_serves_every_provider(aiollm_emulator: Emulator) -> None:
+    assert aiollm_emulator.url.startswith("http://127.0.0.1:")
+    async with aiollm_emulator.client() as client:
+        assert (await client.chat(MODEL, MSGS)).text
