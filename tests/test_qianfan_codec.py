@@ -1,0 +1,376 @@
+"""Qianfan codec, sans-IO: the document's real frames, error bodies, anomalies, safety."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from aiollm.errors import (
+    APIError,
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+)
+from aiollm.events import Event, Finish, SafetyNotice, TextDelta, Usage
+from aiollm.framing import ServerSentEvent, SSEDecoder
+from aiollm.providers._base import Call
+from aiollm.providers.qianfan import QianfanCodec, SentenceOrderWarning, error_from_code
+
+# The streamed answer of the Llama-2-7b-chat document, frame for frame (no blank lines between
+# the frames, as the document prints them).
+SEED_STREAM = """\
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166793,"sentence_id":0,"is_end":false,"is_truncated":false,"result":"以下是一些适合自驾游的路线推荐:\\n\\n1.","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":16,"total_tokens":27}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166794,"sentence_id":1,"is_end":false,"is_truncated":false,"result":" 中国大陆最美的景观大道:川藏线,从成都出发,沿着川藏公路一路向西,经过稻城亚丁、理塘、巴塘、芒康等美景,最终到达拉萨。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":50,"total_tokens":77}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166795,"sentence_id":2,"is_end":false,"is_truncated":false,"result":"\\n2. 丝绸之路:这是一条贯穿中国东西部的公路,从上海出发,经过西安、兰州、乌鲁木齐等城市,最终到达喀什。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":43,"total_tokens":120}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166796,"sentence_id":3,"is_end":false,"is_truncated":false,"result":"沿途可以欣赏到中国北方和南方的不同景色。\\n3. 西北大环线:从成都出发,经过都江堰、青城山、丹巴、塔公草原、新都桥等景点,最终到达西宁。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":56,"total_tokens":176}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166799,"sentence_id":4,"is_end":false,"is_truncated":false,"result":"这条路线可以领略到中国西北地区的壮美风光。\\n4. 东北环线:从沈阳出发,经过长春、吉林、延吉等城市,最终到达哈尔滨。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":48,"total_tokens":224}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166800,"sentence_id":5,"is_end":false,"is_truncated":false,"result":"沿途可以欣赏到中国东北地区的广阔草原和森林。\\n5. 西南环线:从成都出发,经过雅安、康定、理塘、稻城亚丁等景点,最终到达香格里拉。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":54,"total_tokens":278}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166802,"sentence_id":6,"is_end":false,"is_truncated":false,"result":"这条路线可以领略到中国西南地区的高山峡谷和民族文化。\\n6. 海南环线:从三亚出发,经过海口、文昌、万宁等城市,最终到达三亚。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":52,"total_tokens":330}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166803,"sentence_id":7,"is_end":false,"is_truncated":false,"result":"这条路线可以欣赏到中国南方的海岸线和热带雨林。\\n7. 滇藏线:从昆明出发,经过大理、丽江、香格里拉等景点,最终到达西藏拉萨。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":52,"total_tokens":382}}
+data: {"id":"as-ywwpgx4dt7","object":"chat.completion","created":1680166804,"sentence_id":8,"is_end":true,"is_truncated":false,"result":"这条路线可以领略到中国西南地区和西藏地区的自然风光和人文景观。","need_clear_history":false,"usage":{"prompt_tokens":11,"completion_tokens":30,"total_tokens":412}}
+""".encode()
+
+SEED_TEXT = (
+    "以下是一些适合自驾游的路线推荐:\n\n1."
+    " 中国大陆最美的景观大道:川藏线,从成都出发,沿着川藏公路一路向西,经过稻城亚丁、理塘、巴塘、芒康等美景,最终到达拉萨。"
+    "\n2. 丝绸之路:这是一条贯穿中国东西部的公路,从上海出发,经过西安、兰州、乌鲁木齐等城市,最终到达喀什。"
+    "沿途可以欣赏到中国北方和南方的不同景色。\n3. 西北大环线:从成都出发,经过都江堰、青城山、丹巴、塔公草原、新都桥等景点,最终到达西宁。"
+    "这条路线可以领略到中国西北地区的壮美风光。\n4. 东北环线:从沈阳出发,经过长春、吉林、延吉等城市,最终到达哈尔滨。"
+    "沿途可以欣赏到中国东北地区的广阔草原和森林。\n5. 西南环线:从成都出发,经过雅安、康定、理塘、稻城亚丁等景点,最终到达香格里拉。"
+    "这条路线可以领略到中国西南地区的高山峡谷和民族文化。\n6. 海南环线:从三亚出发,经过海口、文昌、万宁等城市,最终到达三亚。"
+    "这条路线可以欣赏到中国南方的海岸线和热带雨林。\n7. 滇藏线:从昆明出发,经过大理、丽江、香格里拉等景点,最终到达西藏拉萨。"
+    "这条路线可以领略到中国西南地区和西藏地区的自然风光和人文景观。"
+)
+
+# The document's non-streamed single-turn answer.
+SEED_RESPONSE = """{
+  "id": "as-bcmt5ct4iy",
+  "object": "chat.completion",
+  "created": 1680167072,
+  "result": "您好,我是由Meta AI研发并开源,在编码、推理及知识应用等场景表现优秀,Llama-2-7b-chat是高性能版本。",
+  "is_truncated":false,
+  "need_clear_history": false,
+  "usage": {
+    "prompt_tokens": 7,
+    "completion_tokens": 67,
+    "total_tokens": 74
+  }
+}""".encode()
+
+
+def stream_codec() -> QianfanCodec:
+    return QianfanCodec(Call(op="chat", model="llama_2_7b", stream=True, messages=[]))
+
+
+def plain_codec() -> QianfanCodec:
+    return QianfanCodec(Call(op="chat", model="llama_2_7b", stream=False, messages=[]))
+
+
+def frame(**fields: object) -> ServerSentEvent:
+    import json
+
+    return ServerSentEvent(data=json.dumps(fields, ensure_ascii=False))
+
+
+def decode_stream(codec: QianfanCodec, body: bytes, chunk: int = 0) -> list[Event]:
+    """Frame ``body`` as the Stream does for Qianfan, feed the codec, end it."""
+    decoder = SSEDecoder(data_line_events=True, json_line_events=True)
+    chunks = [body] if not chunk else [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    out: list[Event] = []
+    for part in chunks:
+        for sse in decoder.feed(part):
+            out += codec.on_sse(sse)
+    for sse in decoder.close():
+        out += codec.on_sse(sse)
+    out += codec.on_end()
+    return out
+
+
+# -- the document's frames ------------------------------------------------------------------
+@pytest.mark.parametrize("chunk", [0, 1, 7, 64])
+def test_seed_stream_text_usage_finish(chunk: int) -> None:
+    codec = stream_codec()
+    events = decode_stream(codec, SEED_STREAM, chunk)
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == SEED_TEXT
+    assert sum(isinstance(e, TextDelta) for e in events) == 9
+    usages = [e for e in events if isinstance(e, Usage)]
+    # Only the is_end frame's usage counts (earlier frames' usage varies by deployment).
+    assert usages == [Usage(11, 30, 412)]
+    assert events[-1] == Finish("stop")
+    assert codec.done
+    assert codec.request_id == "as-ywwpgx4dt7"
+    assert "sentence_anomalies" not in codec.extra
+    assert codec.extra["need_clear_history"] is False
+
+
+def test_seed_stream_with_blank_lines_too() -> None:
+    body = SEED_STREAM.replace(b"\ndata: ", b"\n\ndata: ") + b"\n"
+    events = decode_stream(stream_codec(), body)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == SEED_TEXT
+
+
+def test_seed_non_streamed_response() -> None:
+    codec = plain_codec()
+    events = codec.on_json(SEED_RESPONSE)
+    assert events[0] == TextDelta(
+        "您好,我是由Meta AI研发并开源,在编码、推理及知识应用等场景表现优秀,Llama-2-7b-chat是高性能版本。"
+    )
+    assert Usage(7, 67, 74) in events
+    assert events[-1] == Finish("stop")
+    assert codec.done and codec.request_id == "as-bcmt5ct4iy"
+    assert codec.on_end() == []
+
+
+def test_truncated_response_finishes_with_length() -> None:
+    codec = plain_codec()
+    events = codec.on_json(
+        b'{"id":"a","result":"x","is_truncated":true,"usage":{"total_tokens":3}}'
+    )
+    assert events[-1] == Finish("length")
+    assert codec.extra["is_truncated"] is True
+
+
+def test_finish_reason_from_the_body() -> None:
+    assert plain_codec().on_json(b'{"result":"x","finish_reason":"normal"}')[-1] == Finish("stop")
+    events = plain_codec().on_json(b'{"result":"","finish_reason":"content_filter"}')
+    assert events == [Finish("content_filter")]
+
+
+# -- stream ends ------------------------------------------------------------------------------
+def test_is_end_frame_with_empty_result_ends_the_stream() -> None:
+    codec = stream_codec()
+    assert codec.on_sse(frame(id="a", sentence_id=0, is_end=False, result="hi")) == [
+        TextDelta("hi")
+    ]
+    events = codec.on_sse(
+        frame(id="a", sentence_id=1, is_end=True, result="", usage={"total_tokens": 5})
+    )
+    assert events == [Usage(None, None, 5), Finish("stop")]
+    assert codec.done
+
+
+def test_stream_ending_without_is_end_is_a_protocol_error() -> None:
+    codec = stream_codec()
+    body = SEED_STREAM.rsplit(b"\n", 2)[0] + b"\n"  # drop the is_end frame
+    with pytest.raises(ProtocolError, match="without its is_end frame"):
+        decode_stream(codec, body)
+
+
+def test_empty_stream_body_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        stream_codec().on_end()
+    with pytest.raises(ProtocolError):
+        plain_codec().on_end()
+
+
+def test_malformed_frame_is_a_protocol_error_without_secrets() -> None:
+    codec = stream_codec()
+    with pytest.raises(ProtocolError, match="malformed JSON frame") as info:
+        codec.on_sse(ServerSentEvent(data='{"result": "x", "u": "?access_token=24.abc'))
+    assert "24.abc" not in str(info.value)
+    with pytest.raises(ProtocolError):
+        codec.on_sse(ServerSentEvent(data='{"result": 5}'))  # wrong type
+    with pytest.raises(ProtocolError):
+        codec.on_json(b"[1, 2]")
+
+
+def test_empty_data_is_ignored() -> None:
+    assert stream_codec().on_sse(ServerSentEvent(data="")) == []
+
+
+# -- sentence_id ----------------------------------------------------------------------------
+def test_sentence_gap_keeps_text_and_warns() -> None:
+    codec = stream_codec()
+    events: list[Event] = []
+    with pytest.warns(SentenceOrderWarning, match="skipped: expected 1, got 3"):
+        for sid, text in [(0, "a"), (3, "b"), (4, "c")]:
+            events += codec.on_sse(frame(sentence_id=sid, is_end=False, result=text))
+    events += codec.on_sse(frame(sentence_id=5, is_end=True, result="d"))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "abcd"
+    assert codec.extra["sentence_anomalies"] == [{"frame": 1, "expected": 1, "sentence_id": 3}]
+
+
+def test_repeated_sentence_ids_warn_once_and_list_each() -> None:
+    codec = stream_codec()
+    events: list[Event] = []
+    with pytest.warns(SentenceOrderWarning, match="repeated") as record:
+        for i in range(4):
+            events += codec.on_sse(frame(sentence_id=0, is_end=i == 3, result=str(i)))
+    assert len(record) == 1
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "0123"
+    assert [a["frame"] for a in codec.extra["sentence_anomalies"]] == [1, 2, 3]
+
+
+def test_anomaly_list_is_bounded() -> None:
+    codec = stream_codec()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SentenceOrderWarning)
+        for _ in range(500):
+            codec.on_sse(frame(sentence_id=0, is_end=False, result="x"))
+    assert len(codec.extra["sentence_anomalies"]) == 100
+
+
+# -- safety ---------------------------------------------------------------------------------------
+def test_need_clear_history_becomes_one_safety_notice() -> None:
+    codec = stream_codec()
+    events = codec.on_sse(
+        frame(sentence_id=0, is_end=False, result="a", need_clear_history=True, ban_round=2)
+    )
+    events += codec.on_sse(
+        frame(sentence_id=1, is_end=True, result="", need_clear_history=True, ban_round=2)
+    )
+    notices = [e for e in events if isinstance(e, SafetyNotice)]
+    assert len(notices) == 1
+    assert notices[0].clear_history and notices[0].ban_round == 2
+    assert codec.extra["need_clear_history"] is True and codec.extra["ban_round"] == 2
+
+
+def test_non_streamed_unsafe_question() -> None:
+    codec = plain_codec()
+    events = codec.on_json(b'{"id":"x","result":"","need_clear_history":true,"ban_round":-1}')
+    assert events[0] == SafetyNotice(
+        clear_history=True,
+        ban_round=-1,
+        message=events[0].message,  # type: ignore[union-attr]
+    )
+    assert "current question" in (events[0].message or "")  # type: ignore[union-attr]
+    assert events[-1] == Finish("stop")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+ERROR_TABLE: list[tuple[int, type[APIError], bool]] = [
+    (1, ServerError, True),
+    (2, ServerError, True),
+    (336000, ServerError, True),
+    (4, RateLimitError, True),
+    (18, RateLimitError, True),
+    (336100, RateLimitError, True),
+    (336501, RateLimitError, True),
+    (336502, RateLimitError, True),
+    (17, QuotaExceededError, False),
+    (19, QuotaExceededError, False),
+    (13, AuthenticationError, False),
+    (100, AuthenticationError, False),
+    (110, AuthenticationError, False),
+    (111, AuthenticationError, False),
+    (6, PermissionDeniedError, False),
+    (336004, PermissionDeniedError, False),
+    (3, NotFoundError, False),
+    (336005, NotFoundError, False),
+    (336001, InvalidRequestError, False),
+    (336002, InvalidRequestError, False),
+    (336003, InvalidRequestError, False),
+    (336101, InvalidRequestError, False),
+    (336105, InvalidRequestError, False),
+    (999999, APIError, False),
+]
+
+
+@pytest.mark.parametrize(("code", "cls", "retryable"), ERROR_TABLE)
+def test_error_table(code: int, cls: type[APIError], retryable: bool) -> None:
+    err = error_from_code(code, "msg")
+    assert type(err) is cls
+    assert err.code == code and isinstance(err.code, int)
+    assert err.retryable is retryable
+    assert err.provider == "qianfan"
+
+
+def test_error_body_on_a_stream_request_arrives_as_json() -> None:
+    codec = stream_codec()
+    with pytest.raises(RateLimitError) as info:
+        codec.on_json(b'{"error_code":18,"error_msg":"Open api qps request limit reached"}')
+    err = info.value
+    assert err.code == 18 and err.status == 200
+    assert "Open api qps request limit reached" in str(err)
+
+
+def test_error_code_as_string_and_zero() -> None:
+    with pytest.raises(AuthenticationError) as info:
+        plain_codec().on_json(b'{"error_code":"110","error_msg":"Access token invalid"}')
+    assert info.value.code == 110
+    # error_code 0 is no error
+    assert plain_codec().on_json(b'{"error_code":0,"result":"ok"}')[0] == TextDelta("ok")
+    with pytest.raises(APIError) as other:
+        plain_codec().on_json(b'{"error_code":"weird","error_msg":"?"}')
+    assert other.value.code == "weird"
+
+
+def test_error_frame_inside_a_stream() -> None:
+    codec = stream_codec()
+    body = (
+        SEED_STREAM.split(b"\n")[0]
+        + b'\ndata: {"error_code":336000,"error_msg":"Internal error"}\n'
+    )
+    with pytest.raises(ServerError, match="Internal error"):
+        decode_stream(codec, body)
+
+
+@pytest.mark.parametrize("eol", [b"\n", b""])
+def test_bare_json_error_line_inside_a_stream(eol: bytes) -> None:
+    codec = stream_codec()
+    body = (
+        SEED_STREAM.split(b"\n")[0]
+        + b'\n{"error_code":111,"error_msg":"Access token expired"}'
+        + eol
+    )
+    with pytest.raises(AuthenticationError) as info:
+        decode_stream(codec, body)
+    assert info.value.code == 111
+
+
+def test_bare_json_error_line_as_the_whole_stream() -> None:
+    with pytest.raises(AuthenticationError):
+        decode_stream(stream_codec(), b'{"error_code":110,"error_msg":"Access token invalid"}\n')
+
+
+def test_html_error_body_with_a_code() -> None:
+    body = b'<html><body>{"error_code":18,"error_msg":"Open api qps request limit reached"}</body></html>'
+    with pytest.raises(RateLimitError) as info:
+        stream_codec().on_other(body, "text/html")
+    assert info.value.code == 18
+    assert "qps request limit" in str(info.value)
+
+
+def test_html_error_body_without_a_code() -> None:
+    body = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+    with pytest.raises(ProtocolError, match="text/html") as info:
+        stream_codec().on_other(body, "text/html")
+    assert "502 Bad Gateway" in str(info.value)
+    assert "<h1>" not in str(info.value)
+
+
+def test_html_body_snippet_is_redacted() -> None:
+    body = b"<html>bad request to /chat?access_token=24.topsecret.123 </html>"
+    with pytest.raises(ProtocolError) as info:
+        plain_codec().on_other(body, "text/html")
+    assert "topsecret" not in str(info.value)
+
+
+def test_http_error_with_a_qianfan_body() -> None:
+    err = plain_codec().http_error(
+        429,
+        {"Retry-After": "2"},
+        b'{"error_code":18,"error_msg":"Open api qps request limit reached"}',
+    )
+    assert isinstance(err, RateLimitError)
+    assert err.status == 429 and err.code == 18 and err.retry_after == 2.0
+    err = plain_codec().http_error(502, {}, b"<html><h1>502 Bad Gateway</h1></html>")
+    assert isinstance(err, ServerError) and err.status == 502
+    assert "502 Bad Gateway" in err.message
+    err = plain_codec().http_error(404, {}, b'{"error":"not here"}')
+    assert isinstance(err, NotFoundError)
+
+
+def test_in_body_error_takes_status_and_retry_after_from_the_response_head() -> None:
+    codec = stream_codec()
+    codec.on_response(200, {"Retry-After": "3"})
+    with pytest.raises(RateLimitError) as info:
+        codec.on_json(b'{"error_code":336501,"error_msg":"rpm limit reached"}')
+    assert info.value.status == 200 and info.value.retry_after == 3.0
