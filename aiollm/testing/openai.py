@@ -1,4 +1,22 @@
-"""Emulator routes for a standard OpenAI-compatible server (``/v1/...``, Bearer key)."""
+"""Emulator routes for a standard OpenAI-compatible server (``/v1/...``, Bearer key).
+
+``POST /v1/chat/completions`` (SSE ``chat.completion.chunk``s when ``stream`` is true, with a
+final usage chunk when ``stream_options.include_usage`` is set, then ``data: [DONE]``),
+``/v1/completions`` and ``/v1/embeddings`` (vectors listed in reverse order, to test that the
+client restores input order). ``Authorization: Bearer <Emulator.openai_key>`` or 401.
+
+Switches in ``emu.state["openai"]``:
+
+- ``send_done`` (default True): False ends the stream right after the last chunk (finish and
+  usage), without ``[DONE]``, as some servers do.
+
+Faults (routes ``"chat"``, ``"completions"``, ``"embeddings"``): ``error`` with
+``after_tokens=0`` and ``http`` answer with an OpenAI error body ``{"error": {message, type,
+code}}``, status ``fault.status`` (default 400 for ``error``, 429 for ``http``) and
+``Retry-After`` when ``retry_after`` is set; inside a stream (``after_tokens>0``) ``error`` is a
+``data: {"error": ...}`` frame. ``reset``, ``stall``, ``malformed`` and ``truncate`` act after
+``after_tokens`` tokens.
+"""
 
 from __future__ import annotations
 
@@ -51,8 +69,60 @@ def chunk(cid: str, model: str, content: str | None, finish: str | None) -> byte
     return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
 
+def usage_for(body: dict[str, Any], tokens: list[str]) -> dict[str, int]:
+    """The ``usage`` object of a reply of ``tokens`` to ``body``."""
+    usage = {"prompt_tokens": len(prompt_text(body).split()), "completion_tokens": len(tokens)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
+
+
+def finish_for(body: dict[str, Any], tokens: list[str]) -> str:
+    """``length`` when ``max_tokens`` cut the reply, else ``stop``."""
+    limit = body.get("max_tokens")
+    return "length" if limit is not None and len(tokens) >= limit else "stop"
+
+
+def chat_result(cid: str, body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+    """A whole ``chat.completion`` answering ``body`` with ``tokens``."""
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(tokens)},
+                "finish_reason": finish_for(body, tokens),
+            }
+        ],
+        "usage": usage_for(body, tokens),
+    }
+
+
+def completion_result(cid: str, body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+    """A whole ``text_completion`` answering ``body`` with ``tokens``."""
+    return {
+        "id": cid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "text": "".join(tokens),
+                "logprobs": None,
+                "finish_reason": finish_for(body, tokens),
+            }
+        ],
+        "usage": usage_for(body, tokens),
+    }
+
+
 def register(emu: Emulator, app: web.Application) -> None:
     """Add the OpenAI-compatible routes."""
+    state = emu.state.setdefault(PROVIDER, {})
+    state.setdefault("send_done", True)
 
     def authorized(request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {emu.openai_key}"
@@ -72,12 +142,8 @@ def register(emu: Emulator, app: web.Application) -> None:
         model = str(body.get("model", ""))
         tokens = emu.reply_tokens_for(prompt_text(body), body.get("max_tokens"))
         cid = f"chatcmpl-emu{emu.stats.requests['openai.chat']}"
-        usage = {
-            "prompt_tokens": len(prompt_text(body).split()),
-            "completion_tokens": len(tokens),
-        }
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        finish = "length" if body.get("max_tokens") is not None and len(tokens) >= body["max_tokens"] else "stop"
+        usage = usage_for(body, tokens)
+        finish = finish_for(body, tokens)
         if not body.get("stream"):
             text = []
             try:
@@ -86,22 +152,8 @@ def register(emu: Emulator, app: web.Application) -> None:
             except ClientGone:
                 emu.stats.disconnects += 1
                 return web.Response(status=499)
-            result = {
-                "id": cid,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(text)},
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": usage,
-            }
             emu.stats.completed += 1
-            return web.json_response(result)
+            return web.json_response(chat_result(cid, body, text))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = await emu.open_stream(request, "text/event-stream; charset=utf-8")
 
@@ -121,7 +173,8 @@ def register(emu: Emulator, app: web.Application) -> None:
             if include_usage:
                 final = {"id": cid, "object": "chat.completion.chunk", "choices": [], "usage": usage}
                 yield b"data: " + json.dumps(final).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
+            if state["send_done"]:
+                yield b"data: [DONE]\n\n"
 
         return await emu.run_stream(request, resp, frames())
 
@@ -134,18 +187,8 @@ def register(emu: Emulator, app: web.Application) -> None:
         if fault is not None and fault.kind in ("error", "http"):
             return fault_response(fault)
         tokens = emu.reply_tokens_for(str(body.get("prompt", "")), body.get("max_tokens"))
-        finish = "length" if body.get("max_tokens") is not None and len(tokens) >= body["max_tokens"] else "stop"
         emu.stats.completed += 1
-        return web.json_response(
-            {
-                "id": "cmpl-emu",
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": body.get("model"),
-                "choices": [{"index": 0, "text": "".join(tokens), "logprobs": None, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": len(tokens), "total_tokens": len(tokens) + 1},
-            }
-        )
+        return web.json_response(completion_result("cmpl-emu", body, tokens))
 
     async def embeddings(request: web.Request) -> web.Response:
         body = await request.json()
