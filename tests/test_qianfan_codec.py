@@ -338,6 +338,20 @@ def test_html_error_body_with_a_code() -> None:
     assert "qps request limit" in str(info.value)
 
 
+def test_html_error_body_with_escaped_message() -> None:
+    body = b'<html><body>{"error_code":336100,"error_msg":"\\u4eba\\u592a\\u591a"}</body></html>'
+    with pytest.raises(RateLimitError, match="人太多"):
+        stream_codec().on_other(body, "text/html")
+
+
+def test_error_message_echoing_the_token_url_is_masked() -> None:
+    with pytest.raises(AuthenticationError) as info:
+        plain_codec().on_json(
+            b'{"error_code":100,"error_msg":"Invalid parameter in /chat?access_token=24.leak.1"}'
+        )
+    assert "24.leak" not in str(info.value)
+
+
 def test_html_error_body_without_a_code() -> None:
     body = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
     with pytest.raises(ProtocolError, match="text/html") as info:

@@ -134,7 +134,7 @@ def error_from_code(
 ) -> APIError:
     """The typed error for a Qianfan ``error_code`` (``code`` attribute = the number)."""
     cls = _error_class(code)
-    text = message or f"error {code}"
+    text = redact_text(message) if message else f"error {code}"
     if code in (110, 111, 100):
         text += " (the access token was rejected)"
     return cls(
@@ -191,6 +191,14 @@ def _snippet(body: bytes, limit: int = 200) -> str:
     text = body[: limit * 4].decode("utf-8", "replace")
     text = _TAGS.sub(" ", text).strip()
     return redact_text(text[:limit])
+
+
+def _json_string(escaped: str) -> str:
+    """The text of a JSON string literal's body (as is if it does not decode)."""
+    try:
+        return str(msgspec.json.decode(f'"{escaped}"'))
+    except msgspec.DecodeError:
+        return escaped
 
 
 def _error_code(code: int | str | None) -> int | str | None:
@@ -414,7 +422,7 @@ class QianfanCodec(Codec):
         match = _HTML_CODE.search(text)
         if match is not None:
             msg = _HTML_MSG.search(text)
-            message = msg.group(1) if msg is not None else _snippet(body)
+            message = _json_string(msg.group(1)) if msg is not None else _snippet(body)
             raise error_from_code(
                 int(match.group(1)),
                 message,
