@@ -25,7 +25,8 @@ Switches in ``emu.state["gateway"]``:
   (``{"error": {"code", "message", "type"}}``);
 - ``allow_stream`` (default False): honour ``"stream": true`` on chat instead of -98434.
 
-Faults (routes ``"token"``, ``"chat"``, ``"completions"``, ``"embeddings"``): ``error`` answers
+Faults (routes ``"token"``, ``"chat"``, ``"completions"``, ``"embeddings"``; a fault without a
+route is taken by the next call, never by a token request): ``error`` answers
 ``fault.code`` / ``fault.message`` in the current ``error_shape``, with HTTP status
 ``fault.status`` — or 200 when it is None, as the gateway puts its codes in 200 bodies;
 ``http`` is a bare ``fault.status`` (default 502) with a plain-text body and ``Retry-After``
@@ -136,6 +137,15 @@ def error_response(
     )
 
 
+def _take_token_fault(emu: Emulator) -> Fault | None:
+    """The next fault addressed to ``route="token"`` (faults without a route hit the calls)."""
+    queue = emu._faults.get(PROVIDER) or []
+    for i, fault in enumerate(queue):
+        if fault.route == "token":
+            return queue.pop(i)
+    return None
+
+
 def _fault_response(emu: Emulator, fault: Fault) -> web.Response:
     if fault.kind == "error":
         return error_response(emu, fault.code, fault.message, fault.status)
@@ -152,7 +162,7 @@ def register(emu: Emulator, app: web.Application) -> None:
 
     async def get_token(request: web.Request) -> web.Response:
         emu.begin("gateway.token", dict(request.query))
-        fault = emu.take_fault(PROVIDER, "token")
+        fault = _take_token_fault(emu)
         if fault is not None and fault.kind in ("error", "http"):
             return _fault_response(emu, fault)
         query = request.query
