@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--port", type=int, default=8765)
     emu.add_argument("--first-token", type=float, default=0.0)
     emu.add_argument("--per-token", type=float, default=0.0)
+
+    from .bench._cli import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="benchmark models under concurrent load (emulator default)")
+    add_bench_arguments(bench)
     return parser
 
 
@@ -147,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(run_chat, args.model, args.prompt, args.max_tokens)
         if args.command == "emulator":
             return anyio.run(run_emulator, args.host, args.port, args.first_token, args.per_token)
+        if args.command == "bench":
+            from .bench._cli import run_cli
+
+            return run_cli(args)
     except KeyboardInterrupt:
         return 130
     return 2

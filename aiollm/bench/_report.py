@@ -1,0 +1,302 @@
+"""The report: a printed table, result JSON (vLLM-style keys), per-request JSONL and CSV, a plot."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import ConfigurationError
+from ._metrics import METRICS, PERCENTILES, RequestRecord, RunSummary
+
+if TYPE_CHECKING:
+    from ._runner import BenchResult
+
+__all__ = [
+    "CSV_COLUMNS",
+    "plot",
+    "render_table",
+    "result_json",
+    "write_csv",
+    "write_json",
+    "write_jsonl",
+]
+
+_LOAD_KEYS = ("concurrency", "request_rate", "max_concurrency")
+
+CSV_COLUMNS = (
+    "model",
+    *_LOAD_KEYS,
+    "index",
+    "ok",
+    "start_s",
+    "queued_ms",
+    "headers_ms",
+    "ttft_ms",
+    "tpot_ms",
+    "e2el_ms",
+    "mean_itl_ms",
+    "max_itl_ms",
+    "input_tokens",
+    "output_tokens",
+    "tokens_from_usage",
+    "chunks",
+    "output_chars",
+    "output_tokens_per_s",
+    "attempts",
+    "error",
+    "error_message",
+)
+"""The columns of the per-request CSV."""
+
+_NAMES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def run_json(result: BenchResult, run: RunSummary) -> dict[str, Any]:
+    """One run as a flat dict with vLLM-style keys."""
+    out = run.to_dict()
+    out["date"] = result.date
+    out["backend"] = "aiollm"
+    out["aiollm_version"] = _version()
+    out["emulator"] = result.config.get("emulator")
+    return out
+
+
+def result_json(result: BenchResult) -> dict[str, Any] | list[dict[str, Any]]:
+    """A single run as one flat dict; several runs (models, sweep levels) as a list of them."""
+    runs = [run_json(result, run) for run in result.runs]
+    if len(runs) == 1:
+        return runs[0]
+    return runs
+
+
+def _parent(path: str | Path) -> Path:
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        raise ConfigurationError(f"cannot write {str(p)!r}: the folder does not exist")
+    return p
+
+
+def write_json(result: BenchResult, path: str | Path) -> None:
+    """The result JSON (see :func:`result_json`)."""
+    data = msgspec.json.format(msgspec.json.encode(result_json(result)), indent=2)
+    _parent(path).write_bytes(data + b"\n")
+
+
+def _request_rows(result: BenchResult) -> list[tuple[RunSummary, RequestRecord]]:
+    return [(run, rec) for run in result.runs for rec in run.records]
+
+
+def write_jsonl(result: BenchResult, path: str | Path) -> None:
+    """One JSON object per request, with the load it ran under."""
+    encode = msgspec.json.encode
+    with _parent(path).open("wb") as f:
+        for run, rec in _request_rows(result):
+            row = rec.to_dict()
+            for key in _LOAD_KEYS:
+                row[key] = run.load.get(key)
+            f.write(encode(row) + b"\n")
+
+
+def write_csv(result: BenchResult, path: str | Path) -> None:
+    """One CSV row per request (:data:`CSV_COLUMNS`)."""
+    with _parent(path).open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for run, rec in _request_rows(result):
+            row = rec.to_dict()
+            itl = row.pop("itl_ms")
+            row.pop("delta_ms")
+            row["mean_itl_ms"] = round(sum(itl) / len(itl), 4) if itl else None
+            row["max_itl_ms"] = max(itl) if itl else None
+            for key in _LOAD_KEYS:
+                row[key] = run.load.get(key)
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def _fmt(value: Any, width: int, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>{width}}"
+    if isinstance(value, float):
+        return f"{value:>{width},.{digits}f}"
+    return f"{value:>{width}}"
+
+
+def _run_block(run: RunSummary) -> list[str]:
+    f = run.figures
+    status = "  (stopped: partial)" if run.interrupted else ""
+    lines = [
+        f"{run.label}{status}",
+        f"  completed {f['completed']}, failed {f['failed']}"
+        + (f", cancelled {run.cancelled}" if run.cancelled else "")
+        + f" in {run.duration:.2f} s",
+        f"  request throughput {f['request_throughput']:,.2f} req/s    "
+        f"output throughput {f['output_throughput']:,.1f} tok/s    "
+        f"output tokens {f['total_output_tokens']:,}",
+    ]
+    if run.goodput_slos:
+        slos = ", ".join(f"{k} <= {v:g} ms" for k, v in run.goodput_slos.items())
+        lines.append(f"  goodput {f['request_goodput']:,.2f} req/s ({slos})")
+    head = "  " + f"{'ms':<6}" + "".join(
+        f"{h:>10}" for h in ("mean", "median", *(f"p{q}" for q in PERCENTILES))
+    )
+    lines.append(head)
+    for m in METRICS:
+        cells = [f[f"mean_{m}_ms"], f[f"median_{m}_ms"], *(f[f"p{q}_{m}_ms"] for q in PERCENTILES)]
+        lines.append("  " + f"{_NAMES[m]:<6}" + "".join(_fmt(c, 10) for c in cells))
+    tpc = f.get("mean_tokens_per_chunk")
+    if tpc is not None and tpc > 1.5:
+        lines.append(
+            f"  note: {tpc:.1f} tokens per chunk — ITL is measured per chunk (Baidu/Qianfan sends "
+            "a sentence per chunk); TPOT is per token"
+        )
+    if f.get("output_tokens_from_usage") is False:
+        lines.append("  note: no usage reported: output tokens counted as text chunks")
+    if run.errors:
+        errs = ", ".join(f"{k} × {v}" for k, v in run.errors.items())
+        lines.append(f"  errors: {errs}")
+    if run.warmup_failed:
+        lines.append(f"  warm-up: {run.warmup_failed} request(s) failed (not counted)")
+    return lines
+
+
+def _comparison(runs: Sequence[RunSummary]) -> list[str]:
+    width = max(len(r.label) for r in runs)
+    cols = ("ok", "fail", "req/s", "tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p50", "E2EL p50")
+    goodput = any(r.goodput_slos for r in runs)
+    head = f"{'model @ load':<{width}}" + "".join(f"{c:>10}" for c in cols)
+    if goodput:
+        head += f"{'goodput':>10}"
+    lines = [head]
+    for r in runs:
+        f = r.figures
+        cells = [
+            _fmt(f["completed"], 10),
+            _fmt(f["failed"], 10),
+            _fmt(f["request_throughput"], 10, 2),
+            _fmt(f["output_throughput"], 10),
+            _fmt(f["median_ttft_ms"], 10),
+            _fmt(f["p99_ttft_ms"], 10),
+            _fmt(f["median_tpot_ms"], 10),
+            _fmt(f["median_itl_ms"], 10),
+            _fmt(f["median_e2el_ms"], 10),
+        ]
+        if goodput:
+            cells.append(_fmt(f["request_goodput"], 10, 2))
+        lines.append(f"{r.label:<{width}}" + "".join(cells))
+    return lines
+
+
+def render_table(result: BenchResult) -> str:
+    """The printed report: one block per run, then a comparison when there are several."""
+    lines: list[str] = []
+    if result.emulator_url:
+        emu = result.config.get("emulator") or {}
+        lines.append(
+            f"embedded emulator at {result.emulator_url}: first token "
+            f"{emu.get('first_token', 0) * 1000:g} ms, then {emu.get('per_token', 0) * 1000:g} "
+            "ms per token"
+        )
+    for run in result.runs:
+        if lines:
+            lines.append("")
+        lines.extend(_run_block(run))
+    if len(result.runs) > 1:
+        lines.append("")
+        lines.extend(_comparison(result.runs))
+    if not result.runs:
+        lines.append("no run finished its warm-up: nothing to report")
+    if result.interrupted:
+        lines.append("")
+        lines.append("the benchmark was stopped early: figures cover what finished")
+    return "\n".join(lines)
+
+
+def _throughput_series(run: RunSummary, bins: int = 40) -> tuple[list[float], list[float]]:
+    """Output tokens per second over the run, in ``bins`` equal time slices."""
+    span = max(run.duration, 1e-6)
+    width = span / bins
+    counts = [0.0] * bins
+    for rec in run.records:
+        if not rec.ok or not rec.delta_times:
+            continue
+        per_delta = rec.output_tokens / len(rec.delta_times)
+        for t in rec.delta_times:
+            i = min(bins - 1, max(0, int((rec.start + t) / width)))
+            counts[i] += per_delta
+    xs = [(i + 0.5) * width for i in range(bins)]
+    return xs, [c / width for c in counts]
+
+
+def _metric_values(run: RunSummary, metric: str) -> list[float]:
+    """One metric of a run's completed requests, in ms (ITL: every gap)."""
+    ok = [r for r in run.records if r.ok]
+    if metric == "itl":
+        return [x * 1000 for r in ok for x in r.itl]
+    return [v * 1000 for r in ok if (v := getattr(r, metric)) is not None]
+
+
+def _bin_edges(values: list[float], bins: int = 40) -> list[float]:
+    """Shared histogram edges (a unit-wide bin when every value is about the same)."""
+    if not values:
+        return [0.0, 1.0]
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-3:
+        return [lo - 0.5, hi + 0.5]
+    step = (hi - lo) / bins
+    return [lo + step * i for i in range(bins)] + [hi]
+
+
+def plot(result: BenchResult, path: str | Path) -> None:
+    """Histograms of TTFT, TPOT, ITL and E2EL per run, and output throughput over time."""
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        plt: Any = importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        raise ConfigurationError(
+            "plotting needs matplotlib: pip install 'aiollm[plot]' (or pip install matplotlib)"
+        ) from None
+    target = _parent(path)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    panels = list(axes.flat)
+    for ax, metric in zip(panels[:4], METRICS, strict=True):
+        series = [(run.label, _metric_values(run, metric)) for run in result.runs]
+        edges = _bin_edges([v for _, values in series for v in values])
+        for label, values in series:
+            if values:
+                ax.hist(values, bins=edges, alpha=0.5, label=label)
+        ax.set_title(f"{_NAMES[metric]} distribution")
+        ax.set_xlabel("ms")
+        ax.set_ylabel("count")
+    ax = panels[4]
+    for run in result.runs:
+        xs, ys = _throughput_series(run)
+        ax.plot(xs, ys, label=run.label)
+    ax.set_title("output throughput over time")
+    ax.set_xlabel("s since the run began")
+    ax.set_ylabel("tokens/s")
+    ax = panels[5]
+    for run in result.runs:
+        ends = sorted(r.start + (r.e2el or 0.0) for r in run.records if r.ok)
+        ax.step(ends, range(1, len(ends) + 1), where="post", label=run.label)
+    ax.set_title("completed requests over time")
+    ax.set_xlabel("s since the run began")
+    ax.set_ylabel("requests")
+    handles, labels = panels[4].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize="small")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(str(target), dpi=100)
+    plt.close(fig)
