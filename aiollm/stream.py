@@ -202,16 +202,17 @@ class Stream:
         elif self.attempts:
             await self._limiter.pace()
         transport = self._client._transport
+        self._credential = None
         credential = await provider.auth.get(transport)
         request = provider.build_request(self._call, credential)
         self.attempts += 1
+        self._credential = credential  # sent: the service may now reject it
         resp = await transport.open(
             request,
             timeout=self._timeout,
             provider=provider.name,
             extra_headers=self._extra_headers,
         )
-        self._credential = credential
         codec = self._codec = provider.new_codec(self._call)
         codec.on_response(resp.status, resp.headers)
         if resp.status >= 300:
@@ -354,11 +355,13 @@ class Stream:
         if isinstance(exc, RateLimitError):
             self._limiter.throttled(exc.retry_after)
         if not self._delivered and not self._closed:
-            auth = self._provider.auth if isinstance(exc, AuthenticationError) else None
-            if auth is not None and auth.refreshable and not self._auth_refreshed:
+            # Refresh once when the service rejected a token we sent; a failure to obtain
+            # a token in the first place (bad AK/SK) cannot be helped by fetching again.
+            rejected = self._credential if isinstance(exc, AuthenticationError) else None
+            auth = self._provider.auth
+            if rejected is not None and auth.refreshable and not self._auth_refreshed:
                 self._auth_refreshed = True
-                if self._credential is not None:
-                    auth.invalidate(self._credential)
+                auth.invalidate(rejected)
                 log.debug("%s: token rejected, refreshing once", self.provider)
                 self._reset_attempt()
                 return

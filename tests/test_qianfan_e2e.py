@@ -248,7 +248,8 @@ async def test_bad_secret_is_an_authentication_error(emu: Emulator) -> None:
             await c.chat(MODEL, HI)
     assert "wrong-secret" not in repr(info.value)
     assert info.value.status == 401 and info.value.code == "invalid_client"
-    assert requests(emu)[1] == 0
+    # A token that could not be obtained is not "refreshed": one token request, no chat.
+    assert requests(emu) == (1, 0)
 
 
 async def test_token_endpoint_server_error_is_retried(emu: Emulator, client: Client) -> None:
