@@ -20,6 +20,7 @@ DEMO_MODELS = (
     "openai/gpt-4o-mini",
 )
 DEMO_PROMPT = "用一句话介绍一下杭州。"
+DEMO_REPLY = "杭州是浙江省省会，以西湖闻名，历史悠久、风景秀丽。 Hangzhou is known for West Lake and Longjing tea."
 
 
 def _print(text: str = "", end: str = "\n") -> None:
@@ -54,7 +55,7 @@ async def run_demo(models: Sequence[str], first_token: float, per_token: float) 
 
     rows: list[dict[str, Any]] = []
     failures = 0
-    async with Emulator(cadence=Cadence(first_token, per_token)) as emu:
+    async with Emulator(cadence=Cadence(first_token, per_token), reply=DEMO_REPLY) as emu:
         _print(f"aiollm demo: embedded emulator at {emu.url} (no keys, no network)\n")
         async with emu.client() as client:
             for model in models:

@@ -238,13 +238,17 @@ class Emulator:
         """Queue faults for ``provider``: each is taken by the next request it matches."""
         self._faults.setdefault(provider, []).extend(faults)
 
-    def take_fault(self, provider: str, route: str) -> Fault | None:
-        """The next queued fault for this provider and route, removed from the queue."""
+    def take_fault(self, provider: str, route: str, *, exact: bool = False) -> Fault | None:
+        """The next queued fault for this provider and route, removed from the queue.
+
+        A fault without a ``route`` matches any route, unless ``exact`` (auxiliary routes such
+        as token endpoints take only the faults addressed to them).
+        """
         queue = self._faults.get(provider)
         if not queue:
             return None
         for i, fault in enumerate(queue):
-            if fault.route is None or fault.route == route:
+            if fault.route == route or (fault.route is None and not exact):
                 return queue.pop(i)
         return None
 

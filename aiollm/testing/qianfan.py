@@ -56,15 +56,6 @@ class QianfanFault(Fault):
     body: Literal["json", "html", "line"] = "json"
 
 
-def _take_token_fault(emu: Emulator) -> Fault | None:
-    """The next fault scripted for the token route; unrouted faults are left for chat calls."""
-    queue = emu._faults.get(PROVIDER) or []
-    for i, fault in enumerate(queue):
-        if fault.route == "token":
-            return queue.pop(i)
-    return None
-
-
 def _state(emu: Emulator) -> dict[str, Any]:
     state: dict[str, Any] = emu.state.setdefault("qianfan", {})
     state.setdefault("token_lifetime", DEFAULT_TOKEN_LIFETIME)
@@ -182,7 +173,7 @@ def register(emu: Emulator, app: web.Application) -> None:
 
     async def token(request: web.Request) -> web.StreamResponse:
         emu.begin("qianfan.token", {k: v for k, v in request.query.items() if k != "client_secret"})
-        fault = _take_token_fault(emu)
+        fault = emu.take_fault(PROVIDER, "token", exact=True)
         if fault is not None:
             if fault.kind == "error":
                 return web.json_response(
