@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``."""
 
 from __future__ import annotations
 
@@ -36,9 +36,33 @@ def demo(session: nox.Session) -> None:
     session.run("aiollm", "demo", *session.posargs)
 
 
+BENCHMARKS = (
+    "bench_framing.py",
+    "bench_stream_throughput.py",
+    "bench_request_overhead.py",
+    "bench_concurrent.py",
+    "bench_import.py",
+)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The library's own performance figures (each a ratio against a baseline in the same run)."""
+    """The library's own performance figures (each a ratio against a baseline in the same run).
+
+    ``nox -s bench`` runs every script in ``benchmarks/``; ``nox -s bench -- bench_concurrent.py
+    --runs 5`` runs one script with its own options.
+    """
     session.install("-e", ".")
-    for script in ("bench_framing.py",):
+    if session.posargs and session.posargs[0].endswith(".py"):
+        script, *args = session.posargs
+        session.run("python", f"benchmarks/{script}", *args)
+        return
+    for script in BENCHMARKS:
         session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session
+def bench_sdks(session: nox.Session) -> None:
+    """aiollm vs the official dashscope, qianfan and openai SDKs on the same local workloads."""
+    session.install("-e", ".", "openai", "dashscope", "qianfan")
+    session.run("python", "benchmarks/bench_sdks.py", *session.posargs)
