@@ -70,6 +70,7 @@ def test_record_derives_ttft_itl_tpot_and_rate() -> None:
 
 def test_tpot_is_undefined_below_two_tokens_and_without_deltas() -> None:
     assert rec(0, [0.1], e2el=0.1, tokens=1).tpot is None
+    assert rec(0, [0.5], e2el=0.5, tokens=40).tpot is None  # one chunk: not streamed
     assert rec(0, [], e2el=0.3).tpot is None
     assert rec(0, [], e2el=0.3).ttft is None
 
@@ -303,7 +304,15 @@ def test_table_shows_every_metric_errors_and_a_comparison() -> None:
 
 def test_table_says_itl_is_per_chunk_when_chunks_carry_several_tokens() -> None:
     text = _result(tokens_per_chunk=4).table()
-    assert "4.0 tokens per chunk" in text and "sentence per chunk" in text
+    assert "4.0 tokens on average" in text and "sentence per chunk" in text
+
+
+def test_table_says_when_replies_were_not_streamed() -> None:
+    records = [rec(i, [0.4], e2el=0.4, tokens=30) for i in range(3)]
+    run = summarize("gateway/m", dict(LOAD), records, 1.0)
+    text = BenchResult(runs=[run], config=BenchConfig().describe()).table()
+    assert "not streamed" in text and "per chunk" not in text
+    assert run.figures["median_tpot_ms"] is None
 
 
 def test_outputs_json_jsonl_csv(tmp_path: Path) -> None:

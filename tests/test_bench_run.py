@@ -333,3 +333,22 @@ def test_ctrl_c_stops_cleanly_and_writes_what_it_has(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["interrupted"] is True and data["completed"] > 0 and data["failed"] == 0
     assert (tmp_path / "partial.requests.csv").exists()
+
+
+async def test_default_run_covers_every_emulated_provider() -> None:
+    import io
+
+    from aiollm.bench import EMULATOR_MODELS
+
+    out = io.StringIO()
+    bench = Benchmark(
+        BenchConfig(first_token=0.0, per_token=0.0, concurrency=2, requests=3, max_tokens=8),
+        progress=out,
+    )
+    result = await bench.run()
+    assert [r.model for r in result.runs] == list(EMULATOR_MODELS)
+    for run_ in result.runs:
+        assert (run_.completed, run_.failed) == (3, 0), (run_.model, run_.errors)
+        assert run_.figures["total_output_tokens"] == 3 * 8
+    assert result.emulator_url and result.emulator_url.startswith("http://127.0.0.1:")
+    assert out.getvalue().count("3/3") == len(EMULATOR_MODELS)  # one final progress line each

@@ -101,9 +101,13 @@ class RequestRecord:
 
     @property
     def tpot(self) -> float | None:
-        """Time per output token after the first: ``(e2el - ttft) / (output_tokens - 1)``."""
+        """Time per output token after the first: ``(e2el - ttft) / (output_tokens - 1)``.
+
+        Undefined (None) below two output tokens, and for a reply that arrived as one chunk
+        (not streamed: nothing was measured after the first token).
+        """
         ttft = self.ttft
-        if ttft is None or self.e2el is None or self.output_tokens < 2:
+        if ttft is None or self.e2el is None or self.output_tokens < 2 or self.chunks < 2:
             return None
         return (self.e2el - ttft) / (self.output_tokens - 1)
 

@@ -156,10 +156,16 @@ def _run_block(run: RunSummary) -> list[str]:
         cells = [f[f"mean_{m}_ms"], f[f"median_{m}_ms"], *(f[f"p{q}_{m}_ms"] for q in PERCENTILES)]
         lines.append("  " + f"{_NAMES[m]:<6}" + "".join(_fmt(c, 10) for c in cells))
     tpc = f.get("mean_tokens_per_chunk")
-    if tpc is not None and tpc > 1.5:
+    done = [r for r in run.records if r.ok]
+    if done and all(r.chunks <= 1 for r in done):
         lines.append(
-            f"  note: {tpc:.1f} tokens per chunk — ITL is measured per chunk (Baidu/Qianfan sends "
-            "a sentence per chunk); TPOT is per token"
+            "  note: every reply arrived as one chunk (not streamed): TTFT is the time to the "
+            "whole reply; TPOT and ITL are undefined"
+        )
+    elif tpc is not None and tpc > 1.5:
+        lines.append(
+            f"  note: a chunk carries {tpc:.1f} tokens on average: ITL is measured per chunk "
+            "(Qianfan sends a sentence per chunk), TPOT per token"
         )
     if f.get("output_tokens_from_usage") is False:
         lines.append("  note: no usage reported: output tokens counted as text chunks")
