@@ -66,3 +66,12 @@ def bench_sdks(session: nox.Session) -> None:
     """aiollm vs the official dashscope, qianfan and openai SDKs on the same local workloads."""
     session.install("-e", ".", "openai", "dashscope", "qianfan")
     session.run("python", "benchmarks/bench_sdks.py", *session.posargs)
+
+
+@nox.session
+def external(session: nox.Session) -> None:
+    """The ``openai`` provider end to end against the LiteLLM proxy's mock models (offline, CPU)."""
+    session.install("-e", ".[test]", "litellm[proxy]==1.106.2")
+    session.run(
+        "pytest", "tests/test_openai_external.py", *session.posargs, env={"AIOLLM_EXTERNAL": "1"}
+    )
