@@ -95,6 +95,17 @@ def test_usage_on_the_finish_chunk_and_continuous_usage() -> None:
     assert events == [TextDelta("a"), Usage(1, 1, 2), Finish("stop"), Usage(1, 2, 3)]
 
 
+def test_only_the_first_choice_is_followed() -> None:
+    def frame(index: int, content: str | None, finish: str | None = None) -> str:
+        choice = {"index": index, "delta": {} if content is None else {"content": content},
+                  "finish_reason": finish}
+        return "data: " + json.dumps({"choices": [choice]}) + "\n\n"
+
+    codec = OpenAICodec(chat_call())
+    body = frame(0, "a") + frame(1, "X") + frame(1, None, "stop") + frame(0, "b") + frame(0, None, "length")
+    assert feed_sse(codec, body) == [TextDelta("a"), TextDelta("b"), Finish("length")]
+
+
 def test_done_stops_even_with_trailing_garbage() -> None:
     codec = OpenAICodec(chat_call())
     events = feed_sse(codec, chunk("a", ) + chunk(None, "stop") + "data: [DONE]\n\ndata: {broken\n\n")

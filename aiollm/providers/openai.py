@@ -82,6 +82,7 @@ class _Delta(msgspec.Struct):
 
 
 class _Choice(msgspec.Struct):
+    index: int = 0
     delta: _Delta | None = None
     message: _Delta | None = None
     text: str | None = None
@@ -199,6 +200,16 @@ def _class_by_name(code: ErrorCode, type_: str | None) -> type[APIError] | None:
     return None
 
 
+def _first_choice(choices: list[_Choice] | None) -> _Choice | None:
+    """Choice 0 (with ``n > 1`` only the first choice is followed)."""
+    if not choices:
+        return None
+    first = choices[0]
+    if first.index == 0:
+        return first
+    return next((choice for choice in choices if choice.index == 0), None)
+
+
 def _detail_text(detail: Any) -> str | None:
     if detail is None:
         return None
@@ -266,9 +277,8 @@ class OpenAICodec(Codec):
             self.request_id = wire.id
         out: list[Event] = []
         finish: str | None = None
-        choices = wire.choices
-        if choices:
-            choice = choices[0]
+        choice = _first_choice(wire.choices)
+        if choice is not None:
             part = choice.delta or choice.message
             text = part.content if part is not None else choice.text
             if text:
