@@ -307,7 +307,11 @@ class GatewayToken(CachedToken):
             status, headers, body, provider=self.provider, secrets=secrets
         )
         self.lifetime = token_lifetime(token, now=self._wall_clock(), expires_in=expires_in)
-        log.debug("%s: new access token, lifetime %s s", self.provider, self.lifetime)
+        log.debug(
+            "%s: new access token, lifetime %s",
+            self.provider,
+            "unknown" if self.lifetime is None else f"{self.lifetime:.1f} s",
+        )
         return token, self.lifetime
 
     def __repr__(self) -> str:
