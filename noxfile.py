@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``."""
 
 from __future__ import annotations
 

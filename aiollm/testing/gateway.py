@@ -137,15 +137,6 @@ def error_response(
     )
 
 
-def _take_token_fault(emu: Emulator) -> Fault | None:
-    """The next fault addressed to ``route="token"`` (faults without a route hit the calls)."""
-    queue = emu._faults.get(PROVIDER) or []
-    for i, fault in enumerate(queue):
-        if fault.route == "token":
-            return queue.pop(i)
-    return None
-
-
 def _fault_response(emu: Emulator, fault: Fault) -> web.Response:
     if fault.kind == "error":
         return error_response(emu, fault.code, fault.message, fault.status)
@@ -162,7 +153,7 @@ def register(emu: Emulator, app: web.Application) -> None:
 
     async def get_token(request: web.Request) -> web.Response:
         emu.begin("gateway.token", dict(request.query))
-        fault = _take_token_fault(emu)
+        fault = emu.take_fault(PROVIDER, "token", exact=True)
         if fault is not None and fault.kind in ("error", "http"):
             return _fault_response(emu, fault)
         query = request.query
