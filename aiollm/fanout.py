@@ -59,6 +59,17 @@ class _Calls(Generic[T]):
             return item()
         raise TypeError(f"call {index} is neither awaitable nor a zero-argument callable: {item!r}")
 
+    async def run_workers(
+        self, worker: Callable[[TaskGroup], Awaitable[None]], concurrency: int | None
+    ) -> None:
+        """Run ``worker`` in ``concurrency`` tasks of one group; close unstarted calls after."""
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(_workers(concurrency, len(self))):
+                    tg.start_soon(worker, tg)
+        finally:
+            self.close_unstarted()
+
     def close_unstarted(self) -> None:
         for item, started in zip(self.items, self.started, strict=True):
             if not started and inspect.iscoroutine(item):
@@ -100,12 +111,7 @@ async def gather(
                 tg.cancel_scope.cancel()
                 return
 
-    try:
-        async with anyio.create_task_group() as tg:
-            for _ in range(_workers(concurrency, len(work))):
-                tg.start_soon(worker, tg)
-    finally:
-        work.close_unstarted()
+    await work.run_workers(worker, concurrency)
     if errors:
         raise errors[0]
     return cast("list[T]", results)
@@ -271,12 +277,7 @@ def as_completed(
                     tg.cancel_scope.cancel()
                     return
 
-        try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(_workers(concurrency, len(work))):
-                    tg.start_soon(worker, tg)
-        finally:
-            work.close_unstarted()
+        await work.run_workers(worker, concurrency)
 
     return _Hosted(produce)
 
