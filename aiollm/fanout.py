@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
@@ -60,7 +60,7 @@ class _Calls(Generic[T]):
         raise TypeError(f"call {index} is neither awaitable nor a zero-argument callable: {item!r}")
 
     async def run_workers(
-        self, worker: Callable[[TaskGroup], Awaitable[None]], concurrency: int | None
+        self, worker: Callable[[TaskGroup], Coroutine[Any, Any, None]], concurrency: int | None
     ) -> None:
         """Run ``worker`` in ``concurrency`` tasks of one group; close unstarted calls after."""
         try:
