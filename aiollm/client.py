@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, ProtocolError
 from .events import Completion, Embeddings
@@ -15,6 +13,9 @@ from .limits import Limits, ProviderLimiter, RetryPolicy
 from .providers import Call, Provider, load_provider, split_model
 from .stream import Stream
 from .transport import Timeout, Transport
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["Client"]
 

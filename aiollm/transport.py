@@ -11,14 +11,13 @@ carry the URL, and access tokens travel in query strings).
 from __future__ import annotations
 
 import builtins
+import importlib
 import logging
 import math
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import anyio
 
 from ._redact import redact_text
@@ -30,6 +29,27 @@ __all__ = ["Response", "Timeout", "Transport"]
 log = logging.getLogger("aiollm.transport")
 
 MAX_ERROR_BODY = 1024 * 1024
+
+
+class _ImportedOnUse:
+    """A module imported on its first attribute access: ``import aiollm`` does not pay for
+    aiohttp (about half of its import time, most of it aiohttp building SSL contexts)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self._name)
+        globals()[self._name] = module  # later lookups find the module itself
+        return getattr(module, attr)
+
+
+if TYPE_CHECKING:
+    import ssl
+
+    import aiohttp
+else:
+    aiohttp = _ImportedOnUse("aiohttp")
 
 
 @dataclass(frozen=True)
