@@ -85,7 +85,6 @@ class Response:
         "headers",
         "provider",
         "status",
-        "url",
     )
 
     def __init__(
@@ -109,7 +108,11 @@ class Response:
         self.status: int = resp.status
         self.headers: Mapping[str, str] = resp.headers
         self.content_type: str = resp.headers.get("Content-Type", "")
-        self.url = redact_text(str(resp.url), secrets)
+
+    @property
+    def url(self) -> str:
+        """The request URL with secrets masked (built when asked for: it is not cheap)."""
+        return redact_text(str(self._resp.url), self._secrets)
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
@@ -128,12 +131,17 @@ class Response:
             phase = "first_byte"
         if deadline <= now:
             raise self._timeout_error(phase, deadline)
+        content = self._resp.content
         try:
-            if deadline == math.inf:
-                chunk = await self._resp.content.readany()
-            else:
-                with anyio.fail_after(deadline - now):
-                    chunk = await self._resp.content.readany()
+            # What has arrived already needs no wait, hence no timer (a cancel scope costs
+            # more than a small stream's whole decoding).
+            chunk = content.read_nowait()
+            if not chunk and not content.at_eof():
+                if deadline == math.inf:
+                    chunk = await content.readany()
+                else:
+                    with anyio.fail_after(deadline - now):
+                        chunk = await content.readany()
         except builtins.TimeoutError:
             raise self._timeout_error(phase, deadline) from None
         except aiohttp.ClientError as exc:
@@ -285,7 +293,8 @@ class Transport:
             "timeout": aiohttp.ClientTimeout(total=None, sock_connect=t.connect, connect=t.connect),
             "allow_redirects": False,
         }
-        log.debug("%s %s", req.method, redact_text(req.url, req.secrets))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s", req.method, redact_text(req.url, req.secrets))
         try:
             if deadline == math.inf:
                 resp = await self.session.request(req.method, req.url, **kwargs)
