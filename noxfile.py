@@ -42,6 +42,7 @@ BENCHMARKS = (
     "bench_request_overhead.py",
     "bench_concurrent.py",
     "bench_import.py",
+    "bench_layers.py",
 )
 
 
