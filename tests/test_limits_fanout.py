@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import warnings
 from typing import Any
 
@@ -79,6 +80,25 @@ async def test_burst_of_429_pauses_the_provider_then_all_succeed(emu: Emulator) 
     # After the 429s (the first 4 requests), nothing was sent during the 0.3 s cool-down.
     times = sorted(emu.stats.request_times)
     assert times[4] - times[3] >= 0.28
+
+
+async def test_burst_of_baidu_error_18_pauses_then_all_succeed(emu: Emulator) -> None:
+    # Qianfan throttles with HTTP 200 and error_code 18 and no Retry-After: a jittered cool-down.
+    emu.script("qianfan", *[Fault("error", code=18, message="qps limit")] * 3)
+    async with emu.client(
+        limits={"qianfan": Limits(max_concurrency=3)},
+        retry=RetryPolicy(max_retries=4, backoff_base=0.01),
+    ) as client:
+        limiter = client.limiter("qianfan")
+        replies = await fanout.gather(
+            [client.chat("qianfan/llama_2_7b", MSGS) for _ in range(6)]
+        )
+        assert limiter._cool_until > 0  # the provider went through a cool-down
+    assert {r.text for r in replies} == {replies[0].text} and len(replies[0].text.split()) == 24
+    assert emu.stats.requests["qianfan.chat"] == 9 and emu.stats.completed == 6
+    # The throttled calls were not retried at once: the cool-down (>= 0.25 s) shows as a pause.
+    times = sorted(emu.stats.request_times)
+    assert max(b - a for a, b in itertools.pairwise(times)) >= 0.2
 
 
 async def test_tokens_per_minute_budget(emu: Emulator) -> None:
