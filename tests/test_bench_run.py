@@ -136,6 +136,9 @@ async def test_errors_are_counted_by_provider_code(emu: Emulator, client: Client
         models=["openai/m"], client=client, concurrency=1, requests=5, max_tokens=4, max_retries=0
     )
     (s,) = result.runs
+    table = result.table()
+    assert "errors: " in table
+    assert "ContextOverflowError[context_length_exceeded]: [openai] scripted fault" in table
     assert s.errors.pop("ContextOverflowError[context_length_exceeded]") == 1
     assert s.errors.pop("RateLimitError") == 1
     ((interrupted, count),) = s.errors.items()  # an error frame after two tokens
@@ -144,7 +147,6 @@ async def test_errors_are_counted_by_provider_code(emu: Emulator, client: Client
     assert (s.completed, s.failed) == (2, 3)
     failed = [r for r in s.records if not r.ok]
     assert all(r.e2el is not None and r.error_message for r in failed)
-    assert "errors: " in result.table()
 
 
 async def test_retries_show_in_attempts(emu: Emulator, client: Client) -> None:

@@ -172,6 +172,11 @@ def _run_block(run: RunSummary) -> list[str]:
     if run.errors:
         errs = ", ".join(f"{k} × {v}" for k, v in run.errors.items())
         lines.append(f"  errors: {errs}")
+        for key in run.errors:
+            example = next((r.error_message for r in run.records if r.error == key), None)
+            if example:
+                text = example if len(example) <= 160 else example[:157] + "..."
+                lines.append(f"    {key}: {text}")
     if run.warmup_failed:
         lines.append(f"  warm-up: {run.warmup_failed} request(s) failed (not counted)")
     return lines
