@@ -258,6 +258,7 @@ def test_load_prompts_missing_file(tmp_path: Path) -> None:
         {"models": ["nosuch/model"]},
         {"goodput": ["ttft:x"]},
         {"request_rate": math.inf, "duration": 5.0},
+        {"emulator": False},
     ],
 )
 def test_config_rejects_what_cannot_work(kwargs: dict[str, object]) -> None:

@@ -144,6 +144,8 @@ class BenchConfig:
             raise ConfigurationError(f"timeout must be > 0 seconds (got {self.timeout!r})")
         if self.prompts is not None and not self.prompts:
             raise ConfigurationError("prompts is empty")
+        if not self.models and self.emulator is False:
+            raise ConfigurationError("name at least one model (provider/model) to benchmark")
         for model in self.models:
             split_model(model)
 
