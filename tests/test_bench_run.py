@@ -99,6 +99,8 @@ async def test_unpaced_rate_with_a_cap_queues_requests(emu: Emulator, client: Cl
     assert s.completed == 6
     assert emu.stats.max_open_streams == 2
     assert max(r.queued for r in s.records) >= 0.05  # the last pair waited for two rounds
+    assert s.figures["mean_queued_ms"] > 20
+    assert "waited" in result.table()
 
 
 async def test_sweep_and_several_models_report_each_run(emu: Emulator, client: Client) -> None:

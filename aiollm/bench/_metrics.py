@@ -339,6 +339,11 @@ def summarize(
         ),
         "mean_tokens_per_chunk": round(out_tokens / chunks, 4) if chunks else None,
         "output_tokens_from_usage": all(r.tokens_from_usage for r in done) if done else None,
+        "mean_queued_ms": (
+            round(math.fsum(r.queued for r in records) / len(records) * 1000.0, 4)
+            if records
+            else None
+        ),
     }
     ttfts = [t for r in done if (t := r.ttft) is not None]
     tpots = [t for r in done if (t := r.tpot) is not None]

@@ -145,6 +145,12 @@ def _run_block(run: RunSummary) -> list[str]:
         f"output throughput {f['output_throughput']:,.1f} tok/s    "
         f"output tokens {f['total_output_tokens']:,}",
     ]
+    queued = f.get("mean_queued_ms")
+    if queued:
+        lines.append(
+            f"  requests waited {queued:,.1f} ms on average for a free slot before being sent "
+            "(not in TTFT or e2el)"
+        )
     if run.goodput_slos:
         slos = ", ".join(f"{k} <= {v:g} ms" for k, v in run.goodput_slos.items())
         lines.append(f"  goodput {f['request_goodput']:,.2f} req/s ({slos})")
