@@ -15,7 +15,7 @@ original error as ``__cause__`` and ``.error``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -68,8 +68,7 @@ class Stream:
         self._credential: str | None = None
         self._framer: SSEDecoder | JSONFramer | None = None
         self._other: list[bytes] | None = None
-        self._buf: list[Event] = []
-        self._idx = 0
+        self._pending: Iterator[Event] = iter(())
         self._error: BaseException | None = None
         self._delivered = False
         self._finished = False
@@ -133,12 +132,13 @@ class Stream:
         return self
 
     async def __anext__(self) -> Event:
+        for event in self._pending:  # the hot path: events already decoded
+            return event
+        return await self._next_slow()
+
+    async def _next_slow(self) -> Event:
         while True:
-            buf = self._buf
-            if self._idx < len(buf):
-                event = buf[self._idx]
-                self._idx += 1
-                self._delivered = True
+            for event in self._pending:
                 return event
             if self._error is not None:
                 self._raise_error()
@@ -226,7 +226,7 @@ class Stream:
         self._other = None
 
     async def _step(self) -> None:
-        """Read one chunk and decode what it completes into ``self._buf``."""
+        """Read one chunk and queue the events it completes."""
         if self._resp is None:
             await self._open()
         resp = self._resp
@@ -246,8 +246,6 @@ class Stream:
             else:
                 self._other = []
         out: list[Event] = []
-        self._buf = out
-        self._idx = 0
         ended = False
         try:
             if framer is None:
@@ -276,20 +274,20 @@ class Stream:
                         if codec.done:
                             break
                 if chunk and not codec.done:
-                    self._account(out)
+                    self._deliver(out)
                     return
             out += codec.on_end()
             ended = True
         except Exception as exc:
             error = exc if isinstance(exc, AiollmError) else self._decode_failure(exc)
-            self._account(out)
+            self._deliver(out)
             if out:
                 # Deliver what decoded cleanly first, then raise.
                 self._error = error
                 self._close_now()
                 return
             raise error from error.__cause__
-        self._account(out)
+        self._deliver(out)
         if ended:
             self._finish_body()
 
@@ -301,12 +299,20 @@ class Stream:
         error.__cause__ = exc
         return error
 
-    def _account(self, events: list[Event]) -> None:
+    def _deliver(self, events: list[Event]) -> None:
+        """Queue decoded events for the caller and fold them into the completion so far."""
+        if not events:
+            return
+        # They reach the caller before anything else can fail: no retry after this point.
+        self._delivered = True
+        self._pending = iter(events)
+        texts = [event.text for event in events if type(event) is TextDelta]
+        self._parts += texts
+        if len(texts) == len(events):
+            return
         for event in events:
             kind = type(event)
-            if kind is TextDelta:
-                self._parts.append(event.text)  # type: ignore[union-attr]
-            elif kind is Usage:
+            if kind is Usage:
                 self._usage = event  # type: ignore[assignment]
             elif kind is Finish:
                 self._finish = event.reason  # type: ignore[union-attr]
@@ -343,8 +349,7 @@ class Stream:
         self._codec = None
         self._framer = None
         self._other = None
-        self._buf = []
-        self._idx = 0
+        self._pending = iter(())
         self._parts.clear()
         self._usage = None
         self._finish = None

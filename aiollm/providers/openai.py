@@ -299,17 +299,35 @@ class OpenAICodec(Codec):
         if data == "[DONE]":
             self.done = True
             return []
+        try:
+            wire = _decode_response(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return self._on_undecodable(event)
+        # The hot path: a plain text chunk of choice 0 (no finish, usage or error).
+        choices = wire.choices
+        if choices and wire.error is None and wire.usage is None:
+            choice = choices[0]
+            if choice.index == 0 and choice.finish_reason is None:
+                if self.request_id is None:
+                    self.request_id = wire.id
+                delta = choice.delta
+                text = delta.content if delta is not None else choice.text
+                return [TextDelta(text)] if text else []
+        if self.is_error(wire):
+            raise self.error_from(wire, 200, {})
+        return self.events_of(wire)
+
+    def _on_undecodable(self, event: ServerSentEvent) -> list[Event]:
+        data = event.data
         if not data:
             return []
         try:
-            wire = self.decode(data)
+            self.decode(data)
         except ProtocolError:
             if event.event == "error":
                 raise APIError(self.clean_message(data[:300]), provider=self.provider) from None
             raise
-        if self.is_error(wire):
-            raise self.error_from(wire, 200, {})
-        return self.events_of(wire)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def on_json(self, document: bytes) -> list[Event]:
         if self.call.op == "embed":
