@@ -114,6 +114,10 @@ class Lease:
             self._limiter.release_on_behalf_of(self)
 
 
+_FREE = Lease(None)
+"""The lease of a provider without limits: nothing to hold or release."""
+
+
 class ProviderLimiter:
     """The shared limits of one provider within one client."""
 
@@ -126,6 +130,7 @@ class ProviderLimiter:
         self._rate = AsyncLimiter(1, 1.0 / rps) if rps else None
         mc = self.limits.max_concurrency
         self._slots = anyio.CapacityLimiter(mc) if mc else None
+        self._unlimited = self._rate is None and self._slots is None and not self.limits.tokens_per_minute
         self._cool_until = 0.0
         self._cool_streak = 0
         self._tpm_level = 0.0
@@ -138,7 +143,10 @@ class ProviderLimiter:
 
     async def acquire(self) -> Lease:
         """Wait for the cool-down, a concurrency slot, the token budget and a rate token."""
-        await self._wait_cooldown()
+        if self._cool_until:
+            await self._wait_cooldown()
+        if self._unlimited:
+            return _FREE
         lease = Lease(self._slots)
         if self._slots is not None:
             await self._slots.acquire_on_behalf_of(lease)
