@@ -406,7 +406,27 @@ class QianfanCodec(Codec):
         data = event.data
         if not data:
             return []
-        wire = self.decode(data)
+        try:
+            wire = _decode_chat(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            wire = self.decode(data)  # raises the ProtocolError
+        # The hot path: one sentence in sequence, no error, no end, no safety flag.
+        if (
+            wire.sentence_id == self._next_sentence
+            and wire.error_code is None
+            and not wire.is_end
+            and not wire.need_clear_history
+            and wire.ban_round is None
+        ):
+            self._next_sentence += 1
+            self._frames += 1
+            self._seen = True
+            if self.request_id is None:
+                self.request_id = wire.id
+            if wire.need_clear_history is not None:
+                self.extra["need_clear_history"] = False
+            result = wire.result
+            return [TextDelta(result)] if result else []
         self.check_error(wire)
         return self._frame(wire, final=False)
 
