@@ -331,10 +331,11 @@ class Stream:
 
     def _build_completion(self) -> Completion:
         codec = self._codec
+        usage = self._usage if self._usage is not None or codec is None else codec.usage
         return Completion(
             text="".join(self._parts),
             finish_reason=self._finish,
-            usage=self._usage,
+            usage=usage,
             request_id=codec.request_id if codec else None,
             provider=self._provider.name,
             model=self._call.model,

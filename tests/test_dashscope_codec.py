@@ -136,9 +136,9 @@ def stream_of(
 def test_recorded_stream(data_line_events: bool) -> None:
     c = codec()
     events = run_sse(c, RECORDED_STREAM, data_line_events=data_line_events)
+    # usage is a running total: one Usage event, the final one, before Finish.
     assert events == [
         TextDelta("1+"),
-        Usage(16, 2, 18),
         Usage(16, 6, 22),
         Finish("stop"),
     ]
@@ -449,15 +449,25 @@ def test_finish_reason_length() -> None:
     assert events[-1] == Finish("length") and text_of(events) == "abc"
 
 
-def test_usage_is_a_running_total_and_repeats_are_dropped() -> None:
+def test_usage_is_a_running_total_yielded_once_at_the_end() -> None:
+    c = codec(incremental_output=True)
+    partial = [
+        e
+        for sse in SSEDecoder(data_line_events=True).feed(
+            frame(1, "a", output_tokens=1) + frame(2, "b", output_tokens=3)
+        )
+        for e in c.on_sse(sse)
+    ]
+    assert partial and not [e for e in partial if isinstance(e, Usage)]
+    assert c.usage == Usage(5, 3, 8)  # the running total, for a partial completion
     body = (
         frame(1, "a", output_tokens=1)
         + frame(2, "b", output_tokens=1)
         + frame(3, "", "stop", output_tokens=2)
     )
     events = run_sse(codec(incremental_output=True), body)
-    usages = [e for e in events if isinstance(e, Usage)]
-    assert usages == [Usage(5, 1, 6), Usage(5, 2, 7)]
+    assert [e for e in events if isinstance(e, Usage)] == [Usage(5, 2, 7)]
+    assert isinstance(events[-2], Usage) and isinstance(events[-1], Finish)
 
 
 def test_malformed_frame_is_a_protocol_error() -> None:

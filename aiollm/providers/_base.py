@@ -31,7 +31,7 @@ from ..errors import (
     ServerError,
     UnsupportedOperationError,
 )
-from ..events import Embeddings, Event
+from ..events import Embeddings, Event, Usage
 from ..framing import ServerSentEvent
 
 Operation = Literal["chat", "complete", "embed"]
@@ -156,6 +156,10 @@ class Codec(ABC):
         """True once the terminal frame arrived; the stream stops reading then."""
         self.embeddings: Embeddings | None = None
         """Set by ``on_json`` for an ``embed`` call (embeddings are a result, not events)."""
+        self.usage: Usage | None = None
+        """The latest usage the response reported. A codec whose frames carry a running total
+        keeps it here and yields one :class:`Usage` event at the end; a stream cut short
+        still reports it on its partial completion."""
 
     def on_response(self, status: int, headers: Mapping[str, str]) -> None:  # noqa: B027
         """The response head arrived (any status); e.g. take a request id from a header."""

@@ -321,9 +321,10 @@ class DashScopeCodec(Codec):
             self.extra["stream_mode"] = self.mode
         self._text = ""
         """Cumulative mode: the text so far (the last frame's text object, never rebuilt)."""
-        self._usage: tuple[int | None, int | None, int | None] | None = None
         self.finished = False
         self._sse = False
+        self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
+        """The last comments seen and the status they carry (the same on every frame)."""
         self._documents = 0
 
     # -- public hooks ----------------------------------------------------------------------
@@ -338,7 +339,10 @@ class DashScopeCodec(Codec):
         data = event.data
         if not data:
             return []
-        status = _event_status(event)
+        comments = event.comments
+        if comments != self._status_of[0]:
+            self._status_of = (comments, _event_status(event))
+        status = self._status_of[1]
         if event.event == "error":
             try:
                 wire = _decode_response(data)
@@ -453,13 +457,14 @@ class DashScopeCodec(Codec):
             self._resolve(self._detector.finish(), out)
         usage = wire.usage
         if usage is not None:
+            # A running total: kept for a partial completion, yielded once at the end.
             total = usage.total_tokens
             if total is None and usage.input_tokens is not None and usage.output_tokens is not None:
                 total = usage.input_tokens + usage.output_tokens
-            key = (usage.input_tokens, usage.output_tokens, total)
-            if key != self._usage:
-                self._usage = key
-                out.append(Usage(*key))
+            self.usage = Usage(usage.input_tokens, usage.output_tokens, total)
+        if last or not self.call.stream:
+            if self.usage is not None:
+                out.append(self.usage)
         if last:
             out.append(Finish(finish))
             self.finished = True
