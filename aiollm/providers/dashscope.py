@@ -234,6 +234,8 @@ def _event_status(event: ServerSentEvent) -> int | None:
 
 
 # -- text modes ------------------------------------------------------------------------------
+_NOT_FINISHED: Final = frozenset({None, "null", ""})
+"""``finish_reason`` values of a frame that is not the last (DashScope sends the string "null")."""
 INCREMENTAL: Final = "incremental"
 CUMULATIVE: Final = "cumulative"
 
@@ -352,6 +354,21 @@ class DashScopeCodec(Codec):
                 ) from None
         else:
             wire = self.decode(data, event)
+            # The hot path: an incremental text frame of a successful stream, not the last.
+            output = wire.output
+            if (
+                self.mode is INCREMENTAL
+                and output is not None
+                and output.choices is None
+                and (status is None or status < 400)
+                and output.finish_reason in _NOT_FINISHED
+            ):
+                if wire.request_id:
+                    self.request_id = wire.request_id
+                if wire.usage is not None:
+                    self._keep_usage(wire.usage)
+                text = output.text
+                return [TextDelta(text)] if text else []
         if event.event == "error" or (status is not None and status >= 400) or self.is_error(wire):
             raise error_for(
                 wire.code,
@@ -455,13 +472,8 @@ class DashScopeCodec(Codec):
                 self._resolve(self._detector.feed(text), out)
         if last and self._detector is not None:
             self._resolve(self._detector.finish(), out)
-        usage = wire.usage
-        if usage is not None:
-            # A running total: kept for a partial completion, yielded once at the end.
-            total = usage.total_tokens
-            if total is None and usage.input_tokens is not None and usage.output_tokens is not None:
-                total = usage.input_tokens + usage.output_tokens
-            self.usage = Usage(usage.input_tokens, usage.output_tokens, total)
+        if wire.usage is not None:
+            self._keep_usage(wire.usage)
         if last or not self.call.stream:
             if self.usage is not None:
                 out.append(self.usage)
@@ -472,6 +484,13 @@ class DashScopeCodec(Codec):
         elif not self.call.stream:
             self.finished = True
         return out
+
+    def _keep_usage(self, usage: _Usage) -> None:
+        """Keep a frame's running usage total (for the final event and a partial completion)."""
+        total = usage.total_tokens
+        if total is None and usage.input_tokens is not None and usage.output_tokens is not None:
+            total = usage.input_tokens + usage.output_tokens
+        self.usage = Usage(usage.input_tokens, usage.output_tokens, total)
 
     def _cumulative(self, text: str, frame_id: str | None, out: list[Event]) -> None:
         """Emit what a cumulative frame adds to the text so far (its own length in work)."""
