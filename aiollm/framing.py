@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import re
+from itertools import repeat
 from typing import Final
 
 import msgspec
@@ -69,6 +70,12 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+# A run of same-shaped blocks is taken a column at a time only from this many blocks, in a
+# region of at least this many lines: fewer do not pay for the set-up.
+_MIN_RUN_BLOCKS: Final = 4
+_MIN_RUN_LINES: Final = 16
+
+
 class SSEDecoder:
     """Incremental ``text/event-stream`` parser.
 
@@ -106,11 +113,13 @@ class SSEDecoder:
 
     __slots__ = (
         "_closed",
+        "_comment_cache",
         "_comments",
         "_cr",
         "_data",
         "_data_line_events",
         "_event",
+        "_event_cache",
         "_event_retry",
         "_fast_limit",
         "_head",
@@ -151,8 +160,12 @@ class SSEDecoder:
         self._data: list[bytes] = []
         self._size = 0
         self._event = ""
-        self._comments: list[str] = []
+        self._comments: tuple[str, ...] = _NO_COMMENTS
         self._event_retry: int | None = None
+        # The last ``event`` line and comment line seen, with their decoded meaning (see
+        # _run): b"" never matches a line that reaches them.
+        self._event_cache: tuple[bytes, str] = (b"", "")
+        self._comment_cache: tuple[bytes, tuple[str, ...]] = (b"", _NO_COMMENTS)
         # Stream state.
         self._last_id = ""
         self._reconnect: int | None = None
@@ -226,7 +239,7 @@ class SSEDecoder:
         self._parts = []
         self._plen = 0
         self._data = []
-        self._comments = []
+        self._comments = _NO_COMMENTS
         return out
 
     # -- internals ----------------------------------------------------------------------
@@ -271,7 +284,7 @@ class SSEDecoder:
             raise self._line_too_long(tail_len)
         out: list[ServerSentEvent] = []
         if self._data_line_events:
-            self._lines_mode(buf[:end], out)
+            self._lines_mode(buf, end, out)
         else:
             j = buf.rfind(b"\n\n", 0, end)
             if j >= 0:
@@ -290,7 +303,41 @@ class SSEDecoder:
 
     def _blocks(self, region: bytes, out: list[ServerSentEvent]) -> None:
         """Dispatch ``region``: event blocks joined by blank lines, the last one ended."""
-        if self._dirty():
+        dirty = self._dirty()
+        n = len(region)
+        if not dirty and n <= self._fast_limit:
+            # Fast path: every block is one ``data:`` line (the OpenAI shape). One decode
+            # of the whole region; every newline must belong to a block separator.
+            if region.startswith(b"data: "):
+                text = _decode(region)
+                pieces = text.split("\n\ndata: ")
+                if text.count("\n") == 2 * len(pieces) - 2:
+                    pieces[0] = pieces[0][6:]
+                    lid = self._last_id
+                    out += [ServerSentEvent("message", p, lid) for p in pieces]
+                    return
+            elif region.startswith(b"data:"):
+                text = _decode(region)
+                pieces = text.split("\n\ndata:")
+                if text.count("\n") == 2 * len(pieces) - 2 and "\n\ndata: " not in text:
+                    pieces[0] = pieces[0][5:]
+                    lid = self._last_id
+                    out += [ServerSentEvent("message", p, lid) for p in pieces]
+                    return
+        if n <= self._max_line and self._size + n <= self._max_event:
+            # No line or event here can exceed its limit. Many lines: runs of same-shaped
+            # blocks a column at a time (the DashScope shape); a few: the general path,
+            # unless they start like the Anthropic shape, which the block-by-block path
+            # below takes directly.
+            lines = region.split(b"\n")
+            lines.append(b"")
+            if len(lines) >= _MIN_RUN_LINES:
+                self._block_runs(lines, out)
+                return
+            if dirty or not region.startswith(b"event: "):
+                self._run(lines, out)
+                return
+        if dirty:
             # The first block continues lines fed before; it takes the general path.
             e = region.find(b"\n\n")
             if e < 0:
@@ -299,24 +346,6 @@ class SSEDecoder:
             self._run([*region[:e].split(b"\n"), b""], out)
             region = region[e + 2 :]
         limit = self._fast_limit
-        if len(region) <= limit:
-            # Fast path: every block is one ``data:`` line (the OpenAI shape). One decode
-            # of the whole region; every newline must belong to a block separator.
-            text = _decode(region)
-            if text.startswith("data: "):
-                pieces = text.split("\n\ndata: ")
-                if text.count("\n") == 2 * len(pieces) - 2:
-                    pieces[0] = pieces[0][6:]
-                    lid = self._last_id
-                    out += [ServerSentEvent("message", p, lid) for p in pieces]
-                    return
-            elif text.startswith("data:"):
-                pieces = text.split("\n\ndata:")
-                if text.count("\n") == 2 * len(pieces) - 2 and "\n\ndata: " not in text:
-                    pieces[0] = pieces[0][5:]
-                    lid = self._last_id
-                    out += [ServerSentEvent("message", p, lid) for p in pieces]
-                    return
         # Block by block: one-line data blocks and "event: NAME\ndata: VALUE" blocks (the
         # Anthropic shape) directly, runs of other blocks through the general path.
         append = out.append
@@ -351,35 +380,178 @@ class SSEDecoder:
         if pending:
             self._run(pending, out)
 
-    def _lines_mode(self, region: bytes, out: list[ServerSentEvent]) -> None:
-        """``data_line_events`` mode: process whole lines (``region`` ends with LF)."""
-        if len(region) <= self._fast_limit and not self._dirty():
-            # Fast path: only ``data:`` lines and blank lines. With a clean state a blank
-            # line does nothing, so the leading and trailing ones can go; then either
-            # every line is a data line, or data lines and single blank lines alternate.
-            text = _decode(region).strip("\n")
-            if not text:
-                return
-            for prefix in ("data: ", "data:"):
-                if text.startswith(prefix):
-                    if prefix == "data:" and "\ndata: " in text:
-                        break
-                    nls = text.count("\n")
-                    pieces = text.split("\n\n" + prefix)
-                    if nls != 2 * len(pieces) - 2:
-                        pieces = text.split("\n" + prefix)
-                        if nls != len(pieces) - 1:
-                            break
-                    pieces[0] = pieces[0][len(prefix) :]
-                    lid = self._last_id
-                    out += [ServerSentEvent("message", p, lid) for p in pieces]
+    def _lines_mode(self, buf: bytes, end: int, out: list[ServerSentEvent]) -> None:
+        """``data_line_events`` mode: process the whole lines ``buf[:end]``."""
+        if end <= self._fast_limit and not self._dirty():
+            c = buf[0]
+            if c == 0x64 or c == 0x0A:  # "d" or LF
+                # Fast path: only ``data:`` lines and blank lines. With a clean state a
+                # blank line does nothing, so the leading and trailing ones can go; then
+                # either every line is a data line, or data lines and single blank lines
+                # alternate.
+                text = _decode(buf[:end].strip(b"\n"))
+                if not text:
                     return
-        self._run(region[:-1].split(b"\n"), out)
+                for prefix in ("data: ", "data:"):
+                    if text.startswith(prefix):
+                        if prefix == "data:" and "\ndata: " in text:
+                            break
+                        nls = text.count("\n")
+                        pieces = text.split("\n\n" + prefix)
+                        if nls != 2 * len(pieces) - 2:
+                            pieces = text.split("\n" + prefix)
+                            if nls != len(pieces) - 1:
+                                break
+                        pieces[0] = pieces[0][len(prefix) :]
+                        lid = self._last_id
+                        out += [ServerSentEvent("message", p, lid) for p in pieces]
+                        return
+        if end > self._max_line or self._size + end > self._max_event:
+            # Some line or event may be too large: the general path checks each one.
+            self._run(buf[: end - 1].split(b"\n"), out)
+            return
+        lines = buf.split(b"\n")
+        lines.pop()  # the unterminated tail, buf[end:]
+        if len(lines) >= _MIN_RUN_LINES:
+            self._block_runs(lines, out)
+        else:
+            self._run(lines, out)
+
+    def _block_runs(self, lines: list[bytes], out: list[ServerSentEvent]) -> None:
+        """Interpret ``lines``, taking runs of same-shaped blocks a column at a time.
+
+        ``lines`` are as for :meth:`_run`; the caller guarantees that none of them, and
+        no event made of them, exceeds its limit. Streams such as DashScope's repeat one
+        block shape (``id:N``, ``event:result``, ``:HTTP_STATUS/200``, ``data:...``, blank)
+        where only the id and data values change. Seen as a table with one row per
+        block, every other column holds one repeated line (``list.count`` checks it) and
+        the id and data columns start every line with the same field prefix. The first
+        block of a run goes through :meth:`_run`, which gives the event type, retry and
+        comments that all the others share; the rest cost a slice and a decode each.
+        """
+        n = len(lines)
+        done = 0  # lines[done:s] wait for the general path
+        s = 0
+        if not lines[0] or self._dirty():
+            # The block in progress (or a blank line) first: a run starts after a blank line.
+            try:
+                s = lines.index(b"") + 1
+            except ValueError:
+                self._run(lines, out)
+                return
+        window = n  # most blocks to try at once: grows after a run, shrinks after a miss
+        while s < n:
+            try:
+                b = lines.index(b"", s)
+            except ValueError:
+                break
+            period = b - s + 1
+            count = min((n - s) // period, window)
+            columns = None
+            while period > 1 and count >= _MIN_RUN_BLOCKS:
+                columns = self._columns(lines, s, period, count)
+                if columns is not None:
+                    break
+                count //= 2
+            if columns is None:
+                # Not the start of a run: this block joins the general path.
+                if period > 1:
+                    window = max(_MIN_RUN_BLOCKS, window // 2)
+                s = b + 1
+                continue
+            window = 2 * count
+            # The general path up to the run's first block included: one event last.
+            self._run(lines[done : s + period], out)
+            first = out[-1]
+            values, ids = columns
+            if ids is None:
+                ids = [self._last_id] * (count - 1)
+            else:
+                self._last_id = ids[-1]
+            out += map(
+                ServerSentEvent,
+                repeat(first.event),
+                values,
+                ids,
+                repeat(first.retry),
+                repeat(first.comments),
+            )
+            s += count * period
+            done = s
+        if done < n:
+            self._run(lines[done:] if done else lines, out)
+
+    def _columns(
+        self, lines: list[bytes], s: int, period: int, count: int
+    ) -> tuple[list[str], list[str] | None] | None:
+        """The data values and ids of blocks 2..``count`` of a run, or ``None``.
+
+        The ``count`` blocks of ``period`` lines from ``s`` make a run when they have
+        the first block's shape: header lines (no ``data`` field, no bare JSON line, at
+        most one ``id`` field, on an ``id:`` line), then one ``data:`` line, then the
+        blank line; every header line but the ``id:`` one repeats verbatim; the ``id:``
+        and ``data:`` lines of every block start as the first block's do (with one
+        space after the colon, or without), and no id holds a NUL. The ids are ``None``
+        when the blocks have no ``id:`` line.
+        """
+        end = s + count * period
+        if lines[s + period - 1 : end : period].count(b"") != count:
+            return None
+        json_lines = self._json_lines
+        ids: list[str] | None = None
+        for k in range(s, s + period - 2):
+            line = lines[k]
+            name = line.partition(b":")[0]
+            if name == b"id":
+                joined = b"\n".join(lines[k:end:period])
+                if ids is not None or len(line) == 2 or b"\x00" in joined:
+                    return None
+                if joined.startswith(b"id: "):
+                    prefix = "\nid: "
+                    if joined.count(b"\nid: ") != count - 1:
+                        return None
+                elif joined.count(b"\nid:") != count - 1 or b"\nid: " in joined:
+                    return None
+                else:
+                    prefix = "\nid:"
+                # One decode for the column: its separators are ASCII, so this is what
+                # decoding each id alone gives, invalid UTF-8 included.
+                ids = _decode(joined).split(prefix)
+                del ids[0]
+            elif (
+                name == b"data"
+                or (json_lines and line[0] == 0x7B)
+                or lines[k:end:period].count(line) != count
+            ):
+                return None
+        col = lines[s + period - 2 : end : period]
+        # JSON data (every provider's) starts with "{": one check covers the prefix and
+        # the absence of a space after the colon.
+        if all(map(bytes.startswith, col, repeat(b"data:{"))):
+            skip = 5
+        elif col[0].startswith(b"data: "):
+            if not all(map(bytes.startswith, col, repeat(b"data: "))):
+                return None
+            skip = 6
+        elif all(map(bytes.startswith, col, repeat(b"data:"))) and not any(
+            map(bytes.startswith, col, repeat(b" "), repeat(5))
+        ):
+            skip = 5
+        else:
+            return None
+        try:
+            values = [line[skip:].decode() for line in col]
+        except UnicodeDecodeError:
+            values = [line[skip:].decode("utf-8", "replace") for line in col]
+        del values[0]
+        return values, ids
 
     def _run(self, lines: list[bytes], out: list[ServerSentEvent]) -> None:
         """General path: interpret ``lines`` (without line ends; ``b""`` is a blank line).
 
-        The block state lives in locals for speed and is stored back at the end.
+        The block state lives in locals for speed and is stored back at the end. The
+        last ``event`` line and the last comment line seen are remembered with their
+        meaning, so a stream that repeats them reuses one string and one tuple.
         """
         data = self._data
         event = self._event
@@ -391,6 +563,8 @@ class SSEDecoder:
         max_event = self._max_event + 1  # ``size`` counts one newline per line
         data_line_events = self._data_line_events
         json_lines = self._json_lines
+        event_line, event_name = self._event_cache
+        comment_line, comment_tuple = self._comment_cache
         append = out.append
         for line in lines:
             if not line:  # blank line: dispatch
@@ -401,69 +575,86 @@ class SSEDecoder:
                             _decode(data[0]) if len(data) == 1 else _decode(b"\n".join(data)),
                             last_id,
                             retry,
-                            tuple(comments) if comments else _NO_COMMENTS,
+                            comments,
                         )
                     )
                     data = []
                 event = ""
                 retry = None
                 size = 0
-                if comments:
-                    comments = []
+                comments = _NO_COMMENTS
                 continue
             if len(line) > max_line:
                 raise self._line_too_long(len(line))
-            name, _, value = line.partition(b":")
-            if name != b"data":
-                if not name:  # ":" comment
-                    size += len(line)
-                    if size > max_event:
-                        raise self._event_too_big(size - 1)
-                    comments.append(_decode(value))
-                    continue
-                if json_lines and name[0] == 0x7B:  # "{": a bare JSON line, its own event
-                    append(ServerSentEvent("message", _decode(line), last_id))
-                    continue
-            if value.startswith(b" "):
-                value = value[1:]
-            if name == b"data":
-                size += len(value) + 1
+            first = line[0]
+            if first == 0x3A:  # ":" comment
+                size += len(line)
                 if size > max_event:
                     raise self._event_too_big(size - 1)
-                if data_line_events:
-                    append(
-                        ServerSentEvent(
-                            event or "message",
-                            _decode(value),
-                            last_id,
-                            retry,
-                            tuple(comments) if comments else _NO_COMMENTS,
-                        )
-                    )
-                    event = ""
-                    retry = None
-                    size = 0
-                    if comments:
-                        comments = []
+                if comments:
+                    comments += (line[1:].decode("utf-8", "replace"),)
+                elif line == comment_line:
+                    comments = comment_tuple
                 else:
-                    data.append(value)
-            elif name == b"event":
-                event = _decode(value)
-            elif name == b"id":
-                if b"\x00" not in value:
-                    last_id = _decode(value)
-            elif name == b"retry" and value.isdigit():  # ASCII digits only, non-empty
-                try:
-                    retry = int(value.lstrip(b"0") or b"0")
-                except ValueError:  # more digits than int() converts: ignore the field
+                    comment_line = line
+                    comments = comment_tuple = (line[1:].decode("utf-8", "replace"),)
+                continue
+            if first == 0x65 and line == event_line:  # the same "event" line as before
+                event = event_name
+                continue
+            if first == 0x64 and line.startswith(b"data:"):
+                value = line[5:]
+                if value[:1] == b" ":
+                    value = value[1:]
+            else:
+                if first == 0x7B and json_lines:  # "{": a bare JSON line, its own event
+                    append(ServerSentEvent("message", line.decode("utf-8", "replace"), last_id))
                     continue
-                self._reconnect = retry
+                name, _, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if name != b"data":
+                    if name == b"id":
+                        if b"\x00" not in value:
+                            last_id = value.decode("utf-8", "replace")
+                    elif name == b"event":
+                        event_line = line
+                        event = event_name = value.decode("utf-8", "replace")
+                    elif name == b"retry" and value.isdigit():  # ASCII digits, non-empty
+                        try:
+                            retry = int(value.lstrip(b"0") or b"0")
+                        except ValueError:  # more digits than int() converts: ignore it
+                            continue
+                        self._reconnect = retry
+                    continue
+            # A data field.
+            size += len(value) + 1
+            if size > max_event:
+                raise self._event_too_big(size - 1)
+            if data_line_events:
+                append(
+                    ServerSentEvent(
+                        event or "message",
+                        value.decode("utf-8", "replace"),
+                        last_id,
+                        retry,
+                        comments,
+                    )
+                )
+                event = ""
+                retry = None
+                size = 0
+                comments = _NO_COMMENTS
+            else:
+                data.append(value)
         self._data = data
         self._event = event
         self._comments = comments
         self._event_retry = retry
         self._size = size
         self._last_id = last_id
+        self._event_cache = (event_line, event_name)
+        self._comment_cache = (comment_line, comment_tuple)
 
 
 # -- JSON ---------------------------------------------------------------------------------

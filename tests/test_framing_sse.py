@@ -374,6 +374,104 @@ def test_many_events_in_one_chunk_then_continuation() -> None:
     assert dec.feed(b"\ndata: z\n\n") == [SSE(event="e", data="x\ny"), SSE(data="z")]
 
 
+def dashscope_events(n: int, start: int = 1) -> bytes:
+    """``n`` DashScope-shaped blocks: id, event, comment, data (no space after colons)."""
+    return b"".join(
+        b"id:%d\nevent:result\n:HTTP_STATUS/200\n"
+        b'data:{"output":{"finish_reason":"null","text":"t%d"},"request_id":"r"}\n\n' % (i, i)
+        for i in range(start, start + n)
+    )
+
+
+def dashscope_expected(n: int, start: int = 1) -> list[SSE]:
+    return [
+        SSE(
+            event="result",
+            data=f'{{"output":{{"finish_reason":"null","text":"t{i}"}},"request_id":"r"}}',
+            id=str(i),
+            comments=("HTTP_STATUS/200",),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.mark.parametrize("data_line_events", [False, True])
+def test_dashscope_stream_many_events(data_line_events: bool) -> None:
+    # Enough events in one chunk for the column-at-a-time path, then split everywhere.
+    body = dashscope_events(12)
+    check(body, dashscope_expected(12), data_line_events=data_line_events)
+    big = dashscope_events(3000)
+    expected = dashscope_expected(3000)
+    for size in (7, 200, 4096, 65536):
+        chunks = [big[i : i + size] for i in range(0, len(big), size)]
+        assert feed_chunks(chunks, data_line_events=data_line_events) == expected, size
+
+
+@pytest.mark.parametrize("data_line_events", [False, True])
+def test_dashscope_stream_shares_event_type_and_comments(data_line_events: bool) -> None:
+    # Repeated "event:result" and ":HTTP_STATUS/200" lines reuse one string and one tuple.
+    events = SSEDecoder(data_line_events=data_line_events).feed(dashscope_events(500))
+    assert len(events) == 500
+    assert len({id(e.comments) for e in events}) == 1
+    assert len({id(e.event) for e in events}) == 1
+    small = SSEDecoder(data_line_events=data_line_events)
+    one_at_a_time = [e for i in range(1, 6) for e in small.feed(dashscope_events(1, i))]
+    assert one_at_a_time == dashscope_expected(5)
+    assert len({id(e.comments) for e in one_at_a_time}) == 1
+
+
+@pytest.mark.parametrize("data_line_events", [False, True])
+def test_runs_of_blocks_with_odd_blocks_between(data_line_events: bool) -> None:
+    odd = [
+        b": keepalive\n\n",
+        b"id:77\nevent:error\n:HTTP_STATUS/429\ndata:{}\n\n",
+        b"id:78\nevent:result\n:HTTP_STATUS/200\ndata: spaced\n\n",
+        b"id:\x00\nevent:result\n:HTTP_STATUS/200\ndata:{}\n\n",
+        b"id: 79\nevent:result\n:HTTP_STATUS/200\ndata:{}\n\n",
+        b"id:80\nevent:result\n:HTTP_STATUS/200\ndata:{}\ndata:{}\n\n",
+        b"id:81\nevent:result\nretry:250\n:HTTP_STATUS/200\ndata:{}\n\n",
+        b"id:82\nevent:result\n:HTTP_STATUS/200\ndata\n\n",
+        b"id:83\nevent:result\n:HTTP_STATUS/200\ndata:\xff\xfe\n\n",
+        b"event:result\n:HTTP_STATUS/200\ndata:{}\n\n",
+        b"\n\n",
+    ]
+    body = b""
+    for k, block in enumerate(odd):
+        body += dashscope_events(5 + k, 100 * k) + block
+    body += dashscope_events(9, 5000)
+    expected = reference(body, data_line_events=data_line_events)
+    assert len(expected) > 100
+    for size in (len(body), 1000, 333, 64):
+        chunks = [body[i : i + size] for i in range(0, len(body), size)]
+        assert feed_chunks(chunks, data_line_events=data_line_events) == expected, size
+
+
+@pytest.mark.parametrize("data_line_events", [False, True])
+def test_runs_of_blocks_invalid_utf8_and_spaces(data_line_events: bool) -> None:
+    # Ids and data with invalid UTF-8, "id: " and "data: " with one space stripped.
+    blocks = [b"id: \xe4\xbd%d\n: c\xff\ndata: \xc3x %d\n\n" % (i, i) for i in range(40)]
+    expected = [
+        SSE(data=f"\ufffdx {i}", id=f"\ufffd{i}", comments=(" c\ufffd",)) for i in range(40)
+    ]
+    check(b"".join(blocks[:8]), expected[:8], data_line_events=data_line_events)
+    assert feed_chunks([b"".join(blocks)], data_line_events=data_line_events) == expected
+
+
+@pytest.mark.parametrize("data_line_events", [False, True])
+def test_runs_of_blocks_respect_limits(data_line_events: bool) -> None:
+    body = dashscope_events(50)
+    size = max(len(b) + 2 for b in body.split(b"\n\n"))
+    dec = SSEDecoder(data_line_events=data_line_events, max_event_bytes=size)
+    assert len(dec.feed(body)) == 50
+    big = body + b"id:51\nevent:result\n:HTTP_STATUS/200\ndata:" + b"x" * size + b"\n\n"
+    dec = SSEDecoder(data_line_events=data_line_events, max_event_bytes=size)
+    with pytest.raises(ProtocolError, match="max_event_bytes"):
+        dec.feed(big)
+    dec = SSEDecoder(data_line_events=data_line_events, max_line_bytes=size)
+    with pytest.raises(ProtocolError, match="max_line_bytes"):
+        dec.feed(big)
+
+
 # -- data_line_events ----------------------------------------------------------------------
 
 
@@ -665,3 +763,67 @@ def test_arbitrary_bytes_only_protocol_error(
         dec.close()
     except ProtocolError:
         pass
+
+
+# Blocks with more than data lines, repeated with few changes (DashScope-like runs).
+HEADER_LINES = [
+    "id:{n}",
+    "id: {n}",
+    "event:result",
+    "event: delta",
+    ":HTTP_STATUS/200",
+    ": keepalive",
+    "retry:1500",
+    "retry: x",
+    "x-unknown:1",
+    '{{"error_code":110}}',
+    "id",
+    "data:head",
+    "data",
+]
+raw_value = value_text.map(str.encode) | st.sampled_from(
+    [b"\xff", b"\xe4\xbd", b"caf\xc3", b" lead", b"", b"a\x00b", b'{"t":"\xe4\xbd\xa0"}']
+)
+shape_strategy = st.tuples(
+    st.lists(st.sampled_from(HEADER_LINES), max_size=4),
+    st.sampled_from(["data:", "data: ", "data"]),
+)
+block_end = st.sampled_from(["\n\n"] * 8 + ["\n", "\n\n\n"])
+Run = tuple[tuple[list[str], str], list[tuple[bytes, bytes, str]]]
+run_strategy = st.tuples(
+    shape_strategy,
+    st.lists(st.tuples(raw_value, raw_value, block_end), min_size=1, max_size=12),
+)
+
+
+def render_runs(runs: list[Run]) -> bytes:
+    """Blocks of each run's shape; ``{n}`` in a header line takes the block's id value."""
+    out: list[bytes] = []
+    for (header, data_field), values in runs:
+        for ident, value, end in values:
+            for line in header:
+                out.append(line.replace("{n}", "\x00").encode().replace(b"\x00", ident) + b"\n")
+            out.append(data_field.encode() + (value if data_field != "data" else b""))
+            out.append(end.encode())
+    return b"".join(out)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    runs=st.lists(run_strategy, min_size=1, max_size=5),
+    crlf=st.booleans(),
+    points=st.lists(st.integers(min_value=0, max_value=100_000), max_size=8),
+    modes=modes,
+)
+def test_runs_of_blocks_match_reference(
+    runs: list[Run],
+    crlf: bool,
+    points: list[int],
+    modes: dict[str, bool],
+) -> None:
+    body = render_runs(runs)
+    if crlf:
+        body = body.replace(b"\n", b"\r\n")
+    expected = reference(body, **modes)
+    assert feed_chunks([body], **modes) == expected
+    assert feed_chunks(split_at(body, points), **modes) == expected
