@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``."""
+"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``, ``compat``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ def tests(session: nox.Session) -> None:
     """The whole test suite (warnings are errors)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
+def compat(session: nox.Session) -> None:
+    """The test suite on every supported Python this machine has (missing ones are skipped)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
 
 
 @nox.session
