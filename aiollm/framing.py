@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import re
 from itertools import repeat
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
@@ -56,7 +56,8 @@ class ServerSentEvent(msgspec.Struct, gc=False):
     field changes it; ``""`` when never set); ``retry`` the reconnection time in
     milliseconds set by a ``retry:`` field in this event's block, else ``None``;
     ``comments`` the comment lines of this event's block (text after the leading
-    ``:``, e.g. ``"HTTP_STATUS/429"``).
+    ``:``, e.g. ``"HTTP_STATUS/429"``); ``raw`` the undecoded bytes of the data, set
+    (with ``data`` left ``""``) only by an ``SSEDecoder(raw_data=True)``.
     """
 
     event: str = "message"
@@ -64,6 +65,12 @@ class ServerSentEvent(msgspec.Struct, gc=False):
     id: str = ""
     retry: int | None = None
     comments: tuple[str, ...] = ()
+    raw: bytes | None = None
+
+    def text(self) -> str:
+        """The data as text: :attr:`data`, or :attr:`raw` decoded (invalid UTF-8 replaced)."""
+        raw = self.raw
+        return self.data if raw is None else raw.decode("utf-8", "replace")
 
 
 def _decode(raw: bytes) -> str:
@@ -105,6 +112,12 @@ class SSEDecoder:
     instead of being read as an unknown field and ignored; :meth:`close` dispatches such a
     line also when it lacks its line end.
 
+    With ``raw_data=True`` (for consumers that parse the data themselves, e.g. as JSON)
+    every event's ``data`` is ``""`` and its ``raw`` holds the undecoded bytes that
+    would otherwise have been decoded into ``data`` (``data`` lines joined by ``b"\\n"``,
+    one leading space stripped); use ``event.text()`` for the text. Everything else is
+    the same.
+
     ``max_line_bytes`` bounds one line (bytes since the last line end) and
     ``max_event_bytes`` one event (its data, plus the text of its comments); exceeding
     either raises :class:`~aiollm.errors.ProtocolError`. After a ``ProtocolError``, or
@@ -129,6 +142,7 @@ class SSEDecoder:
         "_max_line",
         "_parts",
         "_plen",
+        "_raw",
         "_reconnect",
         "_size",
         "_started",
@@ -141,11 +155,13 @@ class SSEDecoder:
         json_line_events: bool = False,
         max_line_bytes: int = DEFAULT_MAX_BYTES,
         max_event_bytes: int = DEFAULT_MAX_BYTES,
+        raw_data: bool = False,
     ) -> None:
         if max_line_bytes < 1 or max_event_bytes < 1:
             raise ValueError("max_line_bytes and max_event_bytes must be positive")
         self._data_line_events = data_line_events
         self._json_lines = json_line_events
+        self._raw = raw_data
         self._max_line = max_line_bytes
         self._max_event = max_event_bytes
         # A region no longer than this cannot hold an over-limit line or event.
@@ -308,7 +324,10 @@ class SSEDecoder:
         if not dirty and n <= self._fast_limit:
             # Fast path: every block is one ``data:`` line (the OpenAI shape). One decode
             # of the whole region; every newline must belong to a block separator.
-            if region.startswith(b"data: "):
+            if self._raw:
+                if self._raw_data_blocks(region, out):
+                    return
+            elif region.startswith(b"data: "):
                 text = _decode(region)
                 pieces = text.split("\n\ndata: ")
                 if text.count("\n") == 2 * len(pieces) - 2:
@@ -349,6 +368,7 @@ class SSEDecoder:
         # Block by block: one-line data blocks and "event: NAME\ndata: VALUE" blocks (the
         # Anthropic shape) directly, runs of other blocks through the general path.
         append = out.append
+        raw = self._raw
         pending: list[bytes] = []
         for block in region.split(b"\n\n"):
             if len(block) <= limit:
@@ -357,7 +377,14 @@ class SSEDecoder:
                         if pending:
                             self._run(pending, out)
                             pending = []
-                        append(ServerSentEvent("message", _decode(block[6:]), self._last_id))
+                        if raw:
+                            append(
+                                ServerSentEvent(
+                                    "message", "", self._last_id, None, _NO_COMMENTS, block[6:]
+                                )
+                            )
+                        else:
+                            append(ServerSentEvent("message", _decode(block[6:]), self._last_id))
                         continue
                 elif block.startswith(b"event: "):
                     nl = block.find(b"\n")
@@ -369,16 +396,43 @@ class SSEDecoder:
                         if pending:
                             self._run(pending, out)
                             pending = []
-                        append(
-                            ServerSentEvent(
-                                _decode(block[7:nl]), _decode(block[nl + 7 :]), self._last_id
+                        if raw:
+                            append(
+                                ServerSentEvent(
+                                    _decode(block[7:nl]),
+                                    "",
+                                    self._last_id,
+                                    None,
+                                    _NO_COMMENTS,
+                                    block[nl + 7 :],
+                                )
                             )
-                        )
+                        else:
+                            append(
+                                ServerSentEvent(
+                                    _decode(block[7:nl]), _decode(block[nl + 7 :]), self._last_id
+                                )
+                            )
                         continue
             pending += block.split(b"\n")
             pending.append(b"")
         if pending:
             self._run(pending, out)
+
+    def _raw_data_blocks(self, region: bytes, out: list[ServerSentEvent]) -> bool:
+        """The fast path of :meth:`_blocks` in ``raw_data`` mode; False if it does not apply."""
+        for prefix in (b"data: ", b"data:"):
+            if region.startswith(prefix):
+                pieces = region.split(b"\n\n" + prefix)
+                if region.count(b"\n") != 2 * len(pieces) - 2 or (
+                    prefix == b"data:" and b"\n\ndata: " in region
+                ):
+                    return False
+                pieces[0] = pieces[0][len(prefix) :]
+                lid = self._last_id
+                out += [ServerSentEvent("message", "", lid, None, _NO_COMMENTS, p) for p in pieces]
+                return True
+        return False
 
     def _lines_mode(self, buf: bytes, end: int, out: list[ServerSentEvent]) -> None:
         """``data_line_events`` mode: process the whole lines ``buf[:end]``."""
@@ -389,10 +443,15 @@ class SSEDecoder:
                 # blank line does nothing, so the leading and trailing ones can go; then
                 # either every line is a data line, or data lines and single blank lines
                 # alternate.
-                text = _decode(buf[:end].strip(b"\n"))
-                if not text:
-                    return
-                for prefix in ("data: ", "data:"):
+                if self._raw:
+                    if self._raw_data_lines(buf[:end].strip(b"\n"), out):
+                        return
+                    text = ""  # not the fast path's shape: the general path below
+                else:
+                    text = _decode(buf[:end].strip(b"\n"))
+                    if not text:
+                        return
+                for prefix in ("data: ", "data:") if text else ():
                     if text.startswith(prefix):
                         if prefix == "data:" and "\ndata: " in text:
                             break
@@ -416,6 +475,26 @@ class SSEDecoder:
             self._block_runs(lines, out)
         else:
             self._run(lines, out)
+
+    def _raw_data_lines(self, region: bytes, out: list[ServerSentEvent]) -> bool:
+        """The fast path of :meth:`_lines_mode` in ``raw_data`` mode (True: it applied)."""
+        if not region:
+            return True
+        for prefix in (b"data: ", b"data:"):
+            if region.startswith(prefix):
+                if prefix == b"data:" and b"\ndata: " in region:
+                    return False
+                nls = region.count(b"\n")
+                pieces = region.split(b"\n\n" + prefix)
+                if nls != 2 * len(pieces) - 2:
+                    pieces = region.split(b"\n" + prefix)
+                    if nls != len(pieces) - 1:
+                        return False
+                pieces[0] = pieces[0][len(prefix) :]
+                lid = self._last_id
+                out += [ServerSentEvent("message", "", lid, None, _NO_COMMENTS, p) for p in pieces]
+                return True
+        return False
 
     def _block_runs(self, lines: list[bytes], out: list[ServerSentEvent]) -> None:
         """Interpret ``lines``, taking runs of same-shaped blocks a column at a time.
@@ -468,14 +547,25 @@ class SSEDecoder:
                 ids = [self._last_id] * (count - 1)
             else:
                 self._last_id = ids[-1]
-            out += map(
-                ServerSentEvent,
-                repeat(first.event),
-                values,
-                ids,
-                repeat(first.retry),
-                repeat(first.comments),
-            )
+            if self._raw:
+                out += map(
+                    ServerSentEvent,
+                    repeat(first.event),
+                    repeat(""),
+                    ids,
+                    repeat(first.retry),
+                    repeat(first.comments),
+                    values,
+                )
+            else:
+                out += map(
+                    ServerSentEvent,
+                    repeat(first.event),
+                    cast("list[str]", values),
+                    ids,
+                    repeat(first.retry),
+                    repeat(first.comments),
+                )
             s += count * period
             done = s
         if done < n:
@@ -483,7 +573,7 @@ class SSEDecoder:
 
     def _columns(
         self, lines: list[bytes], s: int, period: int, count: int
-    ) -> tuple[list[str], list[str] | None] | None:
+    ) -> tuple[list[str] | list[bytes], list[str] | None] | None:
         """The data values and ids of blocks 2..``count`` of a run, or ``None``.
 
         The ``count`` blocks of ``period`` lines from ``s`` make a run when they have
@@ -492,7 +582,7 @@ class SSEDecoder:
         blank line; every header line but the ``id:`` one repeats verbatim; the ``id:``
         and ``data:`` lines of every block start as the first block's do (with one
         space after the colon, or without), and no id holds a NUL. The ids are ``None``
-        when the blocks have no ``id:`` line.
+        when the blocks have no ``id:`` line; the values are bytes in ``raw_data`` mode.
         """
         end = s + count * period
         if lines[s + period - 1 : end : period].count(b"") != count:
@@ -539,6 +629,10 @@ class SSEDecoder:
             skip = 5
         else:
             return None
+        if self._raw:
+            raw_values = [line[skip:] for line in col]
+            del raw_values[0]
+            return raw_values, ids
         try:
             values = [line[skip:].decode() for line in col]
         except UnicodeDecodeError:
@@ -565,19 +659,22 @@ class SSEDecoder:
         json_lines = self._json_lines
         event_line, event_name = self._event_cache
         comment_line, comment_tuple = self._comment_cache
+        raw_data = self._raw
         append = out.append
         for line in lines:
             if not line:  # blank line: dispatch
                 if data:
-                    append(
-                        ServerSentEvent(
-                            event or "message",
-                            _decode(data[0]) if len(data) == 1 else _decode(b"\n".join(data)),
-                            last_id,
-                            retry,
-                            comments,
+                    value = data[0] if len(data) == 1 else b"\n".join(data)
+                    if raw_data:
+                        append(
+                            ServerSentEvent(event or "message", "", last_id, retry, comments, value)
                         )
-                    )
+                    else:
+                        append(
+                            ServerSentEvent(
+                                event or "message", _decode(value), last_id, retry, comments
+                            )
+                        )
                     data = []
                 event = ""
                 retry = None
@@ -608,7 +705,10 @@ class SSEDecoder:
                     value = value[1:]
             else:
                 if first == 0x7B and json_lines:  # "{": a bare JSON line, its own event
-                    append(ServerSentEvent("message", line.decode("utf-8", "replace"), last_id))
+                    if raw_data:
+                        append(ServerSentEvent("message", "", last_id, None, _NO_COMMENTS, line))
+                    else:
+                        append(ServerSentEvent("message", _decode(line), last_id))
                     continue
                 name, _, value = line.partition(b":")
                 if value[:1] == b" ":
@@ -632,15 +732,18 @@ class SSEDecoder:
             if size > max_event:
                 raise self._event_too_big(size - 1)
             if data_line_events:
-                append(
-                    ServerSentEvent(
-                        event or "message",
-                        value.decode("utf-8", "replace"),
-                        last_id,
-                        retry,
-                        comments,
+                if raw_data:
+                    append(ServerSentEvent(event or "message", "", last_id, retry, comments, value))
+                else:
+                    append(
+                        ServerSentEvent(
+                            event or "message",
+                            value.decode("utf-8", "replace"),
+                            last_id,
+                            retry,
+                            comments,
+                        )
                     )
-                )
                 event = ""
                 retry = None
                 size = 0

@@ -240,6 +240,7 @@ class Stream:
                 framer = self._framer = SSEDecoder(
                     data_line_events=self._provider.sse_data_line_events,
                     json_line_events=self._provider.sse_json_line_events,
+                    raw_data=True,
                 )
             elif kind is BodyKind.JSON:
                 framer = self._framer = JSONFramer()

@@ -338,7 +338,8 @@ class DashScopeCodec(Codec):
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
         self._sse = True
-        data = event.data
+        raw = event.raw
+        data = event.data if raw is None else raw
         if not data:
             return []
         comments = event.comments
@@ -348,12 +349,20 @@ class DashScopeCodec(Codec):
         if event.event == "error":
             try:
                 wire = _decode_response(data)
-            except msgspec.DecodeError:
-                raise error_for(
-                    None, data[:300], status=status, request_id=self.request_id
-                ) from None
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                message = event.text()
+                try:
+                    wire = _decode_response(message)
+                except msgspec.DecodeError:
+                    raise error_for(
+                        None, message[:300], status=status, request_id=self.request_id
+                    ) from None
         else:
-            wire = self.decode(data, event)
+            try:
+                wire = _decode_response(data)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                # Invalid UTF-8 in undecoded bytes reads as U+FFFD; else the ProtocolError.
+                wire = self.decode(event.text(), event)
             # The hot path: an incremental text frame of a successful stream, not the last.
             output = wire.output
             if (

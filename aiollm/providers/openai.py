@@ -295,14 +295,24 @@ class OpenAICodec(Codec):
         return out
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
-        data = event.data
-        if data == "[DONE]":
-            self.done = True
-            return []
+        raw = event.raw
+        if raw is None:
+            data: bytes | str = event.data
+            if data == "[DONE]":
+                self.done = True
+                return []
+        else:
+            data = raw
+            if raw == b"[DONE]":
+                self.done = True
+                return []
         try:
             wire = _decode_response(data)
         except (msgspec.DecodeError, UnicodeDecodeError):
-            return self._on_undecodable(event)
+            retried = self._on_undecodable(event)
+            if retried is None:
+                return []
+            wire = retried
         # The hot path: a plain text chunk of choice 0 (no finish, usage or error).
         choices = wire.choices
         if choices and wire.error is None and wire.usage is None:
@@ -317,17 +327,21 @@ class OpenAICodec(Codec):
             raise self.error_from(wire, 200, {})
         return self.events_of(wire)
 
-    def _on_undecodable(self, event: ServerSentEvent) -> list[Event]:
-        data = event.data
+    def _on_undecodable(self, event: ServerSentEvent) -> WireResponse | None:
+        """Decode the text of a frame whose data did not decode; ``None`` if it is empty.
+
+        From undecoded bytes (``event.raw``) this is the retry that reads invalid UTF-8
+        as U+FFFD; otherwise it raises the error for a malformed frame.
+        """
+        data = event.text()
         if not data:
-            return []
+            return None
         try:
-            self.decode(data)
+            return self.decode(data)
         except ProtocolError:
             if event.event == "error":
                 raise APIError(self.clean_message(data[:300]), provider=self.provider) from None
             raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def on_json(self, document: bytes) -> list[Event]:
         if self.call.op == "embed":

@@ -403,13 +403,15 @@ class QianfanCodec(Codec):
             )
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
-        data = event.data
+        raw = event.raw
+        data = event.data if raw is None else raw
         if not data:
             return []
         try:
             wire = _decode_chat(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            wire = self.decode(data)  # raises the ProtocolError
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            # Invalid UTF-8 in undecoded bytes reads as U+FFFD; else the ProtocolError.
+            wire = self.decode(event.text())
         # The hot path: one sentence in sequence, no error, no end, no safety flag.
         if (
             wire.sentence_id == self._next_sentence
