@@ -212,3 +212,20 @@ async def test_refresh_ahead_and_invalidate() -> None:
     source.invalidate("token-2")
     assert await source.get(None) == "token-3"
     assert "token" not in repr(source).replace("FakeToken", "")
+
+
+@pytest.mark.parametrize(
+    ("provider", "body"),
+    [
+        ("dashscope", b'{"output":{"text":"ok \xff","finish_reason":"stop"}}'),
+        ("qianfan", b'{"result":"ok \xff","is_end":true}'),
+        ("openai", b'{"choices":[{"index":0,"message":{"content":"ok \xff"},"finish_reason":"stop"}]}'),
+    ],
+)
+def test_invalid_utf8_json_body_is_a_protocol_error(provider: str, body: bytes) -> None:
+    from aiollm.providers import Call, load_provider
+
+    cls = load_provider(provider)
+    codec = cls({}, {}).new_codec(Call(op="chat", model="m", stream=False, prompt="x"))
+    with pytest.raises(aiollm.ProtocolError):
+        codec.on_json(body)

@@ -439,7 +439,7 @@ class DashScopeCodec(Codec):
         """One JSON document (ProtocolError if it is not a DashScope object)."""
         try:
             return _decode_response(document)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             where = f" in event id {event.id!r}" if event is not None and event.id else ""
             raise ProtocolError(
                 f"malformed JSON frame{where} ({exc}): {str(document)[:120]!r}",

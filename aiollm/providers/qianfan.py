@@ -383,7 +383,7 @@ class QianfanCodec(Codec):
         """One JSON document as a :class:`WireChat` (ProtocolError if it is not one)."""
         try:
             return _decode_chat(document)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             text = document if isinstance(document, str) else document.decode("utf-8", "replace")
             raise ProtocolError(
                 f"malformed JSON frame ({exc}): {redact_text(text[:120])!r}",
