@@ -332,7 +332,7 @@ class Stream:
 
     def _build_completion(self) -> Completion:
         codec = self._codec
-        usage = self._usage if self._usage is not None or codec is None else codec.usage
+        usage = self._usage if self._usage is not None or codec is None else codec.partial_usage()
         return Completion(
             text="".join(self._parts),
             finish_reason=self._finish,

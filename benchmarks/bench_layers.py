@@ -74,14 +74,19 @@ def bare(chunks: list[bytes], fmt: str) -> int:
 
 
 def framing(chunks: list[bytes], data_line_events: bool) -> int:
-    decoder = SSEDecoder(data_line_events=data_line_events)
+    # As the Stream builds it: the data stays bytes for the codec to parse.
+    decoder = SSEDecoder(data_line_events=data_line_events, raw_data=True)
     return sum(len(decoder.feed(c)) for c in chunks)
 
 
 def codec_events(client: Client, fmt: str, chunks: list[bytes]) -> tuple[int, int]:
     provider = client.provider(fmt)
     codec = provider.new_codec(Call(op="chat", model="m", stream=True, messages=[]))
-    decoder = SSEDecoder(data_line_events=provider.sse_data_line_events)
+    decoder = SSEDecoder(
+        data_line_events=provider.sse_data_line_events,
+        json_line_events=provider.sse_json_line_events,
+        raw_data=True,
+    )
     deltas = events = 0
     for chunk in chunks:
         for sse in decoder.feed(chunk):

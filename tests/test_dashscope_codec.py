@@ -459,7 +459,7 @@ def test_usage_is_a_running_total_yielded_once_at_the_end() -> None:
         for e in c.on_sse(sse)
     ]
     assert partial and not [e for e in partial if isinstance(e, Usage)]
-    assert c.usage == Usage(5, 3, 8)  # the running total, for a partial completion
+    assert c.partial_usage() == Usage(5, 3, 8)  # the running total, for a partial completion
     body = (
         frame(1, "a", output_tokens=1)
         + frame(2, "b", output_tokens=1)

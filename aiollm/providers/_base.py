@@ -156,13 +156,17 @@ class Codec(ABC):
         """True once the terminal frame arrived; the stream stops reading then."""
         self.embeddings: Embeddings | None = None
         """Set by ``on_json`` for an ``embed`` call (embeddings are a result, not events)."""
-        self.usage: Usage | None = None
-        """The latest usage the response reported. A codec whose frames carry a running total
-        keeps it here and yields one :class:`Usage` event at the end; a stream cut short
-        still reports it on its partial completion."""
 
     def on_response(self, status: int, headers: Mapping[str, str]) -> None:  # noqa: B027
         """The response head arrived (any status); e.g. take a request id from a header."""
+
+    def partial_usage(self) -> Usage | None:
+        """The latest usage reported so far, for the completion of a stream cut short.
+
+        A codec whose frames carry a running total yields one :class:`Usage` event at the
+        end and overrides this, so that a partial completion still carries the counts.
+        """
+        return None
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
         """Decode one server-sent event."""

@@ -325,6 +325,8 @@ class DashScopeCodec(Codec):
         """Cumulative mode: the text so far (the last frame's text object, never rebuilt)."""
         self.finished = False
         self._sse = False
+        self._wire_usage: _Usage | None = None
+        """The usage of the last frame that carried one (a running total)."""
         self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
         """The last comments seen and the status they carry (the same on every frame)."""
         self._documents = 0
@@ -375,7 +377,7 @@ class DashScopeCodec(Codec):
                 if wire.request_id:
                     self.request_id = wire.request_id
                 if wire.usage is not None:
-                    self._keep_usage(wire.usage)
+                    self._wire_usage = wire.usage
                 text = output.text
                 return [TextDelta(text)] if text else []
         if event.event == "error" or (status is not None and status >= 400) or self.is_error(wire):
@@ -482,10 +484,11 @@ class DashScopeCodec(Codec):
         if last and self._detector is not None:
             self._resolve(self._detector.finish(), out)
         if wire.usage is not None:
-            self._keep_usage(wire.usage)
+            self._wire_usage = wire.usage
         if last or not self.call.stream:
-            if self.usage is not None:
-                out.append(self.usage)
+            usage = self.partial_usage()
+            if usage is not None:
+                out.append(usage)
         if last:
             out.append(Finish(finish))
             self.finished = True
@@ -494,12 +497,15 @@ class DashScopeCodec(Codec):
             self.finished = True
         return out
 
-    def _keep_usage(self, usage: _Usage) -> None:
-        """Keep a frame's running usage total (for the final event and a partial completion)."""
+    def partial_usage(self) -> Usage | None:
+        """The running usage total of the last frame that carried one."""
+        usage = self._wire_usage
+        if usage is None:
+            return None
         total = usage.total_tokens
         if total is None and usage.input_tokens is not None and usage.output_tokens is not None:
             total = usage.input_tokens + usage.output_tokens
-        self.usage = Usage(usage.input_tokens, usage.output_tokens, total)
+        return Usage(usage.input_tokens, usage.output_tokens, total)
 
     def _cumulative(self, text: str, frame_id: str | None, out: list[Event]) -> None:
         """Emit what a cumulative frame adds to the text so far (its own length in work)."""
