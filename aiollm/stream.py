@@ -67,7 +67,8 @@ class Stream:
         self._codec: Codec | None = None
         self._credential: str | None = None
         self._framer: SSEDecoder | JSONFramer | None = None
-        self._other: list[bytes] | None = None
+        self._other: bytearray | None = None
+        """The body so far, when it is neither an event stream nor JSON (an error page)."""
         self._pending: Iterator[Event] = iter(())
         self._error: BaseException | None = None
         self._delivered = False
@@ -245,22 +246,22 @@ class Stream:
             elif kind is BodyKind.JSON:
                 framer = self._framer = JSONFramer()
             else:
-                self._other = []
+                self._other = bytearray()
         out: list[Event] = []
         ended = False
         try:
             if framer is None:
                 assert self._other is not None
                 if chunk:
-                    self._other.append(chunk)
-                    if sum(map(len, self._other)) > MAX_ERROR_BODY:
+                    self._other += chunk
+                    if len(self._other) > MAX_ERROR_BODY:
                         raise ProtocolError(
                             f"unrecognised {resp.content_type or 'untyped'} body over "
                             f"{MAX_ERROR_BODY} bytes",
                             provider=self.provider,
                         )
                     return
-                out += codec.on_other(b"".join(self._other), resp.content_type)
+                out += codec.on_other(bytes(self._other), resp.content_type)
             else:
                 if isinstance(framer, SSEDecoder):
                     on_sse = codec.on_sse

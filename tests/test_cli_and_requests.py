@@ -127,3 +127,29 @@ async def test_per_call_timeout_overrides_total() -> None:
                 await client.chat("openai/m", [{"role": "user", "content": "x"}], timeout=0.1)
     assert info.value.phase == "total"
     assert anyio.current_time() - start < 2
+
+
+@pytest.mark.anyio
+async def test_unrecognised_body_is_bounded() -> None:
+    from aiohttp import web
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=b"<html>" + b"x" * (1024 * 1024 + 10), content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiollm.Client(
+            providers={"openai": {"base_url": f"http://127.0.0.1:{port}/v1", "api_key": "k"}},
+            env={},
+            max_retries=0,
+        ) as client:
+            with pytest.raises(aiollm.ProtocolError, match="over 1048576 bytes"):
+                await client.chat("openai/m", [{"role": "user", "content": "x"}])
+    finally:
+        await runner.cleanup()

@@ -192,6 +192,7 @@ async def test_rate_limit_is_retried_after_retry_after(emu: Emulator, client: Cl
     completion = await stream.final()
     assert anyio.current_time() - start >= 0.1
     assert stream.attempts == 2 and len(completion.text.split()) == 24
+    assert emu.pending_faults("openai") == 0  # the scripted 429 was served
 
 
 async def test_server_errors_exhaust_retries(emu: Emulator) -> None:
