@@ -50,6 +50,7 @@ BENCHMARKS = (
     "bench_concurrent.py",
     "bench_import.py",
     "bench_layers.py",
+    "bench_cjk.py",
 )
 
 
