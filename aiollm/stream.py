@@ -77,10 +77,8 @@ class Stream:
         self._auth_refreshed = False
         self._attempt = 0
         self._slept = 0.0
-        self._parts: list[str] = []
-        self._usage: Usage | None = None
-        self._finish: str | None = None
-        self._safety: SafetyNotice | None = None
+        self._batches: list[list[Event]] = []
+        """Every event delivered, as decoded (the completion is built from them when asked)."""
         self._completion: Completion | None = None
         self.attempts = 0
         """How many HTTP requests this stream has sent (retries included)."""
@@ -100,10 +98,13 @@ class Stream:
     def completion(self) -> Completion:
         """The aggregated result, once the stream has ended (see :meth:`final`)."""
         if self._completion is None:
-            raise AiollmError(
-                "the stream has not finished: iterate it to the end or use `await stream.final()`",
-                provider=self.provider,
-            )
+            if not self._finished:
+                raise AiollmError(
+                    "the stream has not finished: iterate it to the end or use "
+                    "`await stream.final()`",
+                    provider=self.provider,
+                )
+            self._completion = self._build_completion()
         return self._completion
 
     async def final(self) -> Completion:
@@ -264,11 +265,7 @@ class Stream:
                 out += codec.on_other(bytes(self._other), resp.content_type)
             else:
                 if isinstance(framer, SSEDecoder):
-                    on_sse = codec.on_sse
-                    for sse in framer.feed(chunk) if chunk else framer.close():
-                        out += on_sse(sse)
-                        if codec.done:
-                            break
+                    codec.on_sse_batch(framer.feed(chunk) if chunk else framer.close(), out)
                 else:
                     on_json = codec.on_json
                     for doc in framer.feed(chunk) if chunk else framer.close():
@@ -302,46 +299,57 @@ class Stream:
         return error
 
     def _deliver(self, events: list[Event]) -> None:
-        """Queue decoded events for the caller and fold them into the completion so far."""
+        """Queue decoded events for the caller (and keep them for the completion)."""
         if not events:
             return
         # They reach the caller before anything else can fail: no retry after this point.
         self._delivered = True
         self._pending = iter(events)
-        texts = [event.text for event in events if type(event) is TextDelta]
-        self._parts += texts
-        if len(texts) == len(events):
-            return
-        for event in events:
-            kind = type(event)
-            if kind is Usage:
-                self._usage = event  # type: ignore[assignment]
-            elif kind is Finish:
-                self._finish = event.reason  # type: ignore[union-attr]
-            elif kind is SafetyNotice:
-                self._safety = event  # type: ignore[assignment]
+        self._batches.append(events)
+
+    def _last(self, kind: type[Usage] | type[Finish] | type[SafetyNotice]) -> Event | None:
+        """The last delivered event of type ``kind`` (found from the end: they come last)."""
+        for events in reversed(self._batches):
+            for event in reversed(events):
+                if type(event) is kind:
+                    return event
+        return None
 
     def _finish_body(self) -> None:
         self._finished = True
         if self._resp is not None:
             self._resp.finish()
-        self._completion = self._build_completion()
-        usage = self._usage
-        if usage is not None:
+        usage = self._last(Usage)
+        if isinstance(usage, Usage):
             self._limiter.settle_tokens(usage.total_tokens)
         self._limiter.succeeded()
 
     def _build_completion(self) -> Completion:
         codec = self._codec
-        usage = self._usage if self._usage is not None or codec is None else codec.partial_usage()
+        texts: list[str] = []
+        usage: Usage | None = None
+        finish: Finish | None = None
+        safety: SafetyNotice | None = None
+        for events in self._batches:
+            for event in events:
+                if type(event) is TextDelta:
+                    texts.append(event.text)
+                elif isinstance(event, Usage):
+                    usage = event
+                elif isinstance(event, Finish):
+                    finish = event
+                elif isinstance(event, SafetyNotice):
+                    safety = event
+        if usage is None and codec is not None:
+            usage = codec.partial_usage()
         return Completion(
-            text="".join(self._parts),
-            finish_reason=self._finish,
+            text="".join(texts),
+            finish_reason=finish.reason if finish is not None else None,
             usage=usage,
             request_id=codec.request_id if codec else None,
             provider=self._provider.name,
             model=self._call.model,
-            safety=self._safety,
+            safety=safety,
             extra=dict(codec.extra) if codec else {},
         )
 
@@ -353,10 +361,7 @@ class Stream:
         self._framer = None
         self._other = None
         self._pending = iter(())
-        self._parts.clear()
-        self._usage = None
-        self._finish = None
-        self._safety = None
+        self._batches = []
 
     async def _failed(self, exc: AiollmError) -> None:
         """Retry if nothing reached the caller and the error allows it; else record it."""

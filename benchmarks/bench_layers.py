@@ -31,7 +31,7 @@ from _local import (
     timed,
 )
 
-from aiollm import Client, TextDelta
+from aiollm import Client, Event, TextDelta
 from aiollm.framing import SSEDecoder
 from aiollm.providers import Call
 
@@ -89,10 +89,10 @@ def codec_events(client: Client, fmt: str, chunks: list[bytes]) -> tuple[int, in
     )
     deltas = events = 0
     for chunk in chunks:
-        for sse in decoder.feed(chunk):
-            for event in codec.on_sse(sse):
-                events += 1
-                deltas += type(event) is TextDelta
+        out: list[Event] = []
+        codec.on_sse_batch(decoder.feed(chunk), out)  # as the Stream does, a chunk at a time
+        events += len(out)
+        deltas += sum(type(event) is TextDelta for event in out)
     return deltas, events
 
 

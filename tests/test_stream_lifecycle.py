@@ -278,7 +278,7 @@ async def test_a_codec_bug_surfaces_as_protocol_error(
     def broken(self: OpenAICodec, event: object) -> list[aiollm.Event]:
         raise KeyError("choices")
 
-    monkeypatch.setattr(OpenAICodec, "on_sse", broken)
+    monkeypatch.setattr(OpenAICodec, "on_frame", broken)
     with pytest.raises(aiollm.ProtocolError, match="KeyError") as info:
         await client.stream(MODEL, MSGS).final()
     assert isinstance(info.value.__cause__, KeyError)

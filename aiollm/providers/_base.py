@@ -174,6 +174,20 @@ class Codec(ABC):
             "unexpected event-stream body for this request", provider=self.provider
         )
 
+    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
+        """Decode the events one body chunk completed, appending to ``out``.
+
+        Stops after the terminal frame (:attr:`done`). If a frame raises, ``out`` already
+        holds the events of the frames before it, so the caller can deliver them first.
+        Codecs override this with a loop that takes their common frames inline and hands
+        the rest to :meth:`on_sse`; the result must be the same as calling it per event.
+        """
+        on_sse = self.on_sse
+        for event in events:
+            out += on_sse(event)
+            if self.done:
+                return
+
     @abstractmethod
     def on_json(self, document: bytes) -> list[Event]:
         """Decode one JSON document (a whole body, an NDJSON line, or an error body)."""

@@ -139,7 +139,25 @@ class WireResponse(msgspec.Struct):
     message: str | None = None
 
 
+class _TextOutput(msgspec.Struct, gc=False):
+    text: str | None = None
+    finish_reason: str | None = None
+    choices: list[_Choice] | None = None
+
+
+class _TextFrame(msgspec.Struct, gc=False):
+    """What a stream frame must show to be a plain text frame (the common frame)."""
+
+    output: _TextOutput | None = None
+
+
+class _FrameUsage(msgspec.Struct, gc=False):
+    usage: _Usage | None = None
+
+
 _decode_response = msgspec.json.Decoder(WireResponse).decode
+_decode_text_frame = msgspec.json.Decoder(_TextFrame).decode
+_decode_frame_usage = msgspec.json.Decoder(_FrameUsage).decode
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -329,6 +347,10 @@ class DashScopeCodec(Codec):
         """The usage of the last frame that carried one (a running total)."""
         self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
         """The last comments seen and the status they carry (the same on every frame)."""
+        self._warm = False
+        """A first stream frame went through on_frame, and its status was not an error."""
+        self._usage_frame: bytes | None = None
+        """The latest text frame taken inline: its usage is read only when needed."""
         self._documents = 0
 
     # -- public hooks ----------------------------------------------------------------------
@@ -339,7 +361,61 @@ class DashScopeCodec(Codec):
             self.request_id = request_id
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
+        out: list[Event] = []
+        self.on_sse_batch([event], out)
+        return out
+
+    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
+        append = out.append
+        for event in events:
+            raw = event.raw
+            if (
+                self._warm
+                and raw
+                and event.comments == self._status_of[0]
+                and event.event != "error"
+            ):
+                # The common frame, decoded with only the fields that tell it apart: text
+                # that is not the last, in a stream whose status is not an error. Its usage
+                # (a running total) is read later, from the latest such frame, if needed.
+                try:
+                    frame = _decode_text_frame(raw)
+                except msgspec.DecodeError:
+                    pass
+                else:
+                    output = frame.output
+                    if output is not None:
+                        choices = output.choices
+                        if choices is None:
+                            text = output.text
+                            finish = output.finish_reason
+                        elif choices:
+                            choice = choices[0]
+                            message = choice.message
+                            text = message.content if message is not None else None
+                            finish = choice.finish_reason
+                        else:
+                            text = finish = "?"  # no choice at all: on_frame reads it
+                        if finish is None or finish == "null" or finish == "":
+                            self._usage_frame = raw
+                            if text:
+                                mode = self.mode
+                                if mode is INCREMENTAL:
+                                    append(TextDelta(text))
+                                elif mode is CUMULATIVE:
+                                    self._cumulative(text, event.id, out)
+                                else:
+                                    assert self._detector is not None
+                                    self._resolve(self._detector.feed(text), out)
+                            continue
+            out += self.on_frame(event)
+            if self.done:
+                return
+
+    def on_frame(self, event: ServerSentEvent) -> list[Event]:
+        """One server-sent event, any kind (:meth:`on_sse_batch` takes plain text inline)."""
         self._sse = True
+        self._read_usage_frame()
         raw = event.raw
         data = event.data if raw is None else raw
         if not data:
@@ -365,21 +441,6 @@ class DashScopeCodec(Codec):
             except (msgspec.DecodeError, UnicodeDecodeError):
                 # Invalid UTF-8 in undecoded bytes reads as U+FFFD; else the ProtocolError.
                 wire = self.decode(event.text(), event)
-            # The hot path: an incremental text frame of a successful stream, not the last.
-            output = wire.output
-            if (
-                self.mode is INCREMENTAL
-                and output is not None
-                and output.choices is None
-                and (status is None or status < 400)
-                and output.finish_reason in _NOT_FINISHED
-            ):
-                if wire.request_id:
-                    self.request_id = wire.request_id
-                if wire.usage is not None:
-                    self._wire_usage = wire.usage
-                text = output.text
-                return [TextDelta(text)] if text else []
         if event.event == "error" or (status is not None and status >= 400) or self.is_error(wire):
             raise error_for(
                 wire.code,
@@ -387,7 +448,9 @@ class DashScopeCodec(Codec):
                 status=status,
                 request_id=wire.request_id or self.request_id,
             )
-        return self.events_of(wire, event.id)
+        events = self.events_of(wire, event.id)
+        self._warm = self.call.stream
+        return events
 
     def on_json(self, document: bytes) -> list[Event]:
         wire = self.decode(document, None)
@@ -499,6 +562,10 @@ class DashScopeCodec(Codec):
 
     def partial_usage(self) -> Usage | None:
         """The running usage total of the last frame that carried one."""
+        try:
+            self._read_usage_frame()
+        except ProtocolError:
+            pass  # a stream cut short keeps the last usage it could read
         usage = self._wire_usage
         if usage is None:
             return None
@@ -506,6 +573,20 @@ class DashScopeCodec(Codec):
         if total is None and usage.input_tokens is not None and usage.output_tokens is not None:
             total = usage.input_tokens + usage.output_tokens
         return Usage(usage.input_tokens, usage.output_tokens, total)
+
+    def _read_usage_frame(self) -> None:
+        """Take the usage of the latest frame :meth:`on_sse_batch` took inline."""
+        raw = self._usage_frame
+        if raw is not None:
+            self._usage_frame = None
+            try:
+                usage = _decode_frame_usage(raw).usage
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(
+                    f"malformed usage in a stream frame ({exc})", provider=self.provider
+                ) from None
+            if usage is not None:
+                self._wire_usage = usage
 
     def _cumulative(self, text: str, frame_id: str | None, out: list[Event]) -> None:
         """Emit what a cumulative frame adds to the text so far (its own length in work)."""

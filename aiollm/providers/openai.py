@@ -120,7 +120,27 @@ class WireEmbeddings(msgspec.Struct):
     usage: WireUsage | None = None
 
 
+class _TextDelta(msgspec.Struct, gc=False):
+    content: str | None = None
+
+
+class _TextChoice(msgspec.Struct, gc=False):
+    index: int = 0
+    delta: _TextDelta | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+
+
+class _TextChunk(msgspec.Struct, gc=False):
+    """What a streamed chunk must show to be a plain text chunk (the common frame)."""
+
+    choices: list[_TextChoice] | None = None
+    usage: WireUsage | None = None
+    error: WireError | str | None = None
+
+
 _decode_response = msgspec.json.Decoder(WireResponse).decode
+_decode_text_chunk = msgspec.json.Decoder(_TextChunk).decode
 _decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
 
 _SUCCESS_CODES: frozenset[object] = frozenset({0, 200, "", "0", "200"})
@@ -242,6 +262,7 @@ class OpenAICodec(Codec):
         super().__init__(call)
         self.finished = False
         """True once a ``finish_reason`` (or a whole, non-chunk response) arrived."""
+        self._warm = False  # a first frame went through on_frame
 
     def on_response(self, status: int, headers: Mapping[str, str]) -> None:
         """Take the ``x-request-id`` header as the request id (else the body's ``id`` is used)."""
@@ -295,6 +316,40 @@ class OpenAICodec(Codec):
         return out
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
+        out: list[Event] = []
+        self.on_sse_batch([event], out)
+        return out
+
+    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
+        append = out.append
+        for event in events:
+            raw = event.raw
+            if self._warm and raw is not None and raw != b"[DONE]":
+                # The common frame, decoded with only the fields that tell it apart: text
+                # of choice 0 with no finish, usage or error. Any other goes to on_frame.
+                try:
+                    chunk = _decode_text_chunk(raw)
+                except msgspec.DecodeError:
+                    pass
+                else:
+                    choices = chunk.choices
+                    if choices and chunk.error is None and chunk.usage is None:
+                        choice = choices[0]
+                        delta = choice.delta
+                        if choice.index == 0 and choice.finish_reason is None:
+                            text = delta.content if delta is not None else choice.text
+                            if text:
+                                append(TextDelta(text))
+                                continue
+                            if delta is not None:
+                                continue
+            out += self.on_frame(event)
+            if self.done:
+                return
+
+    def on_frame(self, event: ServerSentEvent) -> list[Event]:
+        """One server-sent event, any kind (:meth:`on_sse_batch` takes plain text inline)."""
+        self._warm = True  # the first frame has set the request id
         raw = event.raw
         if raw is None:
             data: bytes | str = event.data
@@ -313,16 +368,6 @@ class OpenAICodec(Codec):
             if retried is None:
                 return []
             wire = retried
-        # The hot path: a plain text chunk of choice 0 (no finish, usage or error).
-        choices = wire.choices
-        if choices and wire.error is None and wire.usage is None:
-            choice = choices[0]
-            if choice.index == 0 and choice.finish_reason is None:
-                if self.request_id is None:
-                    self.request_id = wire.id
-                delta = choice.delta
-                text = delta.content if delta is not None else choice.text
-                return [TextDelta(text)] if text else []
         if self.is_error(wire):
             raise self.error_from(wire, 200, {})
         return self.events_of(wire)

@@ -179,7 +179,19 @@ class _WireToken(msgspec.Struct):
     error_msg: str | None = None
 
 
+class _Sentence(msgspec.Struct, gc=False):
+    """What a stream frame must show to be a plain sentence (the common frame)."""
+
+    result: str | None = None
+    sentence_id: int | None = None
+    is_end: bool | None = None
+    need_clear_history: bool | None = None
+    ban_round: int | None = None
+    error_code: int | str | None = None
+
+
 _decode_chat = msgspec.json.Decoder(WireChat).decode
+_decode_sentence = msgspec.json.Decoder(_Sentence).decode
 _decode_token = msgspec.json.Decoder(_WireToken).decode
 
 _HTML_CODE = re.compile(r'"?error_code"?\s*[:=]\s*"?(\d+)')
@@ -403,6 +415,41 @@ class QianfanCodec(Codec):
             )
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
+        out: list[Event] = []
+        self.on_sse_batch([event], out)
+        return out
+
+    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
+        append = out.append
+        for event in events:
+            raw = event.raw
+            if self._seen and raw:
+                # The common frame, decoded with only the fields that tell it apart: the
+                # next sentence, no error, end or safety flag. Any other goes to on_frame.
+                try:
+                    sentence = _decode_sentence(raw)
+                except msgspec.DecodeError:
+                    pass
+                else:
+                    if (
+                        sentence.sentence_id == self._next_sentence
+                        and sentence.error_code is None
+                        and not sentence.is_end
+                        and not sentence.need_clear_history
+                        and sentence.ban_round is None
+                    ):
+                        self._next_sentence += 1
+                        self._frames += 1
+                        result = sentence.result
+                        if result:
+                            append(TextDelta(result))
+                        continue
+            out += self.on_frame(event)
+            if self.done:
+                return
+
+    def on_frame(self, event: ServerSentEvent) -> list[Event]:
+        """One server-sent event, any kind (:meth:`on_sse_batch` takes plain sentences inline)."""
         raw = event.raw
         data = event.data if raw is None else raw
         if not data:
@@ -412,23 +459,6 @@ class QianfanCodec(Codec):
         except (msgspec.DecodeError, UnicodeDecodeError):
             # Invalid UTF-8 in undecoded bytes reads as U+FFFD; else the ProtocolError.
             wire = self.decode(event.text())
-        # The hot path: one sentence in sequence, no error, no end, no safety flag.
-        if (
-            wire.sentence_id == self._next_sentence
-            and wire.error_code is None
-            and not wire.is_end
-            and not wire.need_clear_history
-            and wire.ban_round is None
-        ):
-            self._next_sentence += 1
-            self._frames += 1
-            self._seen = True
-            if self.request_id is None:
-                self.request_id = wire.id
-            if wire.need_clear_history is not None:
-                self.extra["need_clear_history"] = False
-            result = wire.result
-            return [TextDelta(result)] if result else []
         self.check_error(wire)
         return self._frame(wire, final=False)
 
