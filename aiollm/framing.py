@@ -36,7 +36,9 @@ __all__ = [
     "BodyKind",
     "JSONFramer",
     "SSEDecoder",
+    "SSEItem",
     "ServerSentEvent",
+    "as_event",
     "sniff_body",
 ]
 
@@ -71,6 +73,19 @@ class ServerSentEvent(msgspec.Struct, gc=False):
         """The data as text: :attr:`data`, or :attr:`raw` decoded (invalid UTF-8 replaced)."""
         raw = self.raw
         return self.data if raw is None else raw.decode("utf-8", "replace")
+
+
+SSEItem = ServerSentEvent | bytes
+"""What :meth:`SSEDecoder.feed_raw` returns: an event, or a *plain* event's data bytes alone.
+
+A plain event is of type ``message``, has no comments and no ``retry``, and the last event
+ID is ``""`` when it is dispatched: the bytes ``b`` stand for ``ServerSentEvent(raw=b)``.
+"""
+
+
+def as_event(item: SSEItem) -> ServerSentEvent:
+    """``item`` as a :class:`ServerSentEvent` (plain data bytes become ``ServerSentEvent(raw=...)``)."""
+    return ServerSentEvent(raw=item) if type(item) is bytes else item  # type: ignore[return-value]
 
 
 def _decode(raw: bytes) -> str:
@@ -200,6 +215,17 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Parse the next chunk of the body; return the events it completed."""
+        items = self.feed_raw(data)
+        if self._raw:
+            return [as_event(item) for item in items]
+        return cast("list[ServerSentEvent]", items)  # only raw_data mode yields bytes
+
+    def feed_raw(self, data: bytes) -> list[SSEItem]:
+        """Like :meth:`feed`, but with ``raw_data=True`` a plain event comes as its data bytes.
+
+        See :data:`SSEItem`: the common frame of an event stream (one ``data`` line, no
+        ``id``) then costs no event object; :func:`as_event` turns an item into an event.
+        """
         if self._closed:
             raise ProtocolError("SSEDecoder.feed() called after close() or after an error")
         if type(data) is not bytes:
@@ -244,7 +270,7 @@ class SSEDecoder:
         if self._closed:
             return []
         self._closed = True
-        out: list[ServerSentEvent] = []
+        out: list[SSEItem] = []
         if self._parts and (self._data_line_events or self._json_lines):
             line = b"".join(self._parts)
             colon = line.find(b":")
@@ -256,7 +282,7 @@ class SSEDecoder:
         self._plen = 0
         self._data = []
         self._comments = _NO_COMMENTS
-        return out
+        return [as_event(item) for item in out]
 
     # -- internals ----------------------------------------------------------------------
 
@@ -278,7 +304,7 @@ class SSEDecoder:
     def _dirty(self) -> bool:
         return bool(self._data or self._comments or self._event or self._event_retry is not None)
 
-    def _feed_lf(self, data: bytes) -> list[ServerSentEvent]:
+    def _feed_lf(self, data: bytes) -> list[SSEItem]:
         """Process LF-only ``data``: whole lines now, the partial last line later."""
         k = data.rfind(b"\n")
         if k < 0:
@@ -298,7 +324,7 @@ class SSEDecoder:
         tail_len = len(buf) - end
         if tail_len > self._max_line:
             raise self._line_too_long(tail_len)
-        out: list[ServerSentEvent] = []
+        out: list[SSEItem] = []
         if self._data_line_events:
             self._lines_mode(buf, end, out)
         else:
@@ -317,7 +343,7 @@ class SSEDecoder:
         self._plen = tail_len
         return out
 
-    def _blocks(self, region: bytes, out: list[ServerSentEvent]) -> None:
+    def _blocks(self, region: bytes, out: list[SSEItem]) -> None:
         """Dispatch ``region``: event blocks joined by blank lines, the last one ended."""
         dirty = self._dirty()
         n = len(region)
@@ -378,10 +404,11 @@ class SSEDecoder:
                             self._run(pending, out)
                             pending = []
                         if raw:
+                            lid = self._last_id
                             append(
-                                ServerSentEvent(
-                                    "message", "", self._last_id, None, _NO_COMMENTS, block[6:]
-                                )
+                                ServerSentEvent("message", "", lid, None, _NO_COMMENTS, block[6:])
+                                if lid
+                                else block[6:]
                             )
                         else:
                             append(ServerSentEvent("message", _decode(block[6:]), self._last_id))
@@ -419,7 +446,7 @@ class SSEDecoder:
         if pending:
             self._run(pending, out)
 
-    def _raw_data_blocks(self, region: bytes, out: list[ServerSentEvent]) -> bool:
+    def _raw_data_blocks(self, region: bytes, out: list[SSEItem]) -> bool:
         """The fast path of :meth:`_blocks` in ``raw_data`` mode; False if it does not apply."""
         for prefix in (b"data: ", b"data:"):
             if region.startswith(prefix):
@@ -429,12 +456,19 @@ class SSEDecoder:
                 ):
                     return False
                 pieces[0] = pieces[0][len(prefix) :]
-                lid = self._last_id
-                out += [ServerSentEvent("message", "", lid, None, _NO_COMMENTS, p) for p in pieces]
+                self._raw_events(pieces, out)
                 return True
         return False
 
-    def _lines_mode(self, buf: bytes, end: int, out: list[ServerSentEvent]) -> None:
+    def _raw_events(self, pieces: list[bytes], out: list[SSEItem]) -> None:
+        """Plain ``message`` events with data ``pieces``: the bytes alone when the id is empty."""
+        lid = self._last_id
+        if lid:
+            out += [ServerSentEvent("message", "", lid, None, _NO_COMMENTS, p) for p in pieces]
+        else:
+            out += pieces
+
+    def _lines_mode(self, buf: bytes, end: int, out: list[SSEItem]) -> None:
         """``data_line_events`` mode: process the whole lines ``buf[:end]``."""
         if end <= self._fast_limit and not self._dirty():
             c = buf[0]
@@ -476,7 +510,7 @@ class SSEDecoder:
         else:
             self._run(lines, out)
 
-    def _raw_data_lines(self, region: bytes, out: list[ServerSentEvent]) -> bool:
+    def _raw_data_lines(self, region: bytes, out: list[SSEItem]) -> bool:
         """The fast path of :meth:`_lines_mode` in ``raw_data`` mode (True: it applied)."""
         if not region:
             return True
@@ -491,12 +525,11 @@ class SSEDecoder:
                     if nls != len(pieces) - 1:
                         return False
                 pieces[0] = pieces[0][len(prefix) :]
-                lid = self._last_id
-                out += [ServerSentEvent("message", "", lid, None, _NO_COMMENTS, p) for p in pieces]
+                self._raw_events(pieces, out)
                 return True
         return False
 
-    def _block_runs(self, lines: list[bytes], out: list[ServerSentEvent]) -> None:
+    def _block_runs(self, lines: list[bytes], out: list[SSEItem]) -> None:
         """Interpret ``lines``, taking runs of same-shaped blocks a column at a time.
 
         ``lines`` are as for :meth:`_run`; the caller guarantees that none of them, and
@@ -541,7 +574,7 @@ class SSEDecoder:
             window = 2 * count
             # The general path up to the run's first block included: one event last.
             self._run(lines[done : s + period], out)
-            first = out[-1]
+            first = cast("ServerSentEvent", out[-1])  # the general path makes events only
             values, ids = columns
             if ids is None:
                 ids = [self._last_id] * (count - 1)
@@ -640,7 +673,7 @@ class SSEDecoder:
         del values[0]
         return values, ids
 
-    def _run(self, lines: list[bytes], out: list[ServerSentEvent]) -> None:
+    def _run(self, lines: list[bytes], out: list[SSEItem]) -> None:
         """General path: interpret ``lines`` (without line ends; ``b""`` is a blank line).
 
         The block state lives in locals for speed and is stored back at the end. The

@@ -265,7 +265,7 @@ class Stream:
                 out += codec.on_other(bytes(self._other), resp.content_type)
             else:
                 if isinstance(framer, SSEDecoder):
-                    codec.on_sse_batch(framer.feed(chunk) if chunk else framer.close(), out)
+                    codec.on_sse_batch(framer.feed_raw(chunk) if chunk else framer.close(), out)
                 else:
                     on_json = codec.on_json
                     for doc in framer.feed(chunk) if chunk else framer.close():

@@ -76,7 +76,7 @@ def bare(chunks: list[bytes], fmt: str) -> int:
 def framing(chunks: list[bytes], data_line_events: bool) -> int:
     # As the Stream builds it: the data stays bytes for the codec to parse.
     decoder = SSEDecoder(data_line_events=data_line_events, raw_data=True)
-    return sum(len(decoder.feed(c)) for c in chunks)
+    return sum(len(decoder.feed_raw(c)) for c in chunks)
 
 
 def codec_events(client: Client, fmt: str, chunks: list[bytes]) -> tuple[int, int]:
@@ -90,7 +90,7 @@ def codec_events(client: Client, fmt: str, chunks: list[bytes]) -> tuple[int, in
     deltas = events = 0
     for chunk in chunks:
         out: list[Event] = []
-        codec.on_sse_batch(decoder.feed(chunk), out)  # as the Stream does, a chunk at a time
+        codec.on_sse_batch(decoder.feed_raw(chunk), out)  # as the Stream does, a chunk at a time
         events += len(out)
         deltas += sum(type(event) is TextDelta for event in out)
     return deltas, events

@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -32,7 +32,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..events import Embeddings, Event, Usage
-from ..framing import ServerSentEvent
+from ..framing import ServerSentEvent, SSEItem, as_event
 
 Operation = Literal["chat", "complete", "embed"]
 
@@ -174,17 +174,17 @@ class Codec(ABC):
             "unexpected event-stream body for this request", provider=self.provider
         )
 
-    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
-        """Decode the events one body chunk completed, appending to ``out``.
+    def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
+        """Decode the events one body chunk completed (see ``SSEDecoder.feed_raw``) into ``out``.
 
         Stops after the terminal frame (:attr:`done`). If a frame raises, ``out`` already
         holds the events of the frames before it, so the caller can deliver them first.
         Codecs override this with a loop that takes their common frames inline and hands
-        the rest to :meth:`on_sse`; the result must be the same as calling it per event.
+        the rest on; the result must be the same as calling :meth:`on_sse` per event.
         """
         on_sse = self.on_sse
-        for event in events:
-            out += on_sse(event)
+        for item in events:
+            out += on_sse(as_event(item))
             if self.done:
                 return
 

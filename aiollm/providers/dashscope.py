@@ -23,7 +23,7 @@ work linear in the bytes received):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -44,7 +44,7 @@ from ..errors import (
     ServerError,
 )
 from ..events import Event, Finish, TextDelta, Usage
-from ..framing import ServerSentEvent
+from ..framing import ServerSentEvent, SSEItem, as_event
 from ._base import Call, Codec, HTTPRequest, Provider, TokenSourceLike, json_body, parse_retry_after
 
 __all__ = [
@@ -365,9 +365,10 @@ class DashScopeCodec(Codec):
         self.on_sse_batch([event], out)
         return out
 
-    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
+    def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
-        for event in events:
+        for item in events:
+            event = as_event(item)  # DashScope frames carry an id and a status comment
             raw = event.raw
             if (
                 self._warm

@@ -16,7 +16,7 @@ import base64
 import binascii
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgspec
@@ -37,7 +37,7 @@ from ..errors import (
     ServerError,
 )
 from ..events import Embeddings, Event, Finish, TextDelta, Usage
-from ..framing import ServerSentEvent
+from ..framing import ServerSentEvent, SSEItem, as_event
 from ._base import (
     Call,
     Codec,
@@ -320,10 +320,10 @@ class OpenAICodec(Codec):
         self.on_sse_batch([event], out)
         return out
 
-    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
+    def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
         for event in events:
-            raw = event.raw
+            raw = event if type(event) is bytes else event.raw  # type: ignore[union-attr]
             if self._warm and raw is not None and raw != b"[DONE]":
                 # The common frame, decoded with only the fields that tell it apart: text
                 # of choice 0 with no finish, usage or error. Any other goes to on_frame.
@@ -343,7 +343,7 @@ class OpenAICodec(Codec):
                                 continue
                             if delta is not None:
                                 continue
-            out += self.on_frame(event)
+            out += self.on_frame(as_event(event))
             if self.done:
                 return
 

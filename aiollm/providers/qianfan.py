@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -47,7 +47,7 @@ from ..errors import (
     ServerError,
 )
 from ..events import Event, Finish, SafetyNotice, TextDelta, Usage
-from ..framing import ServerSentEvent
+from ..framing import ServerSentEvent, SSEItem, as_event
 from ..transport import Transport
 from ._base import (
     Call,
@@ -419,10 +419,10 @@ class QianfanCodec(Codec):
         self.on_sse_batch([event], out)
         return out
 
-    def on_sse_batch(self, events: list[ServerSentEvent], out: list[Event]) -> None:
+    def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
         for event in events:
-            raw = event.raw
+            raw = event if type(event) is bytes else event.raw  # type: ignore[union-attr]
             if self._seen and raw:
                 # The common frame, decoded with only the fields that tell it apart: the
                 # next sentence, no error, end or safety flag. Any other goes to on_frame.
@@ -444,7 +444,7 @@ class QianfanCodec(Codec):
                         if result:
                             append(TextDelta(result))
                         continue
-            out += self.on_frame(event)
+            out += self.on_frame(as_event(event))
             if self.done:
                 return
 
