@@ -15,6 +15,7 @@ import importlib
 import logging
 import math
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -55,6 +56,22 @@ else:  # pragma: no cover - Python 3.10
     async def _within(delay: float) -> AsyncIterator[None]:
         with anyio.fail_after(delay):
             yield
+
+
+_now = time.monotonic
+"""The clock of every deadline here (asyncio's own clock; only differences are used)."""
+
+_connect_timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
+
+
+def _connect_timeout(connect: float | None) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for a ``connect`` limit (built once per value)."""
+    found = _connect_timeouts.get(connect)
+    if found is None:
+        found = _connect_timeouts[connect] = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, connect=connect
+        )
+    return found
 
 
 if TYPE_CHECKING:
@@ -134,7 +151,7 @@ class Response:
         """The next body chunk as it arrives (any size); ``b""`` at the end of the body."""
         if self._eof:
             return b""
-        now = anyio.current_time()
+        now = _now()
         if self._got_first:
             idle = self._timeout.idle
             deadline = min(self._total_deadline, now + idle if idle is not None else math.inf)
@@ -292,7 +309,7 @@ class Transport:
     ) -> Response:
         """Send ``req`` and wait for the response headers (under connect/first-byte/total)."""
         t = timeout or self.timeout
-        now = anyio.current_time()
+        now = _now()
         total_deadline = now + t.total if t.total is not None else math.inf
         first_deadline = now + t.first_byte if t.first_byte is not None else math.inf
         deadline = min(total_deadline, first_deadline)
@@ -303,7 +320,7 @@ class Transport:
             "params": req.params or None,
             "headers": headers,
             "data": req.body,
-            "timeout": aiohttp.ClientTimeout(total=None, sock_connect=t.connect, connect=t.connect),
+            "timeout": _connect_timeout(t.connect),
             "allow_redirects": False,
         }
         if log.isEnabledFor(logging.DEBUG):
