@@ -318,7 +318,8 @@ class Stream:
     def _finish_body(self) -> None:
         self._finished = True
         if self._resp is not None:
-            self._resp.finish()
+            self._resp.finish()  # it gives the connection back itself
+            self._resp = None
         usage = self._last(Usage)
         if isinstance(usage, Usage):
             self._limiter.settle_tokens(usage.total_tokens)

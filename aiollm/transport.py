@@ -10,6 +10,7 @@ carry the URL, and access tokens travel in query strings).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import importlib
 import logging
@@ -32,6 +33,9 @@ __all__ = ["Response", "Timeout", "Transport"]
 log = logging.getLogger("aiollm.transport")
 
 MAX_ERROR_BODY = 1024 * 1024
+
+FINISH_GRACE = 1.0
+"""Seconds a finished response may take to end its body before its connection is closed."""
 
 
 class _ImportedOnUse:
@@ -107,6 +111,7 @@ class Response:
         "_eof",
         "_first_deadline",
         "_got_first",
+        "_lingering",
         "_resp",
         "_secrets",
         "_timeout",
@@ -126,8 +131,10 @@ class Response:
         first_deadline: float,
         secrets: tuple[str, ...],
         provider: str | None,
+        lingering: dict[Any, asyncio.TimerHandle] | None = None,
     ) -> None:
         self._resp = resp
+        self._lingering: dict[Any, asyncio.TimerHandle] = {} if lingering is None else lingering
         self._timeout = timeout
         self._total_deadline = total_deadline
         self._first_deadline = first_deadline
@@ -215,17 +222,35 @@ class Response:
         return b"".join(parts)
 
     def finish(self) -> None:
-        """The codec saw the end: take what is already buffered and give the connection back.
+        """The codec saw the end: give the connection back as soon as the body ends.
 
-        A server that closes its body right after the last frame lets the connection go back
-        to the pool; one that keeps the body open gets its connection closed.
+        Bytes after the terminal frame are dropped. If the body has ended, the connection
+        goes back to the pool now; if not, aiohttp puts it back when the end arrives (a
+        server usually ends the body right after its last frame, but that end may come in
+        a later packet). A server that keeps the body open :data:`FINISH_GRACE` seconds
+        longer gets the connection closed. Nothing here waits.
         """
         content = self._resp.content
         if content.is_eof():
             while not content.at_eof():
                 content.read_nowait()
             self._eof = True
-        self.close()
+            self.close()
+            return
+        resp = self._resp
+        lingering = self._lingering
+
+        def ended() -> None:
+            handle = lingering.pop(resp, None)
+            if handle is not None:
+                handle.cancel()
+
+        def late() -> None:
+            lingering.pop(resp, None)
+            resp.close()
+
+        lingering[resp] = asyncio.get_running_loop().call_later(FINISH_GRACE, late)
+        content.on_eof(ended)
 
     def close(self) -> None:
         """Give the connection back: to the pool when the body was read to the end, else closed."""
@@ -280,6 +305,8 @@ class Transport:
         self._limit_per_host = limit_per_host
         self._ssl = ssl_context
         self._closed = False
+        self._lingering: dict[Any, asyncio.TimerHandle] = {}
+        """Finished responses whose body has not ended yet (see :meth:`Response.finish`)."""
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -347,6 +374,7 @@ class Transport:
             first_deadline=first_deadline,
             secrets=req.secrets,
             provider=provider,
+            lingering=self._lingering,
         )
 
     async def request_bytes(
@@ -363,6 +391,10 @@ class Transport:
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
         self._closed = True
+        for resp, handle in list(self._lingering.items()):
+            handle.cancel()
+            resp.close()
+        self._lingering.clear()
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None

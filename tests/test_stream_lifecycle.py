@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -288,3 +291,109 @@ async def test_user_fixture_serves_every_provider(aiollm_emulator: Emulator) -> 
     assert aiollm_emulator.url.startswith("http://127.0.0.1:")
     async with aiollm_emulator.client() as client:
         assert (await client.chat(MODEL, MSGS)).text
+
+
+@pytest.mark.parametrize("model", ["openai/m", "qianfan/ernie-speed", "dashscope/qwen-turbo"])
+async def test_finished_streams_reuse_one_connection(emu: Emulator, model: str) -> None:
+    import aiohttp
+
+    created: list[object] = []
+
+    async def on_create(*args: object) -> None:
+        created.append(args)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(on_create)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        async with emu.client(session=session) as client:
+            for _ in range(20):
+                completion = await client.stream(model, MSGS).final()
+                assert completion.text
+    assert len(created) <= 2  # one, plus the token request's for qianfan
+
+
+@contextlib.asynccontextmanager
+async def serve_chat(handler: Any) -> AsyncIterator[str]:
+    """A one-route OpenAI-style server around ``handler``; yields its base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()
+
+
+FRAMES = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+async def test_a_body_that_ends_a_moment_after_its_last_frame_keeps_its_connection() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(FRAMES)
+        await anyio.sleep(0.02)  # the end of the body comes in a later packet
+        await resp.write_eof()
+        return resp
+
+    created: list[object] = []
+
+    async def on_create(*args: object) -> None:
+        created.append(args)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(on_create)
+    async with serve_chat(chat) as url:
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            settings = {"openai": {"base_url": url, "api_key": "k"}}
+            async with aiollm.Client(providers=settings, env={}, session=session) as client:
+                for _ in range(5):
+                    with anyio.fail_after(0.015):  # the stream does not wait for that end
+                        completion = await client.stream("openai/m", MSGS).final()
+                    assert completion.text == "hi"
+                    await anyio.sleep(0.03)
+    assert len(created) == 1
+
+
+async def test_a_body_left_open_after_the_last_frame_ends_promptly_and_is_closed_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiohttp import web
+
+    import aiollm.transport
+
+    monkeypatch.setattr(aiollm.transport, "FINISH_GRACE", 0.05)
+    left = anyio.Event()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(FRAMES)
+        # The body stays open until the client leaves.
+        while request.transport is not None and not request.transport.is_closing():
+            await anyio.sleep(0.01)
+        left.set()
+        return resp
+
+    async with serve_chat(chat) as url:
+        async with aiollm.Client(
+            providers={"openai": {"base_url": url, "api_key": "k"}}, env={}
+        ) as client:
+            with anyio.fail_after(1):
+                completion = await client.stream("openai/m", MSGS).final()
+            assert completion.text == "hi" and completion.finish_reason == "stop"
+            assert not left.is_set()  # nothing waited for the body's end...
+            with anyio.fail_after(2):
+                await left.wait()  # ...and the connection was closed after the grace
