@@ -40,6 +40,21 @@ async def test_async_with_and_iterate(client: Client) -> None:
     assert isinstance(events[-1], aiollm.Usage)
 
 
+async def test_anext_break_and_a_second_loop_continue_one_stream(client: Client) -> None:
+    async with client.stream(MODEL, MSGS) as stream:
+        events = [await stream.__anext__(), await stream.__anext__()]
+        async for ev in stream:
+            events.append(ev)
+            if len(events) == 10:
+                break
+        events += [ev async for ev in stream]
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()
+    text = "".join(ev.text for ev in events if isinstance(ev, aiollm.TextDelta))
+    assert text == stream.completion.text and len(text) > 0
+    assert sum(isinstance(ev, aiollm.TextDelta) for ev in events) == 24
+
+
 async def test_plain_async_for_and_final(client: Client) -> None:
     texts = [ev.text async for ev in client.stream(MODEL, MSGS) if isinstance(ev, aiollm.TextDelta)]
     assert len(texts) == 24
