@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -78,16 +79,34 @@ def frame(**fields: object) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(fields, ensure_ascii=False))
 
 
+@pytest.fixture(autouse=True, params=["events", "raw batches"])
+def sse_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Run every test with the SSE fed event by event as text, and as the Stream feeds it."""
+    global RAW_BATCHES
+    RAW_BATCHES = request.param == "raw batches"
+    yield
+    RAW_BATCHES = False
+
+
+RAW_BATCHES = False
+
+
 def decode_stream(codec: QianfanCodec, body: bytes, chunk: int = 0) -> list[Event]:
-    """Frame ``body`` as the Stream does for Qianfan, feed the codec, end it."""
-    decoder = SSEDecoder(data_line_events=True, json_line_events=True)
+    """Frame ``body`` as Qianfan is framed, feed the codec, end it."""
+    decoder = SSEDecoder(data_line_events=True, json_line_events=True, raw_data=RAW_BATCHES)
     chunks = [body] if not chunk else [body[i : i + chunk] for i in range(0, len(body), chunk)]
     out: list[Event] = []
     for part in chunks:
-        for sse in decoder.feed(part):
+        if RAW_BATCHES:  # as the Stream does: raw data, one batch per chunk
+            codec.on_sse_batch(decoder.feed_raw(part), out)
+        else:
+            for sse in decoder.feed(part):
+                out += codec.on_sse(sse)
+    if RAW_BATCHES:
+        codec.on_sse_batch(decoder.close(), out)
+    else:
+        for sse in decoder.close():
             out += codec.on_sse(sse)
-    for sse in decoder.close():
-        out += codec.on_sse(sse)
     out += codec.on_end()
     return out
 
