@@ -44,7 +44,7 @@ from ..errors import (
     ServerError,
 )
 from ..events import Event, Finish, TextDelta, Usage
-from ..framing import ServerSentEvent, SSEItem, as_event
+from ..framing import ServerSentEvent, SSEItem
 from ._base import Call, Codec, HTTPRequest, Provider, TokenSourceLike, json_body, parse_retry_after
 
 __all__ = [
@@ -368,7 +368,8 @@ class DashScopeCodec(Codec):
     def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
         for item in events:
-            event = as_event(item)  # DashScope frames carry an id and a status comment
+            # DashScope frames carry an id and a status comment: they come as events.
+            event = item if isinstance(item, ServerSentEvent) else ServerSentEvent(raw=item)
             raw = event.raw
             if (
                 self._warm
