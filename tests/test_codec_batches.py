@@ -36,17 +36,13 @@ def chat(model: str = "m") -> Call:
 
 
 def feed(codec: Codec, *chunks: bytes, **modes: bool) -> list[Event]:
-    """Every event the codec yields, one ``on_sse_batch`` per chunk; the partial list on error."""
+    """Every event the codec yields, one ``on_sse_batch`` per chunk, then the end."""
     decoder = SSEDecoder(raw_data=True, data_line_events=True, **modes)
     out: list[Event] = []
-    try:
-        for chunk in chunks:
-            codec.on_sse_batch(decoder.feed_raw(chunk), out)
-        codec.on_sse_batch(decoder.close(), out)
-        out += codec.on_end()
-    except Exception as exc:
-        exc.add_note(f"events before it: {out!r}")
-        raise
+    for chunk in chunks:
+        codec.on_sse_batch(decoder.feed_raw(chunk), out)
+    codec.on_sse_batch(decoder.close(), out)
+    out += codec.on_end()
     return out
 
 
