@@ -8,7 +8,7 @@ is never the bottleneck. The model name says how many frames: ``frames-200000``.
 
 The baseline ("bare") readers are what a hand-written client does at least: aiohttp
 ``iter_any()``, split on blank lines, and one ``msgspec`` decode per frame into a Struct with
-only the fields read.
+only the fields read; they read to the end of the body, so their connection is kept.
 """
 
 from __future__ import annotations
@@ -221,16 +221,22 @@ async def bare_stream(session: Any, origin: str, fmt: str, frames: int) -> int:
     headers = {**headers, "Content-Type": "application/json"}
     deltas = 0
     rest = b""
+    done = False
     async with session.post(url, data=body, headers=headers) as resp:
         resp.raise_for_status()
+        # Read to the end of the body (past the last frame too), so that aiohttp keeps the
+        # connection for the next request.
         async for chunk in resp.content.iter_any():
+            if done:
+                continue
             parts = (rest + chunk).split(b"\n\n")
             rest = parts.pop()
             if fmt == "openai":
                 for frame in parts:
                     data = frame[6:]
                     if data == b"[DONE]":
-                        return deltas
+                        done = True
+                        break
                     choices = _decode_chunk(data).choices
                     if choices:
                         delta = choices[0].delta
@@ -242,7 +248,8 @@ async def bare_stream(session: Any, origin: str, fmt: str, frames: int) -> int:
                     if sentence.result:
                         deltas += 1
                     if sentence.is_end:
-                        return deltas
+                        done = True
+                        break
             else:
                 for frame in parts:
                     data = frame[frame.index(b"\ndata:") + 6 :]
