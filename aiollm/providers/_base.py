@@ -3,8 +3,9 @@
 A provider module defines a :class:`Provider` subclass and a :class:`Codec` subclass.
 The core does the rest: transport, framing, retries, token refresh, limits and the
 :class:`~aiollm.Stream`. Codecs never see bytes off the socket or an event loop; they
-are fed frames (:class:`~aiollm.framing.ServerSentEvent` or raw JSON documents) and
-return lists of :mod:`aiollm.events`.
+are fed frames (batches of server-sent events as :meth:`SSEDecoder.feed_raw
+<aiollm.framing.SSEDecoder.feed_raw>` returns them, or raw JSON documents) and return lists
+of :mod:`aiollm.events`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..events import Embeddings, Event, Usage
-from ..framing import ServerSentEvent, SSEItem, as_event
+from ..framing import ServerSentEvent, SSEItem
 
 Operation = Literal["chat", "complete", "embed"]
 
@@ -169,24 +170,23 @@ class Codec(ABC):
         return None
 
     def on_sse(self, event: ServerSentEvent) -> list[Event]:
-        """Decode one server-sent event."""
-        raise ProtocolError(
-            "unexpected event-stream body for this request", provider=self.provider
-        )
+        """Decode one server-sent event (a batch of one: see :meth:`on_sse_batch`)."""
+        out: list[Event] = []
+        self.on_sse_batch([event], out)
+        return out
 
     def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         """Decode the events one body chunk completed (see ``SSEDecoder.feed_raw``) into ``out``.
 
         Stops after the terminal frame (:attr:`done`). If a frame raises, ``out`` already
         holds the events of the frames before it, so the caller can deliver them first.
-        Codecs override this with a loop that takes their common frames inline and hands
-        the rest on; the result must be the same as calling :meth:`on_sse` per event.
+        A codec takes its common frames inline here, in one loop, and the others one by
+        one. This default is for codecs whose responses are never event streams.
         """
-        on_sse = self.on_sse
-        for item in events:
-            out += on_sse(as_event(item))
-            if self.done:
-                return
+        if events:
+            raise ProtocolError(
+                "unexpected event-stream body for this request", provider=self.provider
+            )
 
     @abstractmethod
     def on_json(self, document: bytes) -> list[Event]:

@@ -360,11 +360,6 @@ class DashScopeCodec(Codec):
         if request_id:
             self.request_id = request_id
 
-    def on_sse(self, event: ServerSentEvent) -> list[Event]:
-        out: list[Event] = []
-        self.on_sse_batch([event], out)
-        return out
-
     def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
         for item in events:

@@ -315,11 +315,6 @@ class OpenAICodec(Codec):
             self.finished = True
         return out
 
-    def on_sse(self, event: ServerSentEvent) -> list[Event]:
-        out: list[Event] = []
-        self.on_sse_batch([event], out)
-        return out
-
     def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
         for event in events:

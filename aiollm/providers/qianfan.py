@@ -414,11 +414,6 @@ class QianfanCodec(Codec):
                 retry_after=self._retry_after,
             )
 
-    def on_sse(self, event: ServerSentEvent) -> list[Event]:
-        out: list[Event] = []
-        self.on_sse_batch([event], out)
-        return out
-
     def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
         for event in events:
