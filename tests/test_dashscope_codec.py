@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from codec_feed import feed_codec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +17,8 @@ from aiollm.events import Event, Finish, TextDelta, Usage
 from aiollm.framing import SSEDecoder
 from aiollm.providers._base import Call
 from aiollm.providers.dashscope import DashScopeCodec, ModeDetector, error_for
+
+pytestmark = pytest.mark.usefixtures("sse_feed_mode")
 
 # -- real recordings (../shared/wire/dashscope.md and the service documents) ------------------
 RECORDED_STREAM = (
@@ -64,34 +66,8 @@ def run_sse(
     c: DashScopeCodec, body: bytes, *, chunk: int | None = None, data_line_events: bool = True
 ) -> list[Event]:
     """Frame ``body`` with the SSE decoder (in ``chunk``-byte pieces) and feed the codec."""
-    decoder = SSEDecoder(data_line_events=data_line_events, raw_data=RAW_BATCHES)
     pieces = [body] if chunk is None else [body[i : i + chunk] for i in range(0, len(body), chunk)]
-    out: list[Event] = []
-    for piece in pieces:
-        if RAW_BATCHES:  # as the Stream does: raw data, one batch per chunk
-            c.on_sse_batch(decoder.feed_raw(piece), out)
-        else:
-            for sse in decoder.feed(piece):
-                out += c.on_sse(sse)
-    if RAW_BATCHES:
-        c.on_sse_batch(decoder.close(), out)
-    else:
-        for sse in decoder.close():
-            out += c.on_sse(sse)
-    out += c.on_end()
-    return out
-
-
-@pytest.fixture(autouse=True, params=["events", "raw batches"])
-def sse_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Run every test with the SSE fed event by event as text, and as the Stream feeds it."""
-    global RAW_BATCHES
-    RAW_BATCHES = request.param == "raw batches"
-    yield
-    RAW_BATCHES = False
-
-
-RAW_BATCHES = False
+    return feed_codec(c, pieces, data_line_events=data_line_events)
 
 
 def text_of(events: list[Event]) -> str:

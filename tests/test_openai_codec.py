@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from codec_feed import feed_codec
 
 import aiollm
 from aiollm import Finish, TextDelta, Usage
-from aiollm.framing import JSONFramer, ServerSentEvent, SSEDecoder
+from aiollm.framing import JSONFramer, ServerSentEvent
 from aiollm.providers._base import Call
 from aiollm.providers.openai import OpenAICodec
+
+pytestmark = pytest.mark.usefixtures("sse_feed_mode")
 
 
 def chat_call(stream: bool = True) -> Call:
@@ -32,37 +34,8 @@ def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -
     return "data: " + json.dumps(obj) + "\n\n"
 
 
-@pytest.fixture(autouse=True, params=["events", "raw batches"])
-def sse_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Run every test with the SSE fed event by event as text, and as the Stream feeds it."""
-    global RAW_BATCHES
-    RAW_BATCHES = request.param == "raw batches"
-    yield
-    RAW_BATCHES = False
-
-
-RAW_BATCHES = False
-
-
 def feed_sse(codec: OpenAICodec, body: str, *, end: bool = True) -> list[Any]:
-    out: list[Any] = []
-    if RAW_BATCHES:  # as the Stream does: raw data, one batch per chunk
-        decoder = SSEDecoder(data_line_events=True, raw_data=True)
-        codec.on_sse_batch(decoder.feed_raw(body.encode()), out)
-        if codec.done:
-            return out
-        codec.on_sse_batch(decoder.close(), out)
-    else:
-        decoder = SSEDecoder(data_line_events=True)
-        for event in decoder.feed(body.encode()):
-            out += codec.on_sse(event)
-            if codec.done:
-                return out
-        for event in decoder.close():
-            out += codec.on_sse(event)
-    if end:
-        out += codec.on_end()
-    return out
+    return feed_codec(codec, [body.encode()], end=end, data_line_events=True)
 
 
 def feed_json(codec: OpenAICodec, document: Any) -> list[Any]:

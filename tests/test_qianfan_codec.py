@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import pytest
+from codec_feed import feed_codec
 
 from aiollm.errors import (
     APIError,
@@ -19,9 +19,11 @@ from aiollm.errors import (
     ServerError,
 )
 from aiollm.events import Event, Finish, SafetyNotice, TextDelta, Usage
-from aiollm.framing import ServerSentEvent, SSEDecoder
+from aiollm.framing import ServerSentEvent
 from aiollm.providers._base import Call
 from aiollm.providers.qianfan import QianfanCodec, SentenceOrderWarning, error_from_code
+
+pytestmark = pytest.mark.usefixtures("sse_feed_mode")
 
 # The streamed answer of the Llama-2-7b-chat document, frame for frame (no blank lines between
 # the frames, as the document prints them).
@@ -79,36 +81,10 @@ def frame(**fields: object) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(fields, ensure_ascii=False))
 
 
-@pytest.fixture(autouse=True, params=["events", "raw batches"])
-def sse_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Run every test with the SSE fed event by event as text, and as the Stream feeds it."""
-    global RAW_BATCHES
-    RAW_BATCHES = request.param == "raw batches"
-    yield
-    RAW_BATCHES = False
-
-
-RAW_BATCHES = False
-
-
 def decode_stream(codec: QianfanCodec, body: bytes, chunk: int = 0) -> list[Event]:
     """Frame ``body`` as Qianfan is framed, feed the codec, end it."""
-    decoder = SSEDecoder(data_line_events=True, json_line_events=True, raw_data=RAW_BATCHES)
     chunks = [body] if not chunk else [body[i : i + chunk] for i in range(0, len(body), chunk)]
-    out: list[Event] = []
-    for part in chunks:
-        if RAW_BATCHES:  # as the Stream does: raw data, one batch per chunk
-            codec.on_sse_batch(decoder.feed_raw(part), out)
-        else:
-            for sse in decoder.feed(part):
-                out += codec.on_sse(sse)
-    if RAW_BATCHES:
-        codec.on_sse_batch(decoder.close(), out)
-    else:
-        for sse in decoder.close():
-            out += codec.on_sse(sse)
-    out += codec.on_end()
-    return out
+    return feed_codec(codec, chunks, data_line_events=True, json_line_events=True)
 
 
 # -- the document's frames ------------------------------------------------------------------
