@@ -24,9 +24,11 @@ def compat(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests, benchmarks and examples."""
+    """ruff check and ruff format --check over the package, tests, benchmarks and examples."""
     session.install("ruff")
-    session.run("ruff", "check", "aiollm", "tests", "benchmarks", "examples", "noxfile.py")
+    paths = ("aiollm", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session

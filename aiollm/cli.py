@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiollm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="stream a reply from every provider of the embedded emulator")
+    demo = sub.add_parser(
+        "demo", help="stream a reply from every provider of the embedded emulator"
+    )
     demo.add_argument("--model", action="append", help="model to stream (repeatable)")
     demo.add_argument("--first-token", type=float, default=0.12, help="emulated TTFT, seconds")
     demo.add_argument("--per-token", type=float, default=0.02, help="emulated time per token")
@@ -138,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench._cli import add_arguments as add_bench_arguments
 
-    bench = sub.add_parser("bench", help="benchmark models under concurrent load (emulator default)")
+    bench = sub.add_parser(
+        "bench", help="benchmark models under concurrent load (emulator default)"
+    )
     add_bench_arguments(bench)
     return parser
 

@@ -114,7 +114,9 @@ class Client:
             params=params,
         )
         provider.check(call)
-        retry = self._retry if max_retries is None else replace(self._retry, max_retries=max_retries)
+        retry = (
+            self._retry if max_retries is None else replace(self._retry, max_retries=max_retries)
+        )
         return Stream(
             self,
             provider,

@@ -255,9 +255,7 @@ class _Failure:
         self.error = error
 
 
-def as_completed(
-    calls: Iterable[CallLike[T]], *, concurrency: int | None = None
-) -> _Hosted[T]:
+def as_completed(calls: Iterable[CallLike[T]], *, concurrency: int | None = None) -> _Hosted[T]:
     """Results of ``calls`` in completion order, at most ``concurrency`` running at a time.
 
     The first error is raised from the iterator after cancelling the other calls.
@@ -312,4 +310,3 @@ def merge(streams: Mapping[K, Stream] | Sequence[Stream]) -> _Hosted[tuple[Any, 
                 await stream.aclose()
 
     return _Hosted(produce)
-

@@ -126,11 +126,15 @@ class ProviderLimiter:
         self.limits = limits or Limits()
         rps = self.limits.requests_per_second
         if rps is not None and rps <= 0:
-            raise ConfigurationError(f"requests_per_second must be > 0 (got {rps})", provider=provider)
+            raise ConfigurationError(
+                f"requests_per_second must be > 0 (got {rps})", provider=provider
+            )
         self._rate = AsyncLimiter(1, 1.0 / rps) if rps else None
         mc = self.limits.max_concurrency
         self._slots = anyio.CapacityLimiter(mc) if mc else None
-        self._unlimited = self._rate is None and self._slots is None and not self.limits.tokens_per_minute
+        self._unlimited = (
+            self._rate is None and self._slots is None and not self.limits.tokens_per_minute
+        )
         self._cool_until = 0.0
         self._cool_streak = 0
         self._tpm_level = 0.0

@@ -421,4 +421,3 @@ class Stream:
                 provider=self.provider,
             ) from exc
         raise exc
-

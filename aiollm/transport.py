@@ -182,9 +182,13 @@ class Response:
         except builtins.TimeoutError:
             raise self._timeout_error(phase, deadline) from None
         except aiohttp.ClientError as exc:
-            raise wrap_client_error(exc, self.provider, self._secrets, response_started=True) from None
+            raise wrap_client_error(
+                exc, self.provider, self._secrets, response_started=True
+            ) from None
         except OSError as exc:
-            raise wrap_client_error(exc, self.provider, self._secrets, response_started=True) from None
+            raise wrap_client_error(
+                exc, self.provider, self._secrets, response_started=True
+            ) from None
         if chunk:
             self._got_first = True
         else:
@@ -215,9 +219,7 @@ class Response:
         while chunk := await self.next_chunk():
             size += len(chunk)
             if size > limit:
-                raise ProtocolError(
-                    f"response body exceeds {limit} bytes", provider=self.provider
-                )
+                raise ProtocolError(f"response body exceeds {limit} bytes", provider=self.provider)
             parts.append(chunk)
         return b"".join(parts)
 

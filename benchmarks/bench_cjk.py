@@ -95,9 +95,13 @@ def main() -> None:
     print(f"best of {args.runs} runs; {args.frames:,} frames in 64 KiB chunks\n")
     print(f"{'':38} {'us/frame':>9}")
     print(f"{'decoder + codec, str data':38} {as_str:9.2f}")
-    print(f"{'decoder + codec, raw bytes (Stream)':38} {as_raw:9.2f}   {as_str / as_raw:.2f}x faster")
+    print(
+        f"{'decoder + codec, raw bytes (Stream)':38} {as_raw:9.2f}   {as_str / as_raw:.2f}x faster"
+    )
     print(f"{'msgspec decode of one frame, from str':38} {from_str:9.2f}")
-    print(f"{'msgspec decode of one frame, from bytes':38} {from_bytes:9.2f}   {from_str / from_bytes:.2f}x faster")
+    print(
+        f"{'msgspec decode of one frame, from bytes':38} {from_bytes:9.2f}   {from_str / from_bytes:.2f}x faster"
+    )
 
 
 if __name__ == "__main__":

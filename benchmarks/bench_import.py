@@ -119,7 +119,9 @@ def main() -> None:
         f"aiohttp is imported at the first request: it adds {http_ms - ms:.1f} ms and "
         f"{http_rss - rss:.1f} MiB then"
     )
-    print(f"import time {ms:.1f} ms: target <= {TIME_TARGET_MS:.0f} ms {verdict(ms <= TIME_TARGET_MS)}")
+    print(
+        f"import time {ms:.1f} ms: target <= {TIME_TARGET_MS:.0f} ms {verdict(ms <= TIME_TARGET_MS)}"
+    )
     print(f"RSS {rss:.1f} MiB: target <= {RSS_TARGET_MIB:.0f} MiB {verdict(rss <= RSS_TARGET_MIB)}")
     if args.detail:
         detail()

@@ -111,7 +111,9 @@ async def measure(
     await aiollm_stream(client, fmt, frames)
     e2e_bare = e2e_ours = float("inf")
     for _ in range(runs):
-        e2e_bare = min(e2e_bare, (await timed(lambda: bare_stream(session, origin, fmt, frames)))[0])
+        e2e_bare = min(
+            e2e_bare, (await timed(lambda: bare_stream(session, origin, fmt, frames)))[0]
+        )
         e2e_ours = min(e2e_ours, (await timed(lambda: aiollm_stream(client, fmt, frames)))[0])
     us = 1e6 / frames
     print(

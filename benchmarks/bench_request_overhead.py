@@ -30,7 +30,9 @@ from aiollm import Client
 TARGET = 1.2
 
 
-async def measure(fmt: str, requests: int, frames: int, runs: int, origin: str) -> tuple[float, float]:
+async def measure(
+    fmt: str, requests: int, frames: int, runs: int, origin: str
+) -> tuple[float, float]:
     """Best total time of ``requests`` sequential streams, bare and aiollm.
 
     The two clients take turns request by request (each on its own kept-alive connection),
@@ -48,7 +50,7 @@ async def measure(fmt: str, requests: int, frames: int, runs: int, origin: str) 
         for _ in range(runs):
             sum_bare = sum_ours = 0.0
             for i in range(requests):
-                for who in (("bare", "aiollm") if i % 2 == 0 else ("aiollm", "bare")):
+                for who in ("bare", "aiollm") if i % 2 == 0 else ("aiollm", "bare"):
                     if who == "bare":
                         t, n = await timed(lambda: bare_stream(session, origin, fmt, frames))
                         sum_bare += t

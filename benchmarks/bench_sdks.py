@@ -66,7 +66,9 @@ class OpenAISDK:
     async def stream(self, frames: int) -> int:
         n = 0
         stream = await self.client.chat.completions.create(
-            model=f"frames-{frames}", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+            model=f"frames-{frames}",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
         )
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -163,7 +165,9 @@ async def compare(name: str, frames: int, runs: int, origin: str, client: Client
         await aiollm_stream(client, name, SHORT)
         t_sdk = await best_time(lambda: sdk.stream(frames), runs, frames)
         t_ours = await best_time(lambda: aiollm_stream(client, name, frames), runs, frames)
-        s_sdk = await best_time(lambda: sequential(lambda: sdk.stream(SHORT)), 1, SHORT * SEQUENTIAL)
+        s_sdk = await best_time(
+            lambda: sequential(lambda: sdk.stream(SHORT)), 1, SHORT * SEQUENTIAL
+        )
         s_ours = await best_time(
             lambda: sequential(lambda: aiollm_stream(client, name, SHORT)), runs, SHORT * SEQUENTIAL
         )
@@ -188,7 +192,9 @@ async def main() -> None:
     logging.disable(logging.WARNING)
     print("aiollm vs the official SDKs, same local workloads")
     print(machine_line())
-    print(f"best of {args.runs} runs each (sequential SDK short streams: one run); local server in a separate process\n")
+    print(
+        f"best of {args.runs} runs each (sequential SDK short streams: one run); local server in a separate process\n"
+    )
     print(
         f"{'SDK':<22}{'frames':>9}{'SDK deltas/s':>13}{'aiollm d/s':>14}{'aiollm/SDK':>11}  target    "
         f"{'SDK ms/req':>10}{'aiollm':>10}"

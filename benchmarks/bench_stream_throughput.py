@@ -65,8 +65,14 @@ async def main() -> None:
     print("stream throughput: aiollm Stream vs bare aiohttp iter_any + split + msgspec")
     print(machine_line())
     print(f"best of {args.runs} runs each; local server in a separate process\n")
-    workloads = [("openai", args.openai_frames), ("qianfan", args.frames), ("dashscope", args.frames)]
-    print(f"{'workload':<22}{'bare deltas/s':>15}{'aiollm deltas/s':>17}{'aiollm/bare':>13}  targets")
+    workloads = [
+        ("openai", args.openai_frames),
+        ("qianfan", args.frames),
+        ("dashscope", args.frames),
+    ]
+    print(
+        f"{'workload':<22}{'bare deltas/s':>15}{'aiollm deltas/s':>17}{'aiollm/bare':>13}  targets"
+    )
     with local_server() as origin:
         for fmt, frames in workloads:
             t_bare, t_ours = await measure(fmt, frames, args.runs, origin)

@@ -42,7 +42,9 @@ async def tour(client: aiollm.Client, model: str) -> None:
     print(f"completion ({done.finish_reason}): {done.text!r}")
 
     vectors = await client.embed(name, ["Hello world!", "你好，世界"])
-    print(f"embeddings: {len(vectors.embeddings)} x {len(vectors.embeddings[0])}, {vectors.usage}\n")
+    print(
+        f"embeddings: {len(vectors.embeddings)} x {len(vectors.embeddings[0])}, {vectors.usage}\n"
+    )
 
 
 async def main() -> None:

@@ -17,7 +17,9 @@ from aiollm.testing import Cadence, Emulator
 async def main() -> None:
     async with Emulator(cadence=Cadence(first_token=0.1, per_token=0.02)) as emu:
         async with emu.client() as client:
-            reply = await client.chat("openai/any-model", messages=[{"role": "user", "content": "hi"}])
+            reply = await client.chat(
+                "openai/any-model", messages=[{"role": "user", "content": "hi"}]
+            )
             print("chat:", reply.text, reply.usage)
 
             async with client.stream("openai/any-model", prompt="tell me more") as stream:

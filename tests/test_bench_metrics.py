@@ -286,19 +286,37 @@ def _result(runs: int = 1, tokens_per_chunk: int = 1) -> BenchResult:
     summaries = []
     for n in range(runs):
         records = [
-            rec(i, [0.05 + 0.01 * k for k in range(5)], e2el=0.1, tokens=5 * tokens_per_chunk, start=0.02 * i)
+            rec(
+                i,
+                [0.05 + 0.01 * k for k in range(5)],
+                e2el=0.1,
+                tokens=5 * tokens_per_chunk,
+                start=0.02 * i,
+            )
             for i in range(8)
         ]
         records.append(rec(8, [], e2el=0.01, error="RateLimitError[18]"))
         load = dict(LOAD, concurrency=n + 1)
         summaries.append(summarize("openai/m", load, records, 1.0, goodput_slos={"ttft": 80}))
-    return BenchResult(runs=summaries, config=BenchConfig().describe(), date="2024-01-01T00:00:00+00:00")
+    return BenchResult(
+        runs=summaries, config=BenchConfig().describe(), date="2024-01-01T00:00:00+00:00"
+    )
 
 
 def test_table_shows_every_metric_errors_and_a_comparison() -> None:
     text = _result(runs=2).table()
-    for needle in ("TTFT", "TPOT", "ITL", "E2EL", "p99", "RateLimitError[18] × 1", "goodput",
-                   "openai/m @ concurrency 1", "openai/m @ concurrency 2", "TTFT p50"):
+    for needle in (
+        "TTFT",
+        "TPOT",
+        "ITL",
+        "E2EL",
+        "p99",
+        "RateLimitError[18] × 1",
+        "goodput",
+        "openai/m @ concurrency 1",
+        "openai/m @ concurrency 2",
+        "TTFT p50",
+    ):
         assert needle in text, needle
     assert "per chunk" not in text
 

@@ -277,7 +277,9 @@ def test_cli_bench_plot_needs_matplotlib(
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real(name, *a),
     )
     assert main(["bench", "--plot", "x.png"]) == 2
     assert "aiollm[plot]" in capsys.readouterr().err

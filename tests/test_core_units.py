@@ -43,7 +43,10 @@ def test_redact_query_tokens_bearer_and_literals() -> None:
     assert "keep=1" in out
     assert redact_text("Authorization: Bearer sk-live-123") == "Authorization: Bearer ***"
     assert redact_text("oops my-long-secret here", ["my-long-secret"]) == "oops *** here"
-    assert redact_headers({"Authorization": "Bearer x", "A": "b"}) == {"Authorization": "***", "A": "b"}
+    assert redact_headers({"Authorization": "Bearer x", "A": "b"}) == {
+        "Authorization": "***",
+        "A": "b",
+    }
 
 
 def test_http_request_repr_hides_tokens() -> None:
@@ -123,7 +126,9 @@ def test_limits_from_env() -> None:
 
 # -- cached token -----------------------------------------------------------------------------------
 class FakeToken(CachedToken):
-    def __init__(self, lifetime: float | None = 100.0, fail: BaseException | None = None, **kw: Any) -> None:
+    def __init__(
+        self, lifetime: float | None = 100.0, fail: BaseException | None = None, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.lifetime = lifetime
         self.fail = fail
@@ -219,7 +224,10 @@ async def test_refresh_ahead_and_invalidate() -> None:
     [
         ("dashscope", b'{"output":{"text":"ok \xff","finish_reason":"stop"}}'),
         ("qianfan", b'{"result":"ok \xff","is_end":true}'),
-        ("openai", b'{"choices":[{"index":0,"message":{"content":"ok \xff"},"finish_reason":"stop"}]}'),
+        (
+            "openai",
+            b'{"choices":[{"index":0,"message":{"content":"ok \xff"},"finish_reason":"stop"}]}',
+        ),
     ],
 )
 def test_invalid_utf8_json_body_is_a_protocol_error(provider: str, body: bytes) -> None:

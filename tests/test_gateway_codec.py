@@ -97,8 +97,11 @@ def test_unusable_token_responses_are_protocol_errors(body: Any, match: str) -> 
 @pytest.mark.parametrize(
     ("status", "body", "cls"),
     [
-        (200, {"code": 40001, "msg": "appid my-appid-1234 or secret my-secret-5678 is invalid"},
-         aiollm.AuthenticationError),
+        (
+            200,
+            {"code": 40001, "msg": "appid my-appid-1234 or secret my-secret-5678 is invalid"},
+            aiollm.AuthenticationError,
+        ),
         (200, {"msg": "subscription not found"}, aiollm.AuthenticationError),
         (401, {"code": 401, "msg": "bad secret=my-secret-5678"}, aiollm.AuthenticationError),
         (403, b"Forbidden", aiollm.AuthenticationError),
@@ -148,8 +151,13 @@ def test_lifetime_without_exp() -> None:
 
 # -- the codec ---------------------------------------------------------------------------------------
 def call(stream: bool = False, op: str = "chat") -> Call:
-    return Call(op=op, model="llama-2-7b-chat", stream=stream,  # type: ignore[arg-type]
-                messages=[{"role": "user", "content": "hi"}], input="x" if op == "embed" else None)
+    return Call(
+        op=op,
+        model="llama-2-7b-chat",
+        stream=stream,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "hi"}],
+        input="x" if op == "embed" else None,
+    )
 
 
 def feed(codec: GatewayCodec, document: Any) -> list[Any]:
@@ -162,10 +170,17 @@ def feed(codec: GatewayCodec, document: Any) -> list[Any]:
 
 
 SEED_CHAT = {
-    "id": "chatcmpl-3j8VBFw4TuMveJ4LxCRiea", "object": "chat.completion", "created": 1700035542,
+    "id": "chatcmpl-3j8VBFw4TuMveJ4LxCRiea",
+    "object": "chat.completion",
+    "created": 1700035542,
     "model": "llama-2-7b-chat",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": " Hello! My name is Bard"},
-                 "finish_reason": "stop"}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": " Hello! My name is Bard"},
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 28, "total_tokens": 56, "completion_tokens": 28},
 }
 
@@ -200,7 +215,9 @@ def test_error_codes_in_every_body_shape(
 
 @pytest.mark.parametrize(("code", "cls"), CASES)
 @pytest.mark.parametrize("status", [400, 500])
-def test_error_codes_with_a_non_2xx_status(code: int, cls: type[aiollm.APIError], status: int) -> None:
+def test_error_codes_with_a_non_2xx_status(
+    code: int, cls: type[aiollm.APIError], status: int
+) -> None:
     body = json.dumps({"code": code, "msg": "x"}).encode()
     exc = GatewayCodec(call()).http_error(status, {}, body)
     assert type(exc) is cls and exc.code == code and exc.status == status
@@ -284,9 +301,15 @@ def test_plain_http_error_without_body() -> None:
 
 def test_embeddings_and_completions_use_the_openai_shapes() -> None:
     codec = GatewayCodec(call(op="embed"))
-    feed(codec, {"object": "list", "model": "llama-2-7b-chat",
-                 "data": [{"object": "embedding", "embedding": [0.0169, -0.0145], "index": 0}],
-                 "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+    feed(
+        codec,
+        {
+            "object": "list",
+            "model": "llama-2-7b-chat",
+            "data": [{"object": "embedding", "embedding": [0.0169, -0.0145], "index": 0}],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4},
+        },
+    )
     assert codec.embeddings is not None and codec.embeddings.embeddings == [[0.0169, -0.0145]]
     assert codec.embeddings.provider == "gateway"
 
@@ -295,10 +318,14 @@ def test_embeddings_and_completions_use_the_openai_shapes() -> None:
 @pytest.mark.parametrize("temperature", [-0.1, 2.5, "hot", True])
 def test_temperature_range_is_checked(temperature: Any) -> None:
     provider = GatewayProvider({}, {})
-    bad = Call(op="complete", model="m", stream=False, prompt="p", params={"temperature": temperature})
+    bad = Call(
+        op="complete", model="m", stream=False, prompt="p", params={"temperature": temperature}
+    )
     with pytest.raises(aiollm.InvalidRequestError, match="temperature"):
         provider.check(bad)
-    provider.check(Call(op="complete", model="m", stream=False, prompt="p", params={"temperature": 2}))
+    provider.check(
+        Call(op="complete", model="m", stream=False, prompt="p", params={"temperature": 2})
+    )
 
 
 def test_stream_setting_parsing() -> None:

@@ -32,15 +32,27 @@ def gw(emu: Emulator) -> dict[str, Any]:
 # -- request shapes (no server) ----------------------------------------------------------------------
 async def test_request_shapes() -> None:
     token = make_jwt({"abilityId": "app-x", "exp": 4102444800, "iat": 4102441200})
-    answer = {"id": "c1", "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
-    settings = {"url": "http://gw.test/", "appid": "the-appid", "secret": "the-secret",
-                "ability": "app-x"}
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+    }
+    settings = {
+        "url": "http://gw.test/",
+        "appid": "the-appid",
+        "secret": "the-secret",
+        "ability": "app-x",
+    }
     with aioresponses() as mocked:
-        mocked.get(re.compile(r"http://gw\.test/api/v1/ability_sub/external/getToken.*"),
-                   payload={"code": 0, "data": {"accessToken": token}})
-        mocked.post(re.compile(r"http://gw\.test/app-x/v1/chat/completions\?accessToken=.*"),
-                    payload=answer)
+        mocked.get(
+            re.compile(r"http://gw\.test/api/v1/ability_sub/external/getToken.*"),
+            payload={"code": 0, "data": {"accessToken": token}},
+        )
+        mocked.post(
+            re.compile(r"http://gw\.test/app-x/v1/chat/completions\?accessToken=.*"), payload=answer
+        )
         async with Client(providers={"gateway": settings}, env={}) as client:
             events = [ev async for ev in client.stream(MODEL, MSGS, temperature=0.5)]
         sent = [(m, str(u), c.kwargs) for (m, u), calls in mocked.requests.items() for c in calls]
@@ -51,8 +63,11 @@ async def test_request_shapes() -> None:
     assert kw2["params"] == {"accessToken": token}
     assert "Authorization" not in kw2["headers"]
     assert kw2["headers"]["Content-Type"] == "application/json"
-    assert json.loads(kw2["data"]) == {"model": "llama-2-7b-chat", "messages": MSGS,
-                                       "temperature": 0.5}
+    assert json.loads(kw2["data"]) == {
+        "model": "llama-2-7b-chat",
+        "messages": MSGS,
+        "temperature": 0.5,
+    }
     assert events == [TextDelta("hi"), Finish("stop")]
 
 
@@ -65,7 +80,9 @@ async def test_chat(emu: Emulator, client: Client) -> None:
     assert emu.stats.requests["gateway.token"] == 1
 
 
-async def test_stream_is_one_json_call_with_delta_usage_finish(emu: Emulator, client: Client) -> None:
+async def test_stream_is_one_json_call_with_delta_usage_finish(
+    emu: Emulator, client: Client
+) -> None:
     async with client.stream(MODEL, MSGS) as stream:
         events = [ev async for ev in stream]
     assert [type(ev) for ev in events] == [TextDelta, Usage, Finish]
@@ -78,8 +95,12 @@ async def test_complete(emu: Emulator, client: Client) -> None:
     done = await client.complete(MODEL, "Once upon a time", max_tokens=5, temperature=0.5)
     assert len(done.text.split()) == 5 and done.finish_reason == "length"
     assert done.usage == Usage(4, 5, 9)
-    assert emu.stats.bodies[-1] == {"model": "llama-2-7b-chat", "prompt": "Once upon a time",
-                                    "max_tokens": 5, "temperature": 0.5}
+    assert emu.stats.bodies[-1] == {
+        "model": "llama-2-7b-chat",
+        "prompt": "Once upon a time",
+        "max_tokens": 5,
+        "temperature": 0.5,
+    }
 
 
 async def test_embed_in_input_order(emu: Emulator, client: Client) -> None:
@@ -147,8 +168,9 @@ async def test_expired_token_is_rejected_and_replaced_once(emu: Emulator) -> Non
         provider = client.provider("gateway")
         # a token source whose clock stands still never notices the expiry by itself
         settings = emu.settings()["gateway"]
-        provider._auth = GatewayToken(settings["url"], settings["appid"], settings["secret"],
-                                      clock=lambda: 0.0)
+        provider._auth = GatewayToken(
+            settings["url"], settings["appid"], settings["secret"], clock=lambda: 0.0
+        )
         await client.chat(MODEL, MSGS)
         await anyio.sleep(0.25)
         reply = await client.chat(MODEL, MSGS)
@@ -167,7 +189,9 @@ async def test_revoked_token_is_refreshed_once_and_retried(emu: Emulator, client
 
 
 async def test_auth_failure_is_retried_only_once(emu: Emulator, client: Client) -> None:
-    emu.script("gateway", *[Fault("error", code=401, message="accessToken expired", route="chat")] * 3)
+    emu.script(
+        "gateway", *[Fault("error", code=401, message="accessToken expired", route="chat")] * 3
+    )
     with pytest.raises(aiollm.AuthenticationError) as info:
         await client.chat(MODEL, MSGS)
     assert info.value.code == 401
@@ -201,7 +225,11 @@ async def test_token_endpoint_error_shape(emu: Emulator, client: Client) -> None
 @pytest.mark.parametrize("status", [None, 400])
 @pytest.mark.parametrize(("code", "cls"), [(c, cls) for c, (_, cls) in GATEWAY_ERRORS.items()])
 async def test_every_error_code_in_every_shape(
-    emu: Emulator, client: Client, shape: str, status: int | None, code: int,
+    emu: Emulator,
+    client: Client,
+    shape: str,
+    status: int | None,
+    code: int,
     cls: type[aiollm.APIError],
 ) -> None:
     gw(emu)["error_shape"] = shape
@@ -279,9 +307,7 @@ async def test_non_streaming_call_never_falls_back(emu: Emulator, client: Client
 
 
 # -- secrets stay out of messages, reprs and logs ------------------------------------------------------
-async def test_token_and_secret_never_leak(
-    emu: Emulator, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_token_and_secret_never_leak(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     failures: list[BaseException] = []
     async with emu.client(retry=FAST) as client:
@@ -307,7 +333,10 @@ async def test_token_and_secret_never_leak(
         shown = [str(exc) for exc in failures] + [repr(exc) for exc in failures]
         shown += [repr(client.provider("gateway").auth), repr(stream), repr(client)]
     assert {type(exc) for exc in failures} == {
-        aiollm.AuthenticationError, aiollm.TransportError, aiollm.InvalidRequestError}
+        aiollm.AuthenticationError,
+        aiollm.TransportError,
+        aiollm.InvalidRequestError,
+    }
     shown += [record.getMessage() for record in caplog.records]
     text = "\n".join(shown)
     tokens = gw(emu)["issued"]

@@ -90,9 +90,7 @@ async def test_burst_of_baidu_error_18_pauses_then_all_succeed(emu: Emulator) ->
         retry=RetryPolicy(max_retries=4, backoff_base=0.01),
     ) as client:
         limiter = client.limiter("qianfan")
-        replies = await fanout.gather(
-            [client.chat("qianfan/llama_2_7b", MSGS) for _ in range(6)]
-        )
+        replies = await fanout.gather([client.chat("qianfan/llama_2_7b", MSGS) for _ in range(6)])
         assert limiter._cool_until > 0  # the provider went through a cool-down
     assert {r.text for r in replies} == {replies[0].text} and len(replies[0].text.split()) == 24
     assert emu.stats.requests["qianfan.chat"] == 9 and emu.stats.completed == 6

@@ -29,8 +29,12 @@ def embed_call(inputs: str | list[str]) -> Call:
 
 def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> str:
     delta = {} if content is None else {"content": content}
-    obj = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    obj = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
     return "data: " + json.dumps(obj) + "\n\n"
 
 
@@ -49,13 +53,22 @@ def feed_json(codec: OpenAICodec, document: Any) -> list[Any]:
 
 # -- streams -----------------------------------------------------------------------------------
 def test_stream_chunks_usage_and_done() -> None:
-    usage = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [],
-             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    usage = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
     body = (
         'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,'
         '"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
-        + chunk("Hel") + chunk("lo") + chunk(None, "stop")
-        + "data: " + json.dumps(usage) + "\n\n" + "data: [DONE]\n\n"
+        + chunk("Hel")
+        + chunk("lo")
+        + chunk(None, "stop")
+        + "data: "
+        + json.dumps(usage)
+        + "\n\n"
+        + "data: [DONE]\n\n"
     )
     codec = OpenAICodec(chat_call())
     events = feed_sse(codec, body)
@@ -81,27 +94,43 @@ def test_body_ending_after_finish_without_done_is_a_normal_end() -> None:
 
 def test_usage_on_the_finish_chunk_and_continuous_usage() -> None:
     codec = OpenAICodec(chat_call())
-    body = chunk("a", usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}) + chunk(
-        None, "stop", usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-    )
+    body = chunk(
+        "a", usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    ) + chunk(None, "stop", usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})
     events = feed_sse(codec, body)
     assert events == [TextDelta("a"), Usage(1, 1, 2), Finish("stop"), Usage(1, 2, 3)]
 
 
 def test_only_the_first_choice_is_followed() -> None:
     def frame(index: int, content: str | None, finish: str | None = None) -> str:
-        choice = {"index": index, "delta": {} if content is None else {"content": content},
-                  "finish_reason": finish}
+        choice = {
+            "index": index,
+            "delta": {} if content is None else {"content": content},
+            "finish_reason": finish,
+        }
         return "data: " + json.dumps({"choices": [choice]}) + "\n\n"
 
     codec = OpenAICodec(chat_call())
-    body = frame(0, "a") + frame(1, "X") + frame(1, None, "stop") + frame(0, "b") + frame(0, None, "length")
+    body = (
+        frame(0, "a")
+        + frame(1, "X")
+        + frame(1, None, "stop")
+        + frame(0, "b")
+        + frame(0, None, "length")
+    )
     assert feed_sse(codec, body) == [TextDelta("a"), TextDelta("b"), Finish("length")]
 
 
 def test_done_stops_even_with_trailing_garbage() -> None:
     codec = OpenAICodec(chat_call())
-    events = feed_sse(codec, chunk("a", ) + chunk(None, "stop") + "data: [DONE]\n\ndata: {broken\n\n")
+    events = feed_sse(
+        codec,
+        chunk(
+            "a",
+        )
+        + chunk(None, "stop")
+        + "data: [DONE]\n\ndata: {broken\n\n",
+    )
     assert events == [TextDelta("a"), Finish("stop")]
 
 
@@ -116,7 +145,7 @@ def test_wrong_types_are_a_protocol_error_not_a_crash() -> None:
     with pytest.raises(aiollm.ProtocolError):
         codec.on_sse(ServerSentEvent(data='{"choices": [{"delta": {"content": 5}}]}'))
     with pytest.raises(aiollm.ProtocolError):
-        codec.on_sse(ServerSentEvent(data='[1, 2]'))
+        codec.on_sse(ServerSentEvent(data="[1, 2]"))
 
 
 def test_comment_only_event_is_ignored() -> None:
@@ -127,14 +156,32 @@ def test_comment_only_event_is_ignored() -> None:
 @pytest.mark.parametrize(
     ("error", "cls", "code"),
     [
-        ({"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"},
-         aiollm.RateLimitError, "rate_limit_exceeded"),
+        (
+            {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"},
+            aiollm.RateLimitError,
+            "rate_limit_exceeded",
+        ),
         ({"message": "boom", "type": "server_error", "code": None}, aiollm.ServerError, None),
-        ({"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"},
-         aiollm.ContextOverflowError, "context_length_exceeded"),
+        (
+            {
+                "message": "too long",
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+            },
+            aiollm.ContextOverflowError,
+            "context_length_exceeded",
+        ),
         # vLLM / LiteLLM put an HTTP status in "code" (LiteLLM as a string).
-        ({"message": "bad", "type": "BadRequestError", "code": 400}, aiollm.InvalidRequestError, 400),
-        ({"message": "throttled", "type": "throttling_error", "code": "429"}, aiollm.RateLimitError, 429),
+        (
+            {"message": "bad", "type": "BadRequestError", "code": 400},
+            aiollm.InvalidRequestError,
+            400,
+        ),
+        (
+            {"message": "throttled", "type": "throttling_error", "code": "429"},
+            aiollm.RateLimitError,
+            429,
+        ),
         ({"message": "what", "type": "mystery", "code": None}, aiollm.APIError, None),
     ],
 )
@@ -156,9 +203,17 @@ def test_error_event_with_plain_text_data() -> None:
 
 # -- whole responses ---------------------------------------------------------------------------
 CHAT = {
-    "id": "chatcmpl-3j8", "object": "chat.completion", "created": 1700035542, "model": "llama",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": " Hello!"},
-                 "finish_reason": "stop"}],
+    "id": "chatcmpl-3j8",
+    "object": "chat.completion",
+    "created": 1700035542,
+    "model": "llama",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": " Hello!"},
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 28, "total_tokens": 56, "completion_tokens": 28},
 }
 
@@ -171,9 +226,15 @@ def test_whole_chat_response(stream: bool) -> None:
 
 
 def test_whole_text_completion() -> None:
-    doc = {"id": "cmpl-1", "object": "text_completion", "model": "m",
-           "choices": [{"index": 0, "text": ", there was", "logprobs": None, "finish_reason": "length"}],
-           "usage": {"prompt_tokens": 5, "total_tokens": 45, "completion_tokens": 40}}
+    doc = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "model": "m",
+        "choices": [
+            {"index": 0, "text": ", there was", "logprobs": None, "finish_reason": "length"}
+        ],
+        "usage": {"prompt_tokens": 5, "total_tokens": 45, "completion_tokens": 40},
+    }
     codec = OpenAICodec(Call(op="complete", model="m", stream=False, prompt="Once"))
     assert feed_json(codec, doc) == [TextDelta(", there was"), Usage(5, 40, 45), Finish("length")]
 
@@ -186,15 +247,28 @@ def test_response_without_choices_is_a_protocol_error() -> None:
 def test_error_body_in_a_200_response() -> None:
     codec = OpenAICodec(chat_call(False))
     with pytest.raises(aiollm.AuthenticationError) as info:
-        feed_json(codec, {"error": {"message": "Incorrect API key", "type": "invalid_request_error",
-                                    "code": "invalid_api_key"}})
+        feed_json(
+            codec,
+            {
+                "error": {
+                    "message": "Incorrect API key",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+        )
     assert info.value.code == "invalid_api_key"
 
 
 def test_top_level_vllm_error_object() -> None:
     codec = OpenAICodec(chat_call(False))
-    doc = {"object": "error", "message": "This model's maximum context length is 4096 tokens",
-           "type": "BadRequestError", "param": None, "code": 400}
+    doc = {
+        "object": "error",
+        "message": "This model's maximum context length is 4096 tokens",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
     with pytest.raises(aiollm.ContextOverflowError):
         feed_json(codec, doc)
 
@@ -206,15 +280,25 @@ def http_error(status: int, body: Any, headers: dict[str, str] | None = None) ->
 
 
 def test_http_429_with_retry_after() -> None:
-    exc = http_error(429, {"error": {"message": "Rate limit reached", "type": "requests",
-                                     "code": "rate_limit_exceeded"}},
-                     {"Retry-After": "7", "x-request-id": "req_123"})
+    exc = http_error(
+        429,
+        {
+            "error": {
+                "message": "Rate limit reached",
+                "type": "requests",
+                "code": "rate_limit_exceeded",
+            }
+        },
+        {"Retry-After": "7", "x-request-id": "req_123"},
+    )
     assert type(exc) is aiollm.RateLimitError and exc.retryable
     assert exc.retry_after == 7.0 and exc.status == 429 and exc.request_id == "req_123"
 
 
 def test_retry_after_ms_wins() -> None:
-    exc = http_error(429, {"error": {"message": "x"}}, {"retry-after-ms": "250", "Retry-After": "1"})
+    exc = http_error(
+        429, {"error": {"message": "x"}}, {"retry-after-ms": "250", "Retry-After": "1"}
+    )
     assert exc.retry_after == 0.25
 
 
@@ -224,16 +308,29 @@ def test_http_date_retry_after() -> None:
 
 
 def test_insufficient_quota_on_429_is_not_retryable() -> None:
-    exc = http_error(429, {"error": {"message": "You exceeded your current quota",
-                                     "type": "insufficient_quota", "code": "insufficient_quota"}})
+    exc = http_error(
+        429,
+        {
+            "error": {
+                "message": "You exceeded your current quota",
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+            }
+        },
+    )
     assert type(exc) is aiollm.QuotaExceededError and not exc.retryable
 
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(400, aiollm.InvalidRequestError), (401, aiollm.AuthenticationError),
-     (403, aiollm.PermissionDeniedError), (404, aiollm.NotFoundError),
-     (500, aiollm.ServerError), (503, aiollm.ServerError)],
+    [
+        (400, aiollm.InvalidRequestError),
+        (401, aiollm.AuthenticationError),
+        (403, aiollm.PermissionDeniedError),
+        (404, aiollm.NotFoundError),
+        (500, aiollm.ServerError),
+        (503, aiollm.ServerError),
+    ],
 )
 def test_real_status_decides(status: int, cls: type[aiollm.APIError]) -> None:
     exc = http_error(status, {"error": {"message": "nope", "type": "whatever", "code": None}})
@@ -242,9 +339,18 @@ def test_real_status_decides(status: int, cls: type[aiollm.APIError]) -> None:
 
 
 def test_litellm_context_window_error_by_words() -> None:
-    exc = http_error(400, {"error": {"message": "litellm.ContextWindowExceededError: this is a mock "
-                                     "context window exceeded error", "type": "invalid_request_error",
-                                     "param": None, "code": "400"}})
+    exc = http_error(
+        400,
+        {
+            "error": {
+                "message": "litellm.ContextWindowExceededError: this is a mock "
+                "context window exceeded error",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "400",
+            }
+        },
+    )
     assert type(exc) is aiollm.ContextOverflowError and exc.code == 400
 
 
@@ -261,15 +367,23 @@ def test_non_json_error_body() -> None:
 
 
 def test_error_messages_mask_echoed_keys() -> None:
-    exc = http_error(401, {"error": {"message": "Incorrect API key provided: Bearer sk-abcdef123456"}})
+    exc = http_error(
+        401, {"error": {"message": "Incorrect API key provided: Bearer sk-abcdef123456"}}
+    )
     assert "sk-abcdef123456" not in str(exc)
 
 
 # -- embeddings ---------------------------------------------------------------------------------
 def test_embeddings_restore_input_order() -> None:
-    doc = {"object": "list", "model": "e", "usage": {"prompt_tokens": 4, "total_tokens": 4},
-           "data": [{"object": "embedding", "embedding": [2.0], "index": 1},
-                    {"object": "embedding", "embedding": [1.0], "index": 0}]}
+    doc = {
+        "object": "list",
+        "model": "e",
+        "usage": {"prompt_tokens": 4, "total_tokens": 4},
+        "data": [
+            {"object": "embedding", "embedding": [2.0], "index": 1},
+            {"object": "embedding", "embedding": [1.0], "index": 0},
+        ],
+    }
     codec = OpenAICodec(embed_call(["a", "b"]))
     assert feed_json(codec, doc) == [Usage(4, None, 4)]
     assert codec.embeddings is not None

@@ -33,7 +33,9 @@ def sent_requests(mocked: aioresponses) -> list[tuple[str, str, Any]]:
 
 # -- request shapes --------------------------------------------------------------------------------
 async def test_stream_request_asks_for_usage_and_sse() -> None:
-    sse = b'data: {"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    sse = (
+        b'data: {"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
     with aioresponses() as mocked:
         mocked.post(f"{BASE}/chat/completions", body=sse, content_type="text/event-stream")
         async with Client(providers={"openai": {"base_url": BASE, "api_key": "sk-k"}}, env={}) as c:
@@ -44,8 +46,13 @@ async def test_stream_request_asks_for_usage_and_sse() -> None:
     assert kwargs["headers"]["Accept"] == "text/event-stream"
     assert kwargs["headers"]["Authorization"] == "Bearer sk-k"
     body = json.loads(kwargs["data"])
-    assert body == {"model": "m", "messages": MSGS, "max_tokens": 5, "stream": True,
-                    "stream_options": {"include_usage": True}}
+    assert body == {
+        "model": "m",
+        "messages": MSGS,
+        "max_tokens": 5,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
 
 async def test_stream_options_can_be_turned_off_and_are_never_sent_unstreamed() -> None:
@@ -66,20 +73,28 @@ async def test_stream_options_can_be_turned_off_and_are_never_sent_unstreamed() 
 
 
 async def test_complete_and_embed_request_shapes() -> None:
-    completion = (b'{"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":" upon",'
-                  b'"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,'
-                  b'"total_tokens":2}}')
+    completion = (
+        b'{"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":" upon",'
+        b'"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,'
+        b'"total_tokens":2}}'
+    )
     embeddings = b'{"object":"list","model":"e","data":[{"embedding":[0.5],"index":0}]}'
     with aioresponses() as mocked:
         mocked.post(f"{BASE}/completions", body=completion, content_type="application/json")
         mocked.post(f"{BASE}/embeddings", body=embeddings, content_type="application/json")
-        async with Client(providers={"openai": {"base_url": BASE + "/", "api_key": "k"}}, env={}) as c:
+        async with Client(
+            providers={"openai": {"base_url": BASE + "/", "api_key": "k"}}, env={}
+        ) as c:
             done = await c.complete("openai/m", "Once", max_tokens=1, temperature=0.5)
             vectors = await c.embed("openai/e", "hello")
         (_, url1, kw1), (_, url2, kw2) = sent_requests(mocked)
     assert url1 == f"{BASE}/completions" and url2 == f"{BASE}/embeddings"
-    assert json.loads(kw1["data"]) == {"model": "m", "prompt": "Once", "max_tokens": 1,
-                                       "temperature": 0.5}
+    assert json.loads(kw1["data"]) == {
+        "model": "m",
+        "prompt": "Once",
+        "max_tokens": 1,
+        "temperature": 0.5,
+    }
     assert json.loads(kw2["data"]) == {"model": "e", "input": "hello"}
     assert done.text == " upon" and done.finish_reason == "length"
     assert vectors.embeddings == [[0.5]] and vectors.model == "e"
@@ -94,8 +109,9 @@ async def test_default_base_url_needs_a_key() -> None:
 async def test_settings_from_the_environment() -> None:
     env = {"OPENAI_BASE_URL": "http://env.test/v1", "OPENAI_API_KEY": "sk-env"}
     with aioresponses() as mocked:
-        mocked.post("http://env.test/v1/chat/completions", body=CHAT_BODY,
-                    content_type="application/json")
+        mocked.post(
+            "http://env.test/v1/chat/completions", body=CHAT_BODY, content_type="application/json"
+        )
         async with Client(env=env) as client:
             await client.chat("openai/m", MSGS)
         ((_, _, kwargs),) = sent_requests(mocked)
@@ -183,8 +199,9 @@ async def test_errors_with_the_real_status(
 
 
 async def test_wrong_key_is_an_authentication_error(emu: Emulator) -> None:
-    async with Client(providers={"openai": {"base_url": f"{emu.url}/v1", "api_key": "sk-wrong"}},
-                      env={}) as client:
+    async with Client(
+        providers={"openai": {"base_url": f"{emu.url}/v1", "api_key": "sk-wrong"}}, env={}
+    ) as client:
         with pytest.raises(aiollm.AuthenticationError) as info:
             await client.stream("openai/m", MSGS).final()
     assert "sk-wrong" not in str(info.value) and info.value.status == 401
@@ -206,7 +223,9 @@ async def test_embed_end_to_end_keeps_input_order(client: Client) -> None:
 
 
 async def test_embeddings_error(emu: Emulator, client: Client) -> None:
-    emu.script("openai", Fault("error", status=400, code="invalid_input", message="bad input",
-                               route="embeddings"))
+    emu.script(
+        "openai",
+        Fault("error", status=400, code="invalid_input", message="bad input", route="embeddings"),
+    )
     with pytest.raises(aiollm.InvalidRequestError, match="bad input"):
         await client.embed("openai/e", "x")

@@ -169,7 +169,9 @@ async def test_error_before_any_event_is_raised_as_is(emu: Emulator, client: Cli
     assert emu.stats.requests["openai.chat"] == 1  # 4xx is not retried
 
 
-async def test_reset_mid_stream_is_stream_interrupted_with_partial(emu: Emulator, client: Client) -> None:
+async def test_reset_mid_stream_is_stream_interrupted_with_partial(
+    emu: Emulator, client: Client
+) -> None:
     emu.script("openai", Fault("reset", after_tokens=5))
     seen: list[str] = []
     with pytest.raises(aiollm.StreamInterrupted) as info:

@@ -154,8 +154,10 @@ def _run_block(run: RunSummary) -> list[str]:
     if run.goodput_slos:
         slos = ", ".join(f"{k} <= {v:g} ms" for k, v in run.goodput_slos.items())
         lines.append(f"  goodput {f['request_goodput']:,.2f} req/s ({slos})")
-    head = "  " + f"{'ms':<6}" + "".join(
-        f"{h:>10}" for h in ("mean", "median", *(f"p{q}" for q in PERCENTILES))
+    head = (
+        "  "
+        + f"{'ms':<6}"
+        + "".join(f"{h:>10}" for h in ("mean", "median", *(f"p{q}" for q in PERCENTILES)))
     )
     lines.append(head)
     for m in METRICS:
@@ -190,7 +192,17 @@ def _run_block(run: RunSummary) -> list[str]:
 
 def _comparison(runs: Sequence[RunSummary]) -> list[str]:
     width = max(len(r.label) for r in runs)
-    cols = ("ok", "fail", "req/s", "tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p50", "E2EL p50")
+    cols = (
+        "ok",
+        "fail",
+        "req/s",
+        "tok/s",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "ITL p50",
+        "E2EL p50",
+    )
     goodput = any(r.goodput_slos for r in runs)
     head = f"{'model @ load':<{width}}" + "".join(f"{c:>10}" for c in cols)
     if goodput:

@@ -51,8 +51,8 @@ def _messages_of(value: Any, where: str) -> Messages:
                 raise ConfigurationError(f"{where}: every message needs a 'role' and a 'content'")
         return [dict(m) for m in value]
     raise ConfigurationError(
-        f"{where}: expected a list of messages, {{\"messages\": [...]}}, "
-        f"{{\"prompt\": \"...\"}} or a string"
+        f'{where}: expected a list of messages, {{"messages": [...]}}, '
+        f'{{"prompt": "..."}} or a string'
     )
 
 

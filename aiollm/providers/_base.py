@@ -292,4 +292,3 @@ class Provider(ABC):
     @abstractmethod
     def new_codec(self, call: Call) -> Codec:
         """A fresh codec for one response to ``call``."""
-

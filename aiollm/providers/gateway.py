@@ -364,7 +364,11 @@ class GatewayCodec(OpenAICodec):
             name = GATEWAY_ERRORS[STREAM_REFUSED][0]
             if name not in exc.message:
                 exc.message = f"{exc.message} ({name})"
-            if self.call.stream and self._on_stream_refused is not None and self._on_stream_refused():
+            if (
+                self.call.stream
+                and self._on_stream_refused is not None
+                and self._on_stream_refused()
+            ):
                 exc.retryable = True
                 exc.message += ": the gateway does not stream; retrying without streaming"
             else:

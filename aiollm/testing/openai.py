@@ -171,7 +171,12 @@ def register(emu: Emulator, app: web.Application) -> None:
                 yield chunk(cid, model, token, None)
             yield chunk(cid, model, None, finish)
             if include_usage:
-                final = {"id": cid, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                final = {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "choices": [],
+                    "usage": usage,
+                }
                 yield b"data: " + json.dumps(final).encode() + b"\n\n"
             if state["send_done"]:
                 yield b"data: [DONE]\n\n"
