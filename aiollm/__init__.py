@@ -27,20 +27,34 @@ from .errors import (
     QuotaExceededError,
     RateLimitError,
     ServerError,
+    StreamingRefusedError,
     StreamInterrupted,
     TimeoutError,
     TransportError,
     UnsupportedOperationError,
 )
-from .events import Completion, Embeddings, Event, Finish, SafetyNotice, TextDelta, Usage
+from .events import (
+    Accumulator,
+    Completion,
+    Embeddings,
+    Event,
+    Finish,
+    ResponseInfo,
+    SafetyNotice,
+    TextDelta,
+    Usage,
+    fold,
+)
 from .limits import Limits, RetryPolicy
-from .stream import Stream
+from .providers import split_model
+from .stream import State, Stream
 from .transport import Timeout
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "Accumulator",
     "AiollmError",
     "AuthenticationError",
     "Client",
@@ -58,11 +72,14 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "ResponseInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
+    "State",
     "Stream",
     "StreamInterrupted",
+    "StreamingRefusedError",
     "TextDelta",
     "Timeout",
     "TimeoutError",
@@ -70,4 +87,6 @@ __all__ = [
     "UnsupportedOperationError",
     "Usage",
     "fanout",
+    "fold",
+    "split_model",
 ]

@@ -1,45 +1,59 @@
-"""``Stream``: transport → framing → codec → one async iterator of uniform events.
+"""``Stream``: one call's attempts driven over the transport, its events as one async iterator.
 
 Use it as ``async with client.stream(...) as s: async for ev in s`` (the response is closed
 when the block exits), or as a plain ``async for ev in client.stream(...)`` (closed when the
-loop ends or fails, or — after ``break`` — when the stream object is dropped: asyncio finalizes
-the abandoned loop's iterator at its next turn, and the stream goes with it). Cancelling the
+loop ends or fails, or — after ``break`` — when the stream object is dropped). Cancelling the
 task, a timeout and an error close the response immediately.
 
-Retries happen inside the stream and only while nothing has reached the caller: a token
-rejected by the service is refreshed once, and retryable errors follow the client's
-:class:`~aiollm.RetryPolicy`. Once an event was delivered, a failure ends the stream with
-:class:`~aiollm.StreamInterrupted` carrying the partial :class:`~aiollm.Completion`, with the
-original error as ``__cause__`` and ``.error``.
+Each attempt: acquire the limiter's slot, get a credential, build the request, open it, and
+feed the body to the provider's sans-IO :class:`~aiollm.providers.ResponseDecoder`. One retry
+loop (:meth:`Stream._failed`) decides, only while nothing has reached the caller: a token the
+service rejected is refreshed once, other retryable errors follow the client's
+:class:`~aiollm.RetryPolicy`, and a rate limit cools the provider down. Once an event was
+delivered, a failure ends the stream with :class:`~aiollm.StreamInterrupted` carrying the
+partial :class:`~aiollm.Completion` (the original error is ``__cause__`` and ``.error``).
+
+:attr:`Stream.partial` is the completion of what has arrived so far, at any time: after
+``break``, after leaving ``async with`` early, or after a failure.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .errors import (
-    AiollmError,
-    AuthenticationError,
-    ProtocolError,
-    RateLimitError,
-    StreamInterrupted,
-)
-from .events import Completion, Event, Finish, SafetyNotice, TextDelta, Usage
-from .framing import BodyKind, JSONFramer, SSEDecoder, sniff_body
-from .transport import MAX_ERROR_BODY, Response, Timeout
+from .errors import AiollmError, AuthenticationError, RateLimitError, StreamInterrupted
+from .events import Completion, Event, ResponseInfo, TextDelta, Usage, fold
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .auth import TokenSource
     from .limits import Lease, ProviderLimiter, RetryPolicy
-    from .providers._base import Call, Codec, Provider
+    from .providers import Prepared, Provider, ResponseDecoder
+    from .transport import Response, Timeout, Transport
 
-__all__ = ["Stream"]
+__all__ = ["State", "Stream"]
 
 log = logging.getLogger("aiollm.stream")
+
+
+class State(enum.Enum):
+    """Where a :class:`Stream` is in its life."""
+
+    NEW = "new"
+    """No response is open: the next attempt is still to be sent."""
+    OPEN = "open"
+    """A response is being read."""
+    FINISHED = "finished"
+    """The exchange ended normally; :attr:`Stream.completion` is ready."""
+    FAILED = "failed"
+    """The exchange ended with an error (raised to the caller)."""
+    CLOSED = "closed"
+    """The caller closed the stream before it finished (:attr:`Stream.partial` has what came)."""
 
 
 class Stream:
@@ -47,40 +61,38 @@ class Stream:
 
     def __init__(
         self,
-        client: Client,
+        transport: Transport,
         provider: Provider,
-        call: Call,
+        prepared: Prepared,
         *,
+        auth: TokenSource,
         timeout: Timeout,
         extra_headers: Mapping[str, str] | None,
         retry: RetryPolicy,
         limiter: ProviderLimiter,
     ) -> None:
-        self._client = client
+        self._transport = transport
         self._provider = provider
-        self._call = call
+        self._prepared = prepared
+        self._auth = auth
         self._timeout = timeout
         self._extra_headers = extra_headers
         self._retry = retry
         self._limiter = limiter
+        self.state = State.NEW
         self._lease: Lease | None = None
         self._resp: Response | None = None
-        self._codec: Codec | None = None
+        self._decoder: ResponseDecoder | None = None
         self._credential: str | None = None
-        self._framer: SSEDecoder | JSONFramer | None = None
-        self._other: bytearray | None = None
-        """The body so far, when it is neither an event stream nor JSON (an error page)."""
-        self._pending: Iterator[Event] = iter(())
-        self._error: BaseException | None = None
-        self._delivered = False
-        self._finished = False
-        self._closed = False
-        self._auth_refreshed = False
-        self._attempt = 0
+        self._previous: AiollmError | None = None
+        self._error: AiollmError | None = None
+        self._refreshed = False
+        self._retries = 0
         self._slept = 0.0
+        self._pending: Iterator[Event] = iter(())
         self._batches: list[list[Event]] = []
-        """Every event delivered, as decoded (the completion is built from them when asked)."""
-        self._completion: Completion | None = None
+        """Every event delivered, as decoded (folded into the completion when asked)."""
+        self._delivered = False
         self.attempts = 0
         """How many HTTP requests this stream has sent (retries included)."""
 
@@ -93,20 +105,27 @@ class Stream:
     @property
     def model(self) -> str:
         """The model (the part of the model string after ``provider/``)."""
-        return self._call.model
+        return self._prepared.call.model
 
     @property
     def completion(self) -> Completion:
-        """The aggregated result, once the stream has ended (see :meth:`final`)."""
-        if self._completion is None:
-            if not self._finished:
-                raise AiollmError(
-                    "the stream has not finished: iterate it to the end or use "
-                    "`await stream.final()`",
-                    provider=self.provider,
-                )
-            self._completion = self._build_completion()
-        return self._completion
+        """The aggregated result, once the stream has finished (see :meth:`final`)."""
+        if self.state is not State.FINISHED:
+            raise AiollmError(
+                f"the stream has not finished ({self.state.value}): iterate it to the end or "
+                "use `await stream.final()`; `stream.partial` has what arrived",
+                provider=self.provider,
+            )
+        return self.partial
+
+    @property
+    def partial(self) -> Completion:
+        """The completion of the events that have arrived so far (all of them once finished)."""
+        events: Iterator[Event] = chain.from_iterable(self._batches)
+        decoder = self._decoder
+        if decoder is not None and self.state is not State.FINISHED:
+            events = chain(events, decoder.abort())  # e.g. a running usage total
+        return fold(events, provider=self.provider, model=self.model)
 
     async def final(self) -> Completion:
         """Consume the rest of the stream and return the aggregated :class:`Completion`."""
@@ -122,9 +141,9 @@ class Stream:
 
     async def __aenter__(self) -> Stream:
         try:
-            await self._ensure_open()
+            await self._advance(open_only=True)
         except BaseException:
-            await self.aclose()
+            self._close(State.CLOSED)
             raise
         return self
 
@@ -139,281 +158,157 @@ class Stream:
         while True:
             for event in self._pending:
                 yield event
-            try:
-                event = await self._next_slow()
-            except StopAsyncIteration:
+            if not await self._advance():
                 return
-            yield event
 
     async def __anext__(self) -> Event:
-        for event in self._pending:  # the hot path: events already decoded
+        for event in self._pending:
             return event
-        return await self._next_slow()
-
-    async def _next_slow(self) -> Event:
-        while True:
+        while await self._advance():
             for event in self._pending:
                 return event
-            if self._error is not None:
-                self._raise_error()
-            if self._finished:
-                self._close_now()
-                raise StopAsyncIteration
-            if self._closed:
-                raise AiollmError(
-                    "the stream was closed before it finished", provider=self.provider
-                )
-            try:
-                await self._step()
-            except AiollmError as exc:
-                await self._failed(exc)
-            except BaseException:
-                # Cancellation or an unexpected bug: never leave the response open.
-                self._close_now()
-                raise
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         """Close the response and release the connection and the concurrency slot."""
-        self._close_now()
+        self._close(State.CLOSED)
 
     def __del__(self) -> None:
         # A plain `async for` that breaks drops the stream: close the socket then.
-        if not getattr(self, "_closed", True):
-            self._close_now()
+        if getattr(self, "_resp", None) is not None or getattr(self, "_lease", None) is not None:
+            self._close(State.CLOSED)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "finished" if self._finished else "open"
-        return f"<Stream {self.provider}/{self.model} {state}>"
+        return f"<Stream {self.provider}/{self.model} {self.state.value}>"
 
-    # -- internals ------------------------------------------------------------------------
-    def _close_now(self) -> None:
-        if self._resp is not None:
-            self._resp.close()
-            self._resp = None
-        if self._lease is not None:
-            self._lease.release()
-            self._lease = None
-        self._closed = True
-
-    async def _ensure_open(self) -> None:
-        if self._resp is not None or self._finished:
-            return
+    # -- the driver ---------------------------------------------------------------------
+    async def _advance(self, *, open_only: bool = False) -> bool:
+        """Queue the next events (True), or False once the stream is over; raise its error."""
         while True:
-            try:
-                await self._open()
-                return
-            except AiollmError as exc:
-                await self._failed(exc)
-                if self._error is not None:
-                    self._raise_error()
+            state = self.state
+            if state is State.OPEN:
+                if open_only:
+                    return True
+                resp, decoder = self._resp, self._decoder
+                assert resp is not None and decoder is not None
+                try:
+                    chunk = await resp.next_chunk()
+                    events = decoder.feed(chunk) if chunk else decoder.end()
+                except AiollmError as exc:
+                    await self._failed(exc)
+                    continue
+                except BaseException:
+                    self._close(State.CLOSED)  # cancelled, or a bug: never leave it open
+                    raise
+                if decoder.error is not None and not self._deliver(events):
+                    await self._failed(decoder.error)
+                    continue
+                if decoder.error is not None:
+                    self._fail(decoder.error)  # raised after these events
+                elif decoder.finished or not chunk:
+                    self._finish()
+                if events:
+                    return True
+            elif state is State.NEW:
+                try:
+                    await self._open()
+                except AiollmError as exc:
+                    await self._failed(exc)
+                except BaseException:
+                    self._close(State.CLOSED)
+                    raise
+            elif state is State.FINISHED:
+                return False
+            elif state is State.FAILED:
+                self._raise()
+            else:
+                raise AiollmError(
+                    "the stream was closed before it finished; `stream.partial` has what arrived",
+                    provider=self.provider,
+                )
 
     async def _open(self) -> None:
-        if self._closed:
-            raise AiollmError("the stream is closed", provider=self.provider)
+        """One attempt: slot, credential, request, response head, decoder."""
         provider = self._provider
         if self._lease is None:
             self._lease = await self._limiter.acquire()
         elif self.attempts:
             await self._limiter.pace()
-        transport = self._client._transport
         self._credential = None
-        credential = await provider.auth.get(transport)
-        request = provider.build_request(self._call, credential)
+        credential = await self._auth.get(self._transport)
+        request = provider.build_request(self._prepared, credential, previous=self._previous)
+        # The request is about to be sent: the service may now reject the credential.
         self.attempts += 1
-        self._credential = credential  # sent: the service may now reject it
-        resp = await transport.open(
+        self._credential = credential
+        resp = await self._transport.open(
             request,
             timeout=self._timeout,
             provider=provider.name,
             extra_headers=self._extra_headers,
         )
-        codec = self._codec = provider.new_codec(self._call)
-        codec.on_response(resp.status, resp.headers)
-        if resp.status >= 300:
-            try:
-                body = await resp.read(MAX_ERROR_BODY)
-            finally:
-                resp.close()
-            raise codec.http_error(resp.status, resp.headers, body)
+        # The response head arrived: the provider builds this response's decoder from it.
         self._resp = resp
-        self._framer = None
-        self._other = None
+        self._decoder = provider.decoder(self._prepared, resp.status, resp.headers)
+        self.state = State.OPEN
 
-    async def _step(self) -> None:
-        """Read one chunk and queue the events it completes."""
-        if self._resp is None:
-            await self._open()
-        resp = self._resp
-        codec = self._codec
-        assert resp is not None and codec is not None
-        chunk = await resp.next_chunk()
-        framer = self._framer
-        if framer is None and self._other is None:
-            kind = sniff_body(resp.content_type, chunk[:64])
-            if kind is BodyKind.SSE:
-                framer = self._framer = SSEDecoder(
-                    data_line_events=self._provider.sse_data_line_events,
-                    json_line_events=self._provider.sse_json_line_events,
-                    raw_data=True,
-                )
-            elif kind is BodyKind.JSON:
-                framer = self._framer = JSONFramer()
-            else:
-                self._other = bytearray()
-        out: list[Event] = []
-        ended = False
-        try:
-            if framer is None:
-                assert self._other is not None
-                if chunk:
-                    self._other += chunk
-                    if len(self._other) > MAX_ERROR_BODY:
-                        raise ProtocolError(
-                            f"unrecognised {resp.content_type or 'untyped'} body over "
-                            f"{MAX_ERROR_BODY} bytes",
-                            provider=self.provider,
-                        )
-                    return
-                out += codec.on_other(bytes(self._other), resp.content_type)
-            else:
-                if isinstance(framer, SSEDecoder):
-                    codec.on_sse_batch(framer.feed_raw(chunk) if chunk else framer.close(), out)
-                else:
-                    on_json = codec.on_json
-                    for doc in framer.feed(chunk) if chunk else framer.close():
-                        out += on_json(doc)
-                        if codec.done:
-                            break
-                if chunk and not codec.done:
-                    self._deliver(out)
-                    return
-            out += codec.on_end()
-            ended = True
-        except Exception as exc:
-            error = exc if isinstance(exc, AiollmError) else self._decode_failure(exc)
-            self._deliver(out)
-            if out:
-                # Deliver what decoded cleanly first, then raise.
-                self._error = error
-                self._close_now()
-                return
-            raise error from error.__cause__
-        self._deliver(out)
-        if ended:
-            self._finish_body()
-
-    def _decode_failure(self, exc: Exception) -> ProtocolError:
-        """A codec must only raise typed errors: never let a bare KeyError reach the caller."""
-        error = ProtocolError(
-            f"could not decode the response ({type(exc).__name__}: {exc})", provider=self.provider
-        )
-        error.__cause__ = exc
-        return error
-
-    def _deliver(self, events: list[Event]) -> None:
-        """Queue decoded events for the caller (and keep them for the completion)."""
-        if not events:
-            return
-        # They reach the caller before anything else can fail: no retry after this point.
-        self._delivered = True
-        self._pending = iter(events)
-        self._batches.append(events)
-
-    def _last(self, kind: type[Usage] | type[Finish] | type[SafetyNotice]) -> Event | None:
-        """The last delivered event of type ``kind`` (found from the end: they come last)."""
-        for events in reversed(self._batches):
-            for event in reversed(events):
-                if type(event) is kind:
-                    return event
-        return None
-
-    def _finish_body(self) -> None:
-        self._finished = True
-        if self._resp is not None:
-            self._resp.finish()  # it gives the connection back itself
-            self._resp = None
-        usage = self._last(Usage)
-        if isinstance(usage, Usage):
-            self._limiter.settle_tokens(usage.total_tokens)
-        self._limiter.succeeded()
-
-    def _build_completion(self) -> Completion:
-        codec = self._codec
-        texts: list[str] = []
-        usage: Usage | None = None
-        finish: Finish | None = None
-        safety: SafetyNotice | None = None
-        for events in self._batches:
-            for event in events:
-                if type(event) is TextDelta:
-                    texts.append(event.text)
-                elif isinstance(event, Usage):
-                    usage = event
-                elif isinstance(event, Finish):
-                    finish = event
-                elif isinstance(event, SafetyNotice):
-                    safety = event
-        if usage is None and codec is not None:
-            usage = codec.partial_usage()
-        return Completion(
-            text="".join(texts),
-            finish_reason=finish.reason if finish is not None else None,
-            usage=usage,
-            request_id=codec.request_id if codec else None,
-            provider=self._provider.name,
-            model=self._call.model,
-            safety=safety,
-            extra=dict(codec.extra) if codec else {},
-        )
-
-    def _reset_attempt(self) -> None:
-        if self._resp is not None:
-            self._resp.close()
-            self._resp = None
-        self._codec = None
-        self._framer = None
-        self._other = None
-        self._pending = iter(())
-        self._batches = []
+    def _deliver(self, events: list[Event]) -> bool:
+        """Queue events for the caller; True once anything but response facts reached it."""
+        if events:
+            self._pending = iter(events)
+            self._batches.append(events)
+            if not self._delivered:
+                self._delivered = any(type(event) is not ResponseInfo for event in events)
+        return self._delivered
 
     async def _failed(self, exc: AiollmError) -> None:
-        """Retry if nothing reached the caller and the error allows it; else record it."""
+        """The one retry loop: try again if nothing reached the caller and ``exc`` allows it."""
+        self._drop_response()
         if isinstance(exc, RateLimitError):
             self._limiter.throttled(exc.retry_after)
-        if not self._delivered and not self._closed:
-            # Refresh once when the service rejected a token we sent; a failure to obtain
-            # a token in the first place (bad AK/SK) cannot be helped by fetching again.
+        if not self._delivered and self.state is not State.CLOSED:
             rejected = self._credential if isinstance(exc, AuthenticationError) else None
-            auth = self._provider.auth
-            if rejected is not None and auth.refreshable and not self._auth_refreshed:
-                self._auth_refreshed = True
-                auth.invalidate(rejected)
+            if rejected is not None and self._auth.refreshable and not self._refreshed:
+                # Refresh once when the service rejected a token we sent; a failure to get
+                # one in the first place (bad AK/SK) cannot be helped by fetching again.
+                self._refreshed = True
+                self._auth.invalidate(rejected)
                 log.debug("%s: token rejected, refreshing once", self.provider)
-                self._reset_attempt()
+                self._retry_with(exc)
                 return
-            self._attempt += 1
-            delay = self._retry.delay(exc, self._attempt, self._slept)
+            self._retries += 1
+            delay = self._retry.delay(exc, self._retries, self._slept)
             if delay is not None:
+                # The attempt failed and will be retried.
                 log.debug(
                     "%s: attempt %d failed (%s); retrying in %.2fs",
                     self.provider,
-                    self._attempt,
+                    self._retries,
                     exc,
                     delay,
                 )
-                self._reset_attempt()
+                self._retry_with(exc)
                 self._slept += delay
-                if not isinstance(exc, RateLimitError):
+                if not isinstance(exc, RateLimitError):  # the limiter's cool-down waits
                     await anyio.sleep(delay)
                 return
-        self._error = exc
-        self._close_now()
+        self._fail(exc)
 
-    def _raise_error(self) -> None:
+    def _retry_with(self, exc: AiollmError) -> None:
+        self._previous = exc
+        self._decoder = None
+        self._pending = iter(())
+        self._batches = []
+        self.state = State.NEW
+
+    def _fail(self, exc: AiollmError) -> None:
+        self._error = exc
+        self._close(State.FAILED)
+
+    def _raise(self) -> None:
         exc = self._error
         assert exc is not None
         if self._delivered and not isinstance(exc, StreamInterrupted):
-            partial = self._build_completion()
+            partial = self.partial
             raise StreamInterrupted(
                 f"the stream broke off after {len(partial.text)} characters: {exc}",
                 partial=partial,
@@ -421,3 +316,34 @@ class Stream:
                 provider=self.provider,
             ) from exc
         raise exc
+
+    def _finish(self) -> None:
+        """The exchange is over: the connection goes back, the limiter settles."""
+        self.state = State.FINISHED
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp.finish()  # it gives the connection back itself
+        usage = next(
+            (e for batch in reversed(self._batches) for e in reversed(batch) if type(e) is Usage),
+            None,
+        )
+        if isinstance(usage, Usage):
+            self._limiter.settle_tokens(usage.total_tokens)
+        self._limiter.succeeded()
+        self._release()
+
+    def _drop_response(self) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp.close()
+
+    def _release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+    def _close(self, state: State) -> None:
+        self._drop_response()
+        self._release()
+        if self.state is State.NEW or self.state is State.OPEN:
+            self.state = state

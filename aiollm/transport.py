@@ -26,7 +26,7 @@ import anyio
 
 from ._redact import redact_text
 from .errors import ProtocolError, TimeoutError, TransportError
-from .providers._base import HTTPRequest
+from .request import HTTPRequest
 
 __all__ = ["Response", "Timeout", "Transport"]
 

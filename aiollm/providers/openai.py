@@ -1,13 +1,15 @@
-"""Any OpenAI-compatible server (``openai/<model>``), and the OpenAI wire codec.
+"""Any OpenAI-compatible server (``openai/<model>``), and the OpenAI wire decoder.
 
 Settings: ``base_url`` (``OPENAI_BASE_URL``, includes ``/v1``; default
 ``https://api.openai.com/v1``) and ``api_key`` (``OPENAI_API_KEY``; required for the default
 base URL, optional for a custom server). Streams are real SSE ``chat.completion.chunk``s;
 usage is asked for with ``stream_options.include_usage``; ``[DONE]`` ends the stream, and a
-body that ends after a ``finish_reason`` without ``[DONE]`` is a normal end too.
+body that ends after a ``finish_reason`` without ``[DONE]`` is a normal end too. The
+:class:`~aiollm.Finish` of a stream is held until ``[DONE]`` (or the end of the body), so
+the usage chunk that follows the finish chunk comes before it.
 
-The codec (:class:`OpenAICodec`) is shared with the gateway provider, which speaks the same
-wire format behind a different URL scheme, token and error codes.
+The decoder (:class:`OpenAIDecoder`) is shared with the gateway provider, which speaks the
+same wire format behind a different URL scheme, token and error codes.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any, ClassVar
 import msgspec
 
 from .._redact import redact_text
-from ..auth import StaticToken
 from ..errors import (
+    AiollmError,
     APIError,
     AuthenticationError,
     ContentFilterError,
@@ -35,29 +37,32 @@ from ..errors import (
     QuotaExceededError,
     RateLimitError,
     ServerError,
+    error_for_status,
+    status_class,
 )
-from ..events import Embeddings, Event, Finish, TextDelta, Usage
-from ..framing import ServerSentEvent, SSEItem, as_event
+from ..events import Embeddings, Event, Finish, ResponseInfo, TextDelta, Usage
+from ..framing import SSEItem
+from ..request import TokenEndpoint
 from ._base import (
     Call,
-    Codec,
     HTTPRequest,
+    Prepared,
     Provider,
-    TokenSourceLike,
-    error_for_status,
-    json_body,
+    ResponseDecoder,
+    data_of,
+    header,
     parse_retry_after,
 )
 
-__all__ = ["DEFAULT_BASE_URL", "OpenAICodec", "OpenAIProvider", "WireError", "WireResponse"]
+__all__ = ["DEFAULT_BASE_URL", "OpenAIDecoder", "OpenAIProvider", "WireError", "WireResponse"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 ErrorCode = str | int | None
 
 
-# -- wire structs (only the fields we read) ---------------------------------------------------
-class WireUsage(msgspec.Struct):
+# -- wire structs: one view per frame type, only the fields read ------------------------------
+class WireUsage(msgspec.Struct, gc=False):
     """``usage`` of a response or of the final chunk."""
 
     prompt_tokens: int | None = None
@@ -69,7 +74,7 @@ class WireUsage(msgspec.Struct):
         return Usage(self.prompt_tokens, self.completion_tokens, self.total_tokens)
 
 
-class WireError(msgspec.Struct):
+class WireError(msgspec.Struct, gc=False):
     """The ``error`` object of an OpenAI-style error body."""
 
     message: str | None = None
@@ -77,11 +82,11 @@ class WireError(msgspec.Struct):
     type: str | None = None
 
 
-class _Delta(msgspec.Struct):
+class _Delta(msgspec.Struct, gc=False):
     content: str | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     index: int = 0
     delta: _Delta | None = None
     message: _Delta | None = None
@@ -89,8 +94,8 @@ class _Choice(msgspec.Struct):
     finish_reason: str | None = None
 
 
-class WireResponse(msgspec.Struct):
-    """A chat/completions response, a streamed chunk, or an error body of any common shape."""
+class WireResponse(msgspec.Struct, gc=False):
+    """A streamed chunk, a whole response, or an error body of any common shape."""
 
     id: str | None = None
     object: str | None = None
@@ -104,7 +109,7 @@ class WireResponse(msgspec.Struct):
     msg: str | None = None
     message: str | None = None
     type: str | None = None
-    detail: Any = None
+    detail: msgspec.Raw | None = None
 
 
 class _EmbeddingItem(msgspec.Struct):
@@ -120,32 +125,13 @@ class WireEmbeddings(msgspec.Struct):
     usage: WireUsage | None = None
 
 
-class _TextDelta(msgspec.Struct, gc=False):
-    content: str | None = None
-
-
-class _TextChoice(msgspec.Struct, gc=False):
-    index: int = 0
-    delta: _TextDelta | None = None
-    text: str | None = None
-    finish_reason: str | None = None
-
-
-class _TextChunk(msgspec.Struct, gc=False):
-    """What a streamed chunk must show to be a plain text chunk (the common frame)."""
-
-    choices: list[_TextChoice] | None = None
-    usage: WireUsage | None = None
-    error: WireError | str | None = None
-
-
 _decode_response = msgspec.json.Decoder(WireResponse).decode
-_decode_text_chunk = msgspec.json.Decoder(_TextChunk).decode
 _decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
 
 _SUCCESS_CODES: frozenset[object] = frozenset({0, 200, "", "0", "200"})
 _INT_CODE = re.compile(r"-?\d+")
 _CONTEXT_WORDS = re.compile(r"(?i)context[ _-]?(length|window)|maximum context|prompt is too long")
+_DONE = b"[DONE]"
 
 
 def normalize_code(code: ErrorCode) -> ErrorCode:
@@ -157,26 +143,18 @@ def normalize_code(code: ErrorCode) -> ErrorCode:
     return code
 
 
-def status_class(status: int) -> type[APIError]:
-    """The error class the generic HTTP status mapping gives ``status``."""
-    if status == 401:
-        return AuthenticationError
-    if status == 403:
-        return PermissionDeniedError
-    if status == 404:
-        return NotFoundError
-    if status == 429:
-        return RateLimitError
-    if status == 408 or status >= 500:
-        return ServerError
-    if 400 <= status < 500:
-        return InvalidRequestError
-    return APIError
+def is_error(wire: WireResponse) -> bool:
+    """Whether a decoded body is an error rather than a result."""
+    if wire.error is not None or wire.object == "error":
+        return True
+    if wire.choices is not None:
+        return False
+    return (wire.code is not None and wire.code not in _SUCCESS_CODES) or (wire.detail is not None)
 
 
 def retry_after_of(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms`` (OpenAI) or ``Retry-After`` in seconds, or None."""
-    millis = headers.get("retry-after-ms") or headers.get("Retry-After-Ms")
+    millis = header(headers, "retry-after-ms")
     if millis:
         try:
             return max(0.0, float(millis) / 1000.0)
@@ -230,12 +208,18 @@ def _first_choice(choices: list[_Choice] | None) -> _Choice | None:
     return next((choice for choice in choices if choice.index == 0), None)
 
 
-def _detail_text(detail: Any) -> str | None:
+def _detail_text(detail: msgspec.Raw | None) -> str | None:
     if detail is None:
         return None
-    if isinstance(detail, str):
-        return detail
-    return msgspec.json.encode(detail).decode()[:300]
+    try:
+        value = msgspec.json.decode(detail)
+    except msgspec.DecodeError:
+        return bytes(detail).decode("utf-8", "replace")[:300]
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()[:300]
 
 
 def _base64_floats(data: str) -> list[float]:
@@ -249,28 +233,111 @@ def _base64_floats(data: str) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
-class OpenAICodec(Codec):
+class OpenAIDecoder(ResponseDecoder):
     """Decodes OpenAI-format bodies: chunks, whole responses, embeddings and errors.
 
-    Hooks for codecs of the same wire format: :meth:`error_class` (how an error body is
-    classified) and :meth:`clean_message` (what an error message may show).
+    Every frame is decoded once into :class:`WireResponse`, whichever frame it is. Hooks for
+    decoders of the same wire format: :meth:`error_class` (how an error body is classified)
+    and :meth:`clean_message` (what an error message may show).
     """
 
     provider: ClassVar[str] = "openai"
 
-    def __init__(self, call: Call) -> None:
-        super().__init__(call)
-        self.finished = False
-        """True once a ``finish_reason`` (or a whole, non-chunk response) arrived."""
-        self._warm = False  # a first frame went through on_frame
+    def __init__(self, call: Call, status: int, headers: Mapping[str, str]) -> None:
+        super().__init__(call, status, headers)
+        self.request_id = header(headers, "x-request-id") or None
+        self._reason: str | None = None
+        self._finishing = False  # a finish_reason (or a whole response) arrived
+        self._seen = False  # a first frame arrived (its ResponseInfo went out)
 
-    def on_response(self, status: int, headers: Mapping[str, str]) -> None:
-        """Take the ``x-request-id`` header as the request id (else the body's ``id`` is used)."""
-        request_id = headers.get("x-request-id")
-        if request_id:
-            self.request_id = request_id
+    # -- frames --------------------------------------------------------------------------
+    def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
+        append = out.append
+        for item in items:
+            if type(item) is bytes:
+                data: bytes = item
+                kind = "message"
+            else:
+                data = data_of(item)
+                kind = item.event  # type: ignore[union-attr]
+            if data == _DONE:
+                self._end_stream(out)
+                return
+            if not data:
+                continue
+            try:
+                wire = _decode_response(data)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                wire = self._undecodable(data, kind)
+            if is_error(wire):
+                raise self.error_from(wire, self.status, {})
+            if not self._seen:
+                self._first(wire, out)
+            choices = wire.choices
+            if choices:
+                choice = choices[0] if choices[0].index == 0 else _first_choice(choices)
+                if choice is not None:
+                    delta = choice.delta or choice.message
+                    text = delta.content if delta is not None else choice.text
+                    if text:
+                        append(TextDelta(text))
+                    if choice.finish_reason is not None and not self._finishing:
+                        self._finishing = True
+                        self._reason = choice.finish_reason
+            if wire.usage is not None:
+                append(wire.usage.event())
 
-    # -- decoding ----------------------------------------------------------------------------
+    def document(self, document: bytes, out: list[Event]) -> None:
+        if self.call.op == "embed":
+            self._embeddings(document, out)
+            return
+        wire = self.decode(document)
+        if is_error(wire):
+            raise self.error_from(wire, self.status, {})
+        if wire.object == "chat.completion.chunk":
+            # A server that sends chunks as NDJSON rather than SSE.
+            self.frames([document], out)
+            return
+        if not wire.choices:
+            raise ProtocolError(
+                "the response has no choices (neither a result nor a known error shape)",
+                provider=self.provider,
+            )
+        if not self._seen:
+            self._first(wire, out)
+        choice = _first_choice(wire.choices)
+        reason: str | None = None
+        if choice is not None:
+            part = choice.message or choice.delta
+            text = part.content if part is not None else choice.text
+            if text:
+                out.append(TextDelta(text))
+            reason = choice.finish_reason
+        if wire.usage is not None:
+            out.append(wire.usage.event())
+        out.append(Finish(reason))
+        self.finished = True
+
+    def finish(self, out: list[Event]) -> None:
+        if self.call.op == "embed":
+            raise ProtocolError("the body ended with no embeddings", provider=self.provider)
+        if not self._finishing:
+            raise ProtocolError(
+                "the body ended before a finish_reason or [DONE]", provider=self.provider
+            )
+        out.append(Finish(self._reason))
+
+    def _end_stream(self, out: list[Event]) -> None:
+        out.append(Finish(self._reason))
+        self.finished = True
+
+    def _first(self, wire: WireResponse, out: list[Event]) -> None:
+        self._seen = True
+        if self.request_id is None and wire.id:
+            self.request_id = wire.id
+        if self.request_id is not None:
+            out.append(ResponseInfo(request_id=self.request_id))
+
     def decode(self, document: bytes | str) -> WireResponse:
         """One JSON document as a :class:`WireResponse` (ProtocolError if it is not one)."""
         try:
@@ -282,131 +349,25 @@ class OpenAICodec(Codec):
                 provider=self.provider,
             ) from None
 
-    def is_error(self, wire: WireResponse) -> bool:
-        """Whether a decoded body is an error rather than a result."""
-        if wire.error is not None or wire.object == "error":
-            return True
-        if wire.choices is not None:
-            return False
-        return (wire.code is not None and wire.code not in _SUCCESS_CODES) or (
-            wire.detail is not None
-        )
-
-    def events_of(self, wire: WireResponse, *, whole: bool = False) -> list[Event]:
-        """The events in one chunk (or, ``whole``, one complete response: usage before finish)."""
-        if wire.id and self.request_id is None:
-            self.request_id = wire.id
-        out: list[Event] = []
-        finish: str | None = None
-        choice = _first_choice(wire.choices)
-        if choice is not None:
-            part = choice.delta or choice.message
-            text = part.content if part is not None else choice.text
-            if text:
-                out.append(TextDelta(text))
-            finish = choice.finish_reason
-            if finish is not None and not whole:
-                out.append(Finish(finish))
-                self.finished = True
-        if wire.usage is not None:
-            out.append(wire.usage.event())
-        if whole:
-            out.append(Finish(finish))
-            self.finished = True
-        return out
-
-    def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
-        append = out.append
-        for event in events:
-            raw = event if type(event) is bytes else event.raw  # type: ignore[union-attr]
-            if self._warm and raw is not None and raw != b"[DONE]":
-                # The common frame, decoded with only the fields that tell it apart: text
-                # of choice 0 with no finish, usage or error. Any other goes to on_frame.
-                try:
-                    chunk = _decode_text_chunk(raw)
-                except msgspec.DecodeError:
-                    pass
-                else:
-                    choices = chunk.choices
-                    if choices and chunk.error is None and chunk.usage is None:
-                        choice = choices[0]
-                        delta = choice.delta
-                        if choice.index == 0 and choice.finish_reason is None:
-                            text = delta.content if delta is not None else choice.text
-                            if text:
-                                append(TextDelta(text))
-                                continue
-                            if delta is not None:
-                                continue
-            out += self.on_frame(as_event(event))
-            if self.done:
-                return
-
-    def on_frame(self, event: ServerSentEvent) -> list[Event]:
-        """One server-sent event, any kind (:meth:`on_sse_batch` takes plain text inline)."""
-        self._warm = True  # the first frame has set the request id
-        raw = event.raw
-        if raw is None:
-            data: bytes | str = event.data
-            if data == "[DONE]":
-                self.done = True
-                return []
-        else:
-            data = raw
-            if raw == b"[DONE]":
-                self.done = True
-                return []
+    def _undecodable(self, data: bytes, kind: str) -> WireResponse:
+        """A frame whose bytes did not decode: invalid UTF-8 reads as U+FFFD, else it is
+        malformed (an ``event: error`` frame with plain text is an error message)."""
+        text = data.decode("utf-8", "replace")
         try:
-            wire = _decode_response(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            retried = self._on_undecodable(event)
-            if retried is None:
-                return []
-            wire = retried
-        if self.is_error(wire):
-            raise self.error_from(wire, 200, {})
-        return self.events_of(wire)
-
-    def _on_undecodable(self, event: ServerSentEvent) -> WireResponse | None:
-        """Decode the text of a frame whose data did not decode; ``None`` if it is empty.
-
-        From undecoded bytes (``event.raw``) this is the retry that reads invalid UTF-8
-        as U+FFFD; otherwise it raises the error for a malformed frame.
-        """
-        data = event.text()
-        if not data:
-            return None
-        try:
-            return self.decode(data)
+            return self.decode(text)
         except ProtocolError:
-            if event.event == "error":
-                raise APIError(self.clean_message(data[:300]), provider=self.provider) from None
+            if kind == "error":
+                raise APIError(self.clean_message(text[:300]), provider=self.provider) from None
             raise
 
-    def on_json(self, document: bytes) -> list[Event]:
-        if self.call.op == "embed":
-            return self.on_embeddings(document)
-        wire = self.decode(document)
-        if self.is_error(wire):
-            raise self.error_from(wire, 200, {})
-        if wire.object == "chat.completion.chunk":
-            # A server that sends chunks as NDJSON rather than SSE.
-            return self.events_of(wire)
-        if not wire.choices:
-            raise ProtocolError(
-                "the response has no choices (neither a result nor a known error shape)",
-                provider=self.provider,
-            )
-        return self.events_of(wire, whole=True)
-
-    def on_embeddings(self, document: bytes) -> list[Event]:
-        """Decode an embeddings body into :attr:`embeddings` (input order restored)."""
+    def _embeddings(self, document: bytes, out: list[Event]) -> None:
+        """Decode an embeddings body (input order restored)."""
         try:
             wire = _decode_embeddings(document)
         except (msgspec.DecodeError, UnicodeDecodeError):
             other = self.decode(document)
-            if self.is_error(other):
-                raise self.error_from(other, 200, {}) from None
+            if is_error(other):
+                raise self.error_from(other, self.status, {}) from None
             raise ProtocolError(
                 "the embeddings response has no well-formed 'data' list", provider=self.provider
             ) from None
@@ -433,25 +394,16 @@ class OpenAICodec(Codec):
                     ) from None
             vectors.append(vector)
         usage = wire.usage.event() if wire.usage is not None else None
-        self.embeddings = Embeddings(
-            embeddings=vectors,
-            model=wire.model,
-            usage=usage,
-            provider=self.provider,
-            request_id=self.request_id,
-        )
-        return [usage] if usage is not None else []
-
-    def on_end(self) -> list[Event]:
-        if self.call.op == "embed":
-            if self.embeddings is None:
-                raise ProtocolError("the body ended with no embeddings", provider=self.provider)
-            return []
-        if not (self.done or self.finished):
-            raise ProtocolError(
-                "the body ended before a finish_reason or [DONE]", provider=self.provider
+        out.append(
+            Embeddings(
+                embeddings=vectors,
+                model=wire.model,
+                usage=usage,
+                provider=self.provider,
+                request_id=self.request_id,
             )
-        return []
+        )
+        self.finished = True
 
     # -- errors --------------------------------------------------------------------------------
     def clean_message(self, message: str) -> str:
@@ -496,23 +448,24 @@ class OpenAICodec(Codec):
             provider=self.provider,
             status=status,
             code=code,
-            request_id=wire.id or headers.get("x-request-id") or self.request_id,
+            request_id=wire.id or header(headers, "x-request-id") or self.request_id,
             retry_after=retry_after_of(headers),
         )
 
-    def http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
+    def http_error(self, body: bytes) -> APIError:
+        status, headers = self.status, self.headers
         try:
             wire = _decode_response(body)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             wire = None
-        if wire is not None and self.is_error(wire):
+        if wire is not None and is_error(wire):
             return self.error_from(wire, status, headers)
         snippet = self.clean_message(body[:300].decode("utf-8", "replace").strip())
         return error_for_status(
             status,
             snippet or f"HTTP {status}",
             provider=self.provider,
-            request_id=headers.get("x-request-id"),
+            request_id=header(headers, "x-request-id"),
             retry_after=retry_after_of(headers),
         )
 
@@ -522,17 +475,17 @@ class OpenAIProvider(Provider):
 
     name: ClassVar[str] = "openai"
     operations: ClassVar[frozenset[str]] = frozenset({"chat", "complete", "embed"})
-    codec_class: ClassVar[type[OpenAICodec]] = OpenAICodec
+    decoder_class: ClassVar[type[OpenAIDecoder]] = OpenAIDecoder
 
     @property
     def base_url(self) -> str:
         """The API base, including ``/v1``."""
         return str(self.setting("base_url", "OPENAI_BASE_URL", DEFAULT_BASE_URL)).rstrip("/")
 
-    def make_auth(self) -> TokenSourceLike:
+    def credential(self) -> str | TokenEndpoint:
         if self.base_url == DEFAULT_BASE_URL:
-            return StaticToken(self.require("api_key", "OPENAI_API_KEY"))
-        return StaticToken(str(self.setting("api_key", "OPENAI_API_KEY", "")))
+            return self.require("api_key", "OPENAI_API_KEY")
+        return str(self.setting("api_key", "OPENAI_API_KEY", ""))
 
     def check(self, call: Call) -> None:
         super().check(call)
@@ -545,8 +498,10 @@ class OpenAIProvider(Provider):
         elif call.op == "complete" and not isinstance(call.prompt, str):
             raise InvalidRequestError("prompt must be a string", provider=self.name)
 
-    def body(self, call: Call, *, stream: bool) -> dict[str, Any]:
+    def body(self, call: Call, *, stream: bool | None = None) -> dict[str, Any]:
         """The JSON body of ``call`` in the OpenAI format (``stream`` asks for SSE)."""
+        if stream is None:
+            stream = call.stream
         body: dict[str, Any] = {"model": call.model}
         if call.op == "chat":
             if call.messages is not None:
@@ -576,7 +531,10 @@ class OpenAIProvider(Provider):
             call.op
         ]
 
-    def build_request(self, call: Call, credential: str) -> HTTPRequest:
+    def build_request(
+        self, prepared: Prepared, credential: str, *, previous: AiollmError | None = None
+    ) -> HTTPRequest:
+        call = prepared.call
         headers = {"Content-Type": "application/json"}
         if call.stream:
             headers["Accept"] = "text/event-stream"
@@ -586,9 +544,11 @@ class OpenAIProvider(Provider):
             "POST",
             self.base_url + self.path(call),
             headers=headers,
-            body=json_body(self.body(call, stream=call.stream)),
+            body=prepared.body,
             secrets=(credential,) if credential else (),
         )
 
-    def new_codec(self, call: Call) -> Codec:
-        return self.codec_class(call)
+    def decoder(
+        self, prepared: Prepared, status: int, headers: Mapping[str, str]
+    ) -> ResponseDecoder:
+        return self.decoder_class(prepared.call, status, headers)
