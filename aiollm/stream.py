@@ -84,7 +84,6 @@ class Stream:
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
         self._credential: str | None = None
-        self._previous: AiollmError | None = None
         self._error: AiollmError | None = None
         self._refreshed = False
         self._retries = 0
@@ -93,6 +92,7 @@ class Stream:
         self._batches: list[list[Event]] = []
         """Every event delivered, as decoded (folded into the completion when asked)."""
         self._delivered = False
+        self._completion: Completion | None = None
         self.attempts = 0
         """How many HTTP requests this stream has sent (retries included)."""
 
@@ -116,7 +116,9 @@ class Stream:
                 "use `await stream.final()`; `stream.partial` has what arrived",
                 provider=self.provider,
             )
-        return self.partial
+        if self._completion is None:
+            self._completion = self.partial
+        return self._completion
 
     @property
     def partial(self) -> Completion:
@@ -200,10 +202,11 @@ class Stream:
                 except BaseException:
                     self._close(State.CLOSED)  # cancelled, or a bug: never leave it open
                     raise
-                if decoder.error is not None and not self._deliver(events):
-                    await self._failed(decoder.error)
-                    continue
+                delivered = self._deliver(events)
                 if decoder.error is not None:
+                    if not delivered:
+                        await self._failed(decoder.error)
+                        continue
                     self._fail(decoder.error)  # raised after these events
                 elif decoder.finished or not chunk:
                     self._finish()
@@ -236,7 +239,7 @@ class Stream:
             await self._limiter.pace()
         self._credential = None
         credential = await self._auth.get(self._transport)
-        request = provider.build_request(self._prepared, credential, previous=self._previous)
+        request = provider.build_request(self._prepared, credential)
         # The request is about to be sent: the service may now reject the credential.
         self.attempts += 1
         self._credential = credential
@@ -263,6 +266,7 @@ class Stream:
     async def _failed(self, exc: AiollmError) -> None:
         """The one retry loop: try again if nothing reached the caller and ``exc`` allows it."""
         self._drop_response()
+        self._provider.failed(self._prepared, exc)
         if isinstance(exc, RateLimitError):
             self._limiter.throttled(exc.retry_after)
         if not self._delivered and self.state is not State.CLOSED:
@@ -273,7 +277,7 @@ class Stream:
                 self._refreshed = True
                 self._auth.invalidate(rejected)
                 log.debug("%s: token rejected, refreshing once", self.provider)
-                self._retry_with(exc)
+                self._new_attempt()
                 return
             self._retries += 1
             delay = self._retry.delay(exc, self._retries, self._slept)
@@ -286,15 +290,14 @@ class Stream:
                     exc,
                     delay,
                 )
-                self._retry_with(exc)
+                self._new_attempt()
                 self._slept += delay
                 if not isinstance(exc, RateLimitError):  # the limiter's cool-down waits
                     await anyio.sleep(delay)
                 return
         self._fail(exc)
 
-    def _retry_with(self, exc: AiollmError) -> None:
-        self._previous = exc
+    def _new_attempt(self) -> None:
         self._decoder = None
         self._pending = iter(())
         self._batches = []

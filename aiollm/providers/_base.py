@@ -314,10 +314,15 @@ class Provider(ABC):
         """The JSON body of ``call``."""
 
     @abstractmethod
-    def build_request(
-        self, prepared: Prepared, credential: str, *, previous: AiollmError | None = None
-    ) -> HTTPRequest:
-        """The HTTP request of one attempt; ``previous`` is the last attempt's error."""
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
+        """The HTTP request of one attempt with ``credential`` from the token source."""
+
+    def failed(self, prepared: Prepared, error: AiollmError) -> None:  # noqa: B027
+        """An attempt of ``prepared`` failed with ``error``, before the retry decision.
+
+        A provider may learn from it (e.g. that the server does not stream), so that its
+        next requests differ; the decision itself belongs to the stream's retry loop.
+        """
 
     @abstractmethod
     def decoder(

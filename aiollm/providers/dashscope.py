@@ -30,7 +30,6 @@ from typing import Any, ClassVar, Final
 import msgspec
 
 from ..errors import (
-    AiollmError,
     APIError,
     AuthenticationError,
     ContentFilterError,
@@ -584,9 +583,7 @@ class DashScopeProvider(Provider):
             body["parameters"] = parameters
         return body
 
-    def build_request(
-        self, prepared: Prepared, credential: str, *, previous: AiollmError | None = None
-    ) -> HTTPRequest:
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
         if prepared.call.stream:
             headers["Accept"] = "text/event-stream"

@@ -455,16 +455,8 @@ class GatewayProvider(OpenAIProvider):
         """Whether the request for ``call`` asks the gateway to stream."""
         return call.stream and self.streaming and not self.stream_refused
 
-    def build_request(
-        self, prepared: Prepared, credential: str, *, previous: AiollmError | None = None
-    ) -> HTTPRequest:
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         call = prepared.call
-        if isinstance(previous, StreamingRefusedError) and previous.retryable:
-            if not self.stream_refused:
-                self.stream_refused = True
-                log.info(
-                    "%s: the gateway refused to stream; using non-streaming requests", self.name
-                )
         stream = self.wants_stream(call)
         key = "stream" if stream else "whole"
         body = prepared.alternates.get(key)
@@ -482,6 +474,12 @@ class GatewayProvider(OpenAIProvider):
             body=body,
             secrets=(credential,),
         )
+
+    def failed(self, prepared: Prepared, error: AiollmError) -> None:
+        """A refusal to stream is remembered: every later request is a non-streaming one."""
+        if isinstance(error, StreamingRefusedError) and self.streaming and not self.stream_refused:
+            self.stream_refused = True
+            log.info("%s: the gateway refused to stream; using non-streaming requests", self.name)
 
     def decoder(
         self, prepared: Prepared, status: int, headers: Mapping[str, str]

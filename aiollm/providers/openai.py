@@ -25,7 +25,6 @@ import msgspec
 
 from .._redact import redact_text
 from ..errors import (
-    AiollmError,
     APIError,
     AuthenticationError,
     ContentFilterError,
@@ -531,9 +530,7 @@ class OpenAIProvider(Provider):
             call.op
         ]
 
-    def build_request(
-        self, prepared: Prepared, credential: str, *, previous: AiollmError | None = None
-    ) -> HTTPRequest:
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         call = prepared.call
         headers = {"Content-Type": "application/json"}
         if call.stream:

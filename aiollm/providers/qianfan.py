@@ -33,7 +33,6 @@ import msgspec
 
 from .._redact import Secret, redact_text
 from ..errors import (
-    AiollmError,
     APIError,
     AuthenticationError,
     ConfigurationError,
@@ -492,6 +491,8 @@ class QianfanDecoder(ResponseDecoder):
         if wire.need_clear_history is not None or wire.ban_round is not None:
             self._safety(wire, out)
         if final or wire.is_end:
+            if wire.is_truncated is not None:
+                self._note(out, is_truncated=wire.is_truncated)
             usage = wire.usage
             if usage is not None:
                 out.append(Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
@@ -501,8 +502,6 @@ class QianfanDecoder(ResponseDecoder):
                 reason = wire.finish_reason
             else:
                 reason = "stop"
-            if wire.is_truncated is not None:
-                self._note(out, is_truncated=wire.is_truncated)
             out.append(Finish(reason))
             self.finished = True
 
@@ -683,9 +682,7 @@ class QianfanProvider(Provider):
         """The chat URL of ``call``'s endpoint (without the access token)."""
         return f"{self.base_url}{CHAT_PATH}{call.model}"
 
-    def build_request(
-        self, prepared: Prepared, credential: str, *, previous: AiollmError | None = None
-    ) -> HTTPRequest:
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         return HTTPRequest(
             "POST",
             self.chat_url(prepared.call),
