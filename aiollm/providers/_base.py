@@ -91,10 +91,31 @@ def data_of(item: SSEItem) -> bytes:
     return event.raw if event.raw is not None else event.data.encode()
 
 
+_SNIFF_BYTES = 64
+_SSE_HEADS = (b"data:", b"event:", b"id:", b"retry:", b":")
+_SPECIFIC_TYPES = ("text/event-stream", "json")
+
+
+def _decided(content_type: str, head: bytes) -> bool:
+    """Whether ``head`` (the body so far) is enough to tell how to frame the body.
+
+    A specific ``Content-Type`` decides at once; else the first bytes after a BOM and
+    whitespace, once they are not the start of an event-stream field name (so that the
+    decision does not depend on how the body was split).
+    """
+    if len(head) >= _SNIFF_BYTES or any(t in content_type.lower() for t in _SPECIFIC_TYPES):
+        return True
+    rest = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    if not rest or b"\xef\xbb\xbf".startswith(head):
+        return False
+    return not any(h.startswith(rest) and len(rest) < len(h) for h in _SSE_HEADS)
+
+
 class ResponseDecoder(ABC):
     """One response's body, sans-IO: ``feed(bytes) -> events``, ``end() -> events``.
 
-    Built by the provider from the response head. It sniffs the body (event stream, JSON or
+    Built by the provider from the response head (``status`` and ``headers``; without a
+    ``Content-Type`` the body's first bytes tell an event stream from JSON). It sniffs the body (event stream, JSON or
     other), frames it, maps each frame to events once, turns error bodies into typed errors
     and applies the end-of-body rule. The contract:
 
@@ -114,10 +135,12 @@ class ResponseDecoder(ABC):
     json_lines_in_sse: ClassVar[bool] = False
     """The server may write a bare JSON error line into an event stream (framing option)."""
 
-    def __init__(self, call: Call, status: int, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, call: Call, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.call = call
         self.status = status
-        self.headers = headers
+        self.headers = headers = headers if headers is not None else {}
         self.content_type = header(headers, "Content-Type") or ""
         self.finished = False
         self.error: AiollmError | None = None
@@ -125,6 +148,7 @@ class ResponseDecoder(ABC):
         self._sse: SSEDecoder | None = None
         self._json: JSONFramer | None = None
         self._sniffed = False
+        self._head = b""
 
     # -- the contract ---------------------------------------------------------------------
     def feed(self, data: bytes) -> list[Event]:
@@ -155,7 +179,7 @@ class ResponseDecoder(ABC):
         out: list[Event] = []
         try:
             if not self._sniffed:
-                self._start(b"", out)
+                self._start(b"", out, last=True)
             if self.status >= 300:
                 raise self.http_error(bytes(self._body or b""))
             if self._sse is not None:
@@ -208,12 +232,20 @@ class ResponseDecoder(ABC):
         )
 
     # -- internals -------------------------------------------------------------------------
-    def _start(self, data: bytes, out: list[Event]) -> None:
+    def _start(self, data: bytes, out: list[Event], *, last: bool = False) -> None:
+        if self.status < 300 and not last:
+            head = self._head + data
+            if not _decided(self.content_type, head):
+                self._head = head  # too few bytes yet to tell what the body is
+                return
+            data, self._head = head, b""
+        elif self._head:
+            data, self._head = self._head + data, b""
         self._sniffed = True
         if self.status >= 300:
             self._feed_other(data, out)
             return
-        kind = sniff_body(self.content_type, data[:64])
+        kind = sniff_body(self.content_type, data[:_SNIFF_BYTES])
         if kind is BodyKind.SSE:
             self._sse = SSEDecoder(
                 data_line_events=True, json_line_events=self.json_lines_in_sse, raw_data=True

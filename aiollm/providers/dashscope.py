@@ -313,7 +313,9 @@ class DashScopeDecoder(ResponseDecoder):
 
     provider: ClassVar[str] = PROVIDER
 
-    def __init__(self, call: Call, status: int, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, call: Call, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(call, status, headers)
         choice = call.params.get("incremental_output")
         self.mode: str | None
@@ -324,7 +326,7 @@ class DashScopeDecoder(ResponseDecoder):
         else:
             self.mode = None
         self._detector: ModeDetector | None = ModeDetector() if self.mode is None else None
-        self.request_id = header(headers, "x-request-id") or None
+        self.request_id = header(self.headers, "x-request-id") or None
         self._text = ""
         """Cumulative mode: the text so far (the last frame's text object, never rebuilt)."""
         self._usage: _Usage | None = None
@@ -404,7 +406,7 @@ class DashScopeDecoder(ResponseDecoder):
     def http_error(self, body: bytes) -> APIError:
         status, headers = self.status, self.headers
         retry_after = parse_retry_after(headers)
-        header_id = header(headers, "x-request-id")
+        header_id = header(self.headers, "x-request-id")
         try:
             wire = _decode_response(body)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):

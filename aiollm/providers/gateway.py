@@ -332,7 +332,12 @@ class GatewayDecoder(OpenAIDecoder):
     provider: ClassVar[str] = "gateway"
 
     def __init__(
-        self, call: Call, status: int, headers: Mapping[str, str], *, fallback: bool = False
+        self,
+        call: Call,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        *,
+        fallback: bool = False,
     ) -> None:
         super().__init__(call, status, headers)
         self.fallback = fallback

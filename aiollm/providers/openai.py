@@ -242,9 +242,11 @@ class OpenAIDecoder(ResponseDecoder):
 
     provider: ClassVar[str] = "openai"
 
-    def __init__(self, call: Call, status: int, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, call: Call, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(call, status, headers)
-        self.request_id = header(headers, "x-request-id") or None
+        self.request_id = header(self.headers, "x-request-id") or None
         self._reason: str | None = None
         self._finishing = False  # a finish_reason (or a whole response) arrived
         self._seen = False  # a first frame arrived (its ResponseInfo went out)
@@ -447,7 +449,7 @@ class OpenAIDecoder(ResponseDecoder):
             provider=self.provider,
             status=status,
             code=code,
-            request_id=wire.id or header(headers, "x-request-id") or self.request_id,
+            request_id=wire.id or header(self.headers, "x-request-id") or self.request_id,
             retry_after=retry_after_of(headers),
         )
 
@@ -464,7 +466,7 @@ class OpenAIDecoder(ResponseDecoder):
             status,
             snippet or f"HTTP {status}",
             provider=self.provider,
-            request_id=header(headers, "x-request-id"),
+            request_id=header(self.headers, "x-request-id"),
             retry_after=retry_after_of(headers),
         )
 

@@ -359,8 +359,8 @@ class QianfanDecoder(ResponseDecoder):
     def __init__(
         self,
         call: Call,
-        status: int,
-        headers: Mapping[str, str],
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
         *,
         notes: Mapping[str, Any] | None = None,
     ) -> None:
