@@ -12,8 +12,8 @@ from decoding import decoded, http_failure
 
 import aiollm
 from aiollm import Finish, TextDelta, Usage
-from aiollm.providers._base import Call
 from aiollm.events import Embeddings, fold
+from aiollm.providers._base import Call
 from aiollm.providers.openai import OpenAIDecoder
 
 
