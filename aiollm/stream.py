@@ -1,20 +1,9 @@
-"""``Stream``: one call's attempts driven over the transport, its events as one async iterator.
+"""``Stream``: one call's attempts over the transport, its events as one async iterator.
 
-Use it as ``async with client.stream(...) as s: async for ev in s`` (the response is closed
-when the block exits), or as a plain ``async for ev in client.stream(...)`` (closed when the
-loop ends or fails, or — after ``break`` — when the stream object is dropped). Cancelling the
-task, a timeout and an error close the response immediately.
-
-Each attempt: acquire the limiter's slot, get a credential, build the request, open it, and
-feed the body to the provider's sans-IO :class:`~aiollm.providers.ResponseDecoder`. One retry
-loop (:meth:`Stream._failed`) decides, only while nothing has reached the caller: a token the
-service rejected is refreshed once, other retryable errors follow the client's
-:class:`~aiollm.RetryPolicy`, and a rate limit cools the provider down. Once an event was
-delivered, a failure ends the stream with :class:`~aiollm.StreamInterrupted` carrying the
-partial :class:`~aiollm.Completion` (the original error is ``__cause__`` and ``.error``).
-
-:attr:`Stream.partial` is the completion of what has arrived so far, at any time: after
-``break``, after leaving ``async with`` early, or after a failure.
+An attempt (:meth:`Stream._open`): limiter slot, credential, request, response head, and the
+body fed to the provider's sans-IO decoder. One retry loop (:meth:`Stream._failed`) decides,
+only while nothing reached the caller; after that a failure raises
+:class:`~aiollm.StreamInterrupted` with ``.partial``. See ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -42,18 +31,15 @@ log = logging.getLogger("aiollm.stream")
 
 
 class State(enum.Enum):
-    """Where a :class:`Stream` is in its life."""
+    """Where a :class:`Stream` is: ``NEW`` (an attempt is to be sent), ``OPEN`` (a response is
+    being read), ``FINISHED`` (:attr:`Stream.completion` is ready), ``FAILED`` (its error was
+    raised) or ``CLOSED`` (closed before it finished; :attr:`Stream.partial` has what came)."""
 
     NEW = "new"
-    """No response is open: the next attempt is still to be sent."""
     OPEN = "open"
-    """A response is being read."""
     FINISHED = "finished"
-    """The exchange ended normally; :attr:`Stream.completion` is ready."""
     FAILED = "failed"
-    """The exchange ended with an error (raised to the caller)."""
     CLOSED = "closed"
-    """The caller closed the stream before it finished (:attr:`Stream.partial` has what came)."""
 
 
 class Stream:
@@ -71,30 +57,21 @@ class Stream:
         retry: RetryPolicy,
         limiter: ProviderLimiter,
     ) -> None:
-        self._transport = transport
-        self._provider = provider
-        self._prepared = prepared
-        self._auth = auth
-        self._timeout = timeout
-        self._extra_headers = extra_headers
-        self._retry = retry
-        self._limiter = limiter
+        self._transport, self._provider, self._prepared = transport, provider, prepared
+        self._auth, self._retry, self._limiter = auth, retry, limiter
+        self._timeout, self._headers = timeout, extra_headers
         self.state = State.NEW
+        self.attempts = 0  # HTTP requests sent, retries included
         self._lease: Lease | None = None
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
         self._credential: str | None = None
         self._error: AiollmError | None = None
-        self._refreshed = False
-        self._retries = 0
-        self._slept = 0.0
+        self._refreshed, self._retries, self._slept = False, 0, 0.0
         self._pending: Iterator[Event] = iter(())
-        self._batches: list[list[Event]] = []
-        """Every event delivered, as decoded (folded into the completion when asked)."""
+        self._batches: list[list[Event]] = []  # every event delivered, folded when asked
         self._delivered = False
         self._completion: Completion | None = None
-        self.attempts = 0
-        """How many HTTP requests this stream has sent (retries included)."""
 
     # -- public API ---------------------------------------------------------------------
     @property
@@ -116,8 +93,7 @@ class Stream:
                 "use `await stream.final()`; `stream.partial` has what arrived",
                 provider=self.provider,
             )
-        if self._completion is None:
-            self._completion = self.partial
+        self._completion = self._completion or self.partial
         return self._completion
 
     @property
@@ -188,47 +164,40 @@ class Stream:
         """Queue the next events (True), or False once the stream is over; raise its error."""
         while True:
             state = self.state
-            if state is State.OPEN:
-                if open_only:
-                    return True
-                resp, decoder = self._resp, self._decoder
-                assert resp is not None and decoder is not None
-                try:
-                    chunk = await resp.next_chunk()
-                    events = decoder.feed(chunk) if chunk else decoder.end()
-                except AiollmError as exc:
-                    await self._failed(exc)
-                    continue
-                except BaseException:
-                    self._close(State.CLOSED)  # cancelled, or a bug: never leave it open
-                    raise
-                delivered = self._deliver(events)
-                if decoder.error is not None:
-                    if not delivered:
-                        await self._failed(decoder.error)
-                        continue
-                    self._fail(decoder.error)  # raised after these events
-                elif decoder.finished or not chunk:
-                    self._finish()
-                if events:
-                    return True
-            elif state is State.NEW:
-                try:
-                    await self._open()
-                except AiollmError as exc:
-                    await self._failed(exc)
-                except BaseException:
-                    self._close(State.CLOSED)
-                    raise
-            elif state is State.FINISHED:
+            if state is State.FINISHED:
                 return False
-            elif state is State.FAILED:
+            if state is State.FAILED:
                 self._raise()
-            else:
+            if state is State.CLOSED:
                 raise AiollmError(
                     "the stream was closed before it finished; `stream.partial` has what arrived",
                     provider=self.provider,
                 )
+            if state is State.OPEN and open_only:
+                return True
+            resp, decoder = self._resp, self._decoder
+            try:
+                if state is State.NEW or resp is None or decoder is None:
+                    await self._open()
+                    continue
+                chunk = await resp.next_chunk()
+                events = decoder.feed(chunk) if chunk else decoder.end()
+            except AiollmError as exc:
+                await self._failed(exc)
+                continue
+            except BaseException:
+                self._close(State.CLOSED)  # cancelled, or a bug: never leave it open
+                raise
+            delivered = self._deliver(events)
+            if decoder.error is not None:
+                if not delivered:
+                    await self._failed(decoder.error)
+                    continue
+                self._fail(decoder.error)  # raised after these events
+            elif decoder.finished or not chunk:
+                self._finish()
+            if events:
+                return True
 
     async def _open(self) -> None:
         """One attempt: slot, credential, request, response head, decoder."""
@@ -244,10 +213,7 @@ class Stream:
         self.attempts += 1
         self._credential = credential
         resp = await self._transport.open(
-            request,
-            timeout=self._timeout,
-            provider=provider.name,
-            extra_headers=self._extra_headers,
+            request, timeout=self._timeout, provider=provider.name, extra_headers=self._headers
         )
         # The response head arrived: the provider builds this response's decoder from it.
         self._resp = resp
@@ -283,13 +249,7 @@ class Stream:
             delay = self._retry.delay(exc, self._retries, self._slept)
             if delay is not None:
                 # The attempt failed and will be retried.
-                log.debug(
-                    "%s: attempt %d failed (%s); retrying in %.2fs",
-                    self.provider,
-                    self._retries,
-                    exc,
-                    delay,
-                )
+                log.debug("%s: attempt failed (%s); retry in %.2fs", self.provider, exc, delay)
                 self._new_attempt()
                 self._slept += delay
                 if not isinstance(exc, RateLimitError):  # the limiter's cool-down waits
@@ -298,9 +258,7 @@ class Stream:
         self._fail(exc)
 
     def _new_attempt(self) -> None:
-        self._decoder = None
-        self._pending = iter(())
-        self._batches = []
+        self._decoder, self._pending, self._batches = None, iter(()), []
         self.state = State.NEW
 
     def _fail(self, exc: AiollmError) -> None:
@@ -312,11 +270,9 @@ class Stream:
         assert exc is not None
         if self._delivered and not isinstance(exc, StreamInterrupted):
             partial = self.partial
+            message = f"the stream broke off after {len(partial.text)} characters: {exc}"
             raise StreamInterrupted(
-                f"the stream broke off after {len(partial.text)} characters: {exc}",
-                partial=partial,
-                error=exc,
-                provider=self.provider,
+                message, partial=partial, error=exc, provider=self.provider
             ) from exc
         raise exc
 
@@ -327,26 +283,22 @@ class Stream:
         if resp is not None:
             resp.finish()  # it gives the connection back itself
         usage = next(
-            (e for batch in reversed(self._batches) for e in reversed(batch) if type(e) is Usage),
-            None,
+            (e for b in reversed(self._batches) for e in b[::-1] if type(e) is Usage), None
         )
         if isinstance(usage, Usage):
             self._limiter.settle_tokens(usage.total_tokens)
         self._limiter.succeeded()
-        self._release()
+        self._close(State.FINISHED)
 
     def _drop_response(self) -> None:
         resp, self._resp = self._resp, None
         if resp is not None:
             resp.close()
 
-    def _release(self) -> None:
+    def _close(self, state: State) -> None:
+        self._drop_response()
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()
-
-    def _close(self, state: State) -> None:
-        self._drop_response()
-        self._release()
         if self.state is State.NEW or self.state is State.OPEN:
             self.state = state
