@@ -68,13 +68,8 @@ from ..errors import (
 )
 from ..request import TokenEndpoint
 from ._base import Call, HTTPRequest, Prepared, ResponseDecoder, json_body
-from .openai import (
-    ErrorCode,
-    OpenAIDecoder,
-    OpenAIProvider,
-    WireResponse,
-    normalize_code,
-)
+from ._openai_errors import ErrorCode, normalize_code
+from .openai import OpenAIDecoder, OpenAIProvider, WireResponse
 
 __all__ = [
     "GATEWAY_ERRORS",

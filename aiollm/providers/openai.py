@@ -14,10 +14,6 @@ same wire format behind a different URL scheme, token and error codes.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -26,16 +22,8 @@ import msgspec
 from .._redact import redact_text
 from ..errors import (
     APIError,
-    AuthenticationError,
-    ContentFilterError,
-    ContextOverflowError,
     InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
     ProtocolError,
-    QuotaExceededError,
-    RateLimitError,
-    ServerError,
     error_for_status,
     status_class,
 )
@@ -50,14 +38,20 @@ from ._base import (
     ResponseDecoder,
     data_of,
     header,
-    parse_retry_after,
+)
+from ._openai_errors import (
+    ErrorCode,
+    base64_floats,
+    class_by_name,
+    detail_text,
+    normalize_code,
+    retry_after_of,
+    specific_class,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIDecoder", "OpenAIProvider", "WireError", "WireResponse"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-ErrorCode = str | int | None
 
 
 # -- wire structs: one view per frame type, only the fields read ------------------------------
@@ -128,18 +122,7 @@ _decode_response = msgspec.json.Decoder(WireResponse).decode
 _decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
 
 _SUCCESS_CODES: frozenset[object] = frozenset({0, 200, "", "0", "200"})
-_INT_CODE = re.compile(r"-?\d+")
-_CONTEXT_WORDS = re.compile(r"(?i)context[ _-]?(length|window)|maximum context|prompt is too long")
 _DONE = b"[DONE]"
-
-
-def normalize_code(code: ErrorCode) -> ErrorCode:
-    """A numeric code as an ``int`` (``"-98432"`` → ``-98432``), anything else unchanged."""
-    if isinstance(code, str):
-        code = code.strip()
-        if _INT_CODE.fullmatch(code):
-            return int(code)
-    return code
 
 
 def is_error(wire: WireResponse) -> bool:
@@ -151,52 +134,6 @@ def is_error(wire: WireResponse) -> bool:
     return (wire.code is not None and wire.code not in _SUCCESS_CODES) or (wire.detail is not None)
 
 
-def retry_after_of(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms`` (OpenAI) or ``Retry-After`` in seconds, or None."""
-    millis = header(headers, "retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    return parse_retry_after(headers)
-
-
-def _specific_class(
-    code: ErrorCode, type_: str | None, message: str, status: int
-) -> type[APIError] | None:
-    """Classes an OpenAI-style code/type names whatever the HTTP status says."""
-    text = f"{code if isinstance(code, str) else ''} {type_ or ''}".lower()
-    if "context_length" in text or "context_window" in text:
-        return ContextOverflowError
-    if status < 500 and status != 429 and _CONTEXT_WORDS.search(message):
-        # vLLM, LiteLLM and others say it only in words ("maximum context length is ...").
-        return ContextOverflowError
-    if "insufficient_quota" in text or "billing" in text or "quota_exceeded" in text:
-        return QuotaExceededError
-    if "content_filter" in text or "content_policy" in text:
-        return ContentFilterError
-    return None
-
-
-def _class_by_name(code: ErrorCode, type_: str | None) -> type[APIError] | None:
-    """A class from an error's ``type``/``code`` words (for errors without a real status)."""
-    text = f"{code if isinstance(code, str) else ''} {type_ or ''}".lower()
-    if "auth" in text or "api_key" in text:
-        return AuthenticationError
-    if "permission" in text or "forbidden" in text:
-        return PermissionDeniedError
-    if "not_found" in text or "notfound" in text:
-        return NotFoundError
-    if "rate_limit" in text or "ratelimit" in text or "throttl" in text:
-        return RateLimitError
-    if "server_error" in text or "internal" in text or "overloaded" in text or "api_error" in text:
-        return ServerError
-    if "invalid_request" in text or "badrequest" in text or "bad_request" in text:
-        return InvalidRequestError
-    return None
-
-
 def _first_choice(choices: list[_Choice] | None) -> _Choice | None:
     """Choice 0 (with ``n > 1`` only the first choice is followed)."""
     if not choices:
@@ -205,31 +142,6 @@ def _first_choice(choices: list[_Choice] | None) -> _Choice | None:
     if first.index == 0:
         return first
     return next((choice for choice in choices if choice.index == 0), None)
-
-
-def _detail_text(detail: msgspec.Raw | None) -> str | None:
-    if detail is None:
-        return None
-    try:
-        value = msgspec.json.decode(detail)
-    except msgspec.DecodeError:
-        return bytes(detail).decode("utf-8", "replace")[:300]
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    return msgspec.json.encode(value).decode()[:300]
-
-
-def _base64_floats(data: str) -> list[float]:
-    """``encoding_format="base64"`` embeddings: little-endian float32s."""
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("invalid base64") from None
-    if len(raw) % 4:
-        raise ValueError("not a whole number of float32 values")
-    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
 class OpenAIDecoder(ResponseDecoder):
@@ -388,7 +300,7 @@ class OpenAIDecoder(ResponseDecoder):
             vector = item.embedding
             if isinstance(vector, str):
                 try:
-                    vector = _base64_floats(vector)
+                    vector = base64_floats(vector)
                 except ValueError as exc:
                     raise ProtocolError(
                         f"undecodable base64 embedding: {exc}", provider=self.provider
@@ -420,7 +332,7 @@ class OpenAIDecoder(ResponseDecoder):
             type_ = err.type
         else:
             code = wire.code
-            message = err or wire.msg or wire.message or _detail_text(wire.detail)
+            message = err or wire.msg or wire.message or detail_text(wire.detail)
             type_ = wire.type
         return normalize_code(code), self.clean_message(message or "error"), type_
 
@@ -428,7 +340,7 @@ class OpenAIDecoder(ResponseDecoder):
         self, code: ErrorCode, type_: str | None, message: str, status: int
     ) -> type[APIError]:
         """The class of an error: specific codes first, then the real status, then words."""
-        specific = _specific_class(code, type_, message, status)
+        specific = specific_class(code, type_, message, status)
         if specific is not None:
             return specific
         if status >= 400:
@@ -436,7 +348,7 @@ class OpenAIDecoder(ResponseDecoder):
         if isinstance(code, int) and 400 <= code < 600:
             # In-body errors that carry an HTTP status as their code (vLLM, LiteLLM).
             return status_class(code)
-        return _class_by_name(code, type_) or APIError
+        return class_by_name(code, type_) or APIError
 
     def error_from(self, wire: WireResponse, status: int, headers: Mapping[str, str]) -> APIError:
         """The error an error body stands for; ``status`` is the real HTTP status (200 in-body)."""
