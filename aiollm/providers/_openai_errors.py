@@ -85,8 +85,8 @@ def class_by_name(code: ErrorCode, type_: str | None) -> type[APIError] | None:
     return None
 
 
-def detail_text(detail: msgspec.Raw | None) -> str | None:
-    if detail is None:
+def detail_text(detail: msgspec.Raw) -> str | None:
+    if not len(detail):
         return None
     try:
         value = msgspec.json.decode(detail)

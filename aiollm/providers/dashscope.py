@@ -105,13 +105,15 @@ class WireResponse(msgspec.Struct, gc=False):
     """A result (whole or one stream frame) or an error body."""
 
     output: _Output | None = None
-    usage: _Usage | None = None
+    usage: msgspec.Raw = msgspec.Raw()
+    """A running total: read from the last frame (or the latest when a stream is cut)."""
     request_id: str | None = None
     code: str | int | None = None
     message: str | None = None
 
 
 _decode_response = msgspec.json.Decoder(WireResponse).decode
+_decode_usage = msgspec.json.Decoder(_Usage).decode
 
 
 # -- decoder ---------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class DashScopeDecoder(ResponseDecoder):
         self.request_id = header(self.headers, "x-request-id") or None
         self._text = ""
         """Cumulative mode: the text so far (the last frame's text object, never rebuilt)."""
-        self._usage: _Usage | None = None
+        self._usage = msgspec.Raw()
         """The usage of the last frame that carried one (a running total), until emitted."""
         self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
         """The last comments seen and the status they carry (the same on every frame)."""
@@ -208,7 +210,11 @@ class DashScopeDecoder(ResponseDecoder):
 
     def abort(self) -> list[Event]:
         """The running usage total of the last frame that carried one (not yet emitted)."""
-        return [self._usage.event()] if self._usage is not None else []
+        try:
+            usage = self._read_usage()
+        except ProtocolError:
+            return []  # a cut stream whose latest usage is unreadable has none
+        return [usage] if usage is not None else []
 
     def http_error(self, body: bytes) -> APIError:
         status, headers = self.status, self.headers
@@ -285,15 +291,25 @@ class DashScopeDecoder(ResponseDecoder):
                 self._resolve(self._detector.feed(text), out)
         if last and self._detector is not None:
             self._resolve(self._detector.finish(), out)
-        if wire.usage is not None:
+        if len(wire.usage):
             self._usage = wire.usage
         if last or not self.call.stream:
-            if self._usage is not None:
-                out.append(self._usage.event())
-                self._usage = None
+            usage = self._read_usage()
+            if usage is not None:
+                out.append(usage)
+                self._usage = msgspec.Raw()
         if last:
             out.append(Finish(finish))
             self.finished = True
+
+    def _read_usage(self) -> Usage | None:
+        raw = self._usage
+        if not len(raw) or raw == b"null":
+            return None
+        try:
+            return _decode_usage(raw).event()
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"malformed usage ({exc})", provider=self.provider) from None
 
     def _cumulative(self, text: str, frame_id: str, out: list[Event]) -> None:
         """Emit what a cumulative frame adds to the text so far (its own length in work)."""

@@ -102,7 +102,7 @@ class WireResponse(msgspec.Struct, gc=False):
     msg: str | None = None
     message: str | None = None
     type: str | None = None
-    detail: msgspec.Raw | None = None
+    detail: msgspec.Raw = msgspec.Raw()  # a rare, free-form object: read only in errors
 
 
 class _EmbeddingItem(msgspec.Struct):
@@ -131,7 +131,10 @@ def is_error(wire: WireResponse) -> bool:
         return True
     if wire.choices is not None:
         return False
-    return (wire.code is not None and wire.code not in _SUCCESS_CODES) or (wire.detail is not None)
+    detail = wire.detail
+    return (wire.code is not None and wire.code not in _SUCCESS_CODES) or (
+        len(detail) > 0 and detail != b"null"
+    )
 
 
 def _first_choice(choices: list[_Choice] | None) -> _Choice | None:

@@ -115,12 +115,14 @@ class WireChat(msgspec.Struct, gc=False):
     need_clear_history: bool | None = None
     ban_round: int | None = None
     finish_reason: str | None = None
-    usage: _WireUsage | None = None
+    usage: msgspec.Raw = msgspec.Raw()
+    """Read from the ``is_end`` frame only (earlier frames' running counts are not used)."""
     error_code: int | str | None = None
     error_msg: str | None = None
 
 
 _decode_chat = msgspec.json.Decoder(WireChat).decode
+_decode_usage = msgspec.json.Decoder(_WireUsage).decode
 
 
 # -- decoder ------------------------------------------------------------------------------------
@@ -270,8 +272,8 @@ class QianfanDecoder(ResponseDecoder):
         if final or wire.is_end:
             if wire.is_truncated is not None:
                 self._note(out, is_truncated=wire.is_truncated)
-            usage = wire.usage
-            if usage is not None:
+            if len(wire.usage) and wire.usage != b"null":
+                usage = self._read_usage(wire.usage)
                 out.append(Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
             if wire.is_truncated:
                 reason = "length"
@@ -281,6 +283,12 @@ class QianfanDecoder(ResponseDecoder):
                 reason = "stop"
             out.append(Finish(reason))
             self.finished = True
+
+    def _read_usage(self, raw: msgspec.Raw) -> _WireUsage:
+        try:
+            return _decode_usage(raw)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"malformed usage ({exc})", provider=self.provider) from None
 
     def _note(self, out: list[Event], **notes: Any) -> None:
         """Report the notes whose values changed."""
