@@ -33,6 +33,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .events import Completion, Embeddings, Event, Finish, SafetyNotice, TextDelta, Usage
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
 from .limits import Limits, RetryPolicy
 from .stream import Stream
 from .transport import Timeout
@@ -51,6 +52,8 @@ __all__ = [
     "Embeddings",
     "Event",
     "Finish",
+    "FinishInfo",
+    "Hooks",
     "InvalidRequestError",
     "Limits",
     "NotFoundError",
@@ -58,6 +61,9 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "RequestInfo",
+    "ResponseInfo",
+    "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
