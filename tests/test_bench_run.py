@@ -283,7 +283,7 @@ def test_cli_bench_plot_needs_matplotlib(
         lambda name, *a: None if name == "matplotlib" else real(name, *a),
     )
     assert main(["bench", "--plot", "x.png"]) == 2
-    assert "aiollm[plot]" in capsys.readouterr().err
+    assert "aiollm-client[plot]" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
