@@ -371,7 +371,7 @@ def test_plot_without_matplotlib_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ConfigurationError, match=r"aiollm\[plot\]"):
+    with pytest.raises(ConfigurationError, match=r"aiollm-client\[plot\]"):
         _result().plot(str(tmp_path / "p.png"))
 
 

@@ -286,7 +286,9 @@ def run_cli(args: argparse.Namespace) -> int:
     130: stopped by Ctrl-C (the report and outputs cover what finished).
     """
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        _err("--plot needs matplotlib: pip install 'aiollm[plot]' (or pip install matplotlib)")
+        _err(
+            "--plot needs matplotlib: pip install 'aiollm-client[plot]' (or pip install matplotlib)"
+        )
         return 2
     if args.request_rate is None and (args.max_concurrency or args.burstiness != 1.0):
         _err("--max-concurrency and --burstiness go with --request-rate")

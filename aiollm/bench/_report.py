@@ -295,7 +295,7 @@ def plot(result: BenchResult, path: str | Path) -> None:
         plt: Any = importlib.import_module("matplotlib.pyplot")
     except ImportError:
         raise ConfigurationError(
-            "plotting needs matplotlib: pip install 'aiollm[plot]' (or pip install matplotlib)"
+            "plotting needs matplotlib: pip install 'aiollm-client[plot]' (or pip install matplotlib)"
         ) from None
     target = _parent(path)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
