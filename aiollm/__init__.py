@@ -29,10 +29,22 @@ from .errors import (
     ServerError,
     StreamInterrupted,
     TimeoutError,
+    ToolArgumentsError,
     TransportError,
     UnsupportedOperationError,
 )
-from .events import Completion, Embeddings, Event, Finish, SafetyNotice, TextDelta, Usage
+from .events import (
+    Completion,
+    Embeddings,
+    Event,
+    Finish,
+    ReasoningDelta,
+    SafetyNotice,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
 from .limits import Limits, RetryPolicy
 from .stream import Stream
@@ -61,6 +73,7 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "ReasoningDelta",
     "RequestInfo",
     "ResponseInfo",
     "RetryInfo",
@@ -72,6 +85,9 @@ __all__ = [
     "TextDelta",
     "Timeout",
     "TimeoutError",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallDelta",
     "TransportError",
     "UnsupportedOperationError",
     "Usage",

@@ -41,7 +41,7 @@ class Client:
     - ``session``: your own ``aiohttp.ClientSession`` (not closed by the client).
     - ``connection_limit``: the connector's total connection limit when the client owns the session.
     - ``hooks``: :class:`~aiollm.Hooks` called at each call's requests, responses, retries and end.
-    - ``otel``: OpenTelemetry spans and metrics (``aiollm[otel]``): on by default once the
+    - ``otel``: OpenTelemetry spans and metrics (``aiollm-client[otel]``): on by default once the
       application has set a global tracer or meter provider, or when ``tracer_provider`` /
       ``meter_provider`` are given; ``False`` (or ``AIOLLM_OTEL=off``) turns them off.
     - ``propagate_trace``: send the call's W3C ``traceparent`` with each request (or
@@ -77,7 +77,7 @@ class Client:
         self._meter_provider = meter_provider
         self._telemetry: tuple[object, Telemetry] | None = None
         if otel and (tracer_provider is not None or meter_provider is not None):
-            self._get_telemetry()  # fail now if aiollm[otel] is not installed
+            self._get_telemetry()  # fail now if aiollm-client[otel] is not installed
         self._settings = {k: dict(v) for k, v in (providers or {}).items()}
         self._limits = dict(limits or {})
         self._retry = retry or RetryPolicy()
@@ -138,7 +138,7 @@ class Client:
             if explicit:
                 raise ConfigurationError(
                     "tracer_provider / meter_provider need OpenTelemetry: "
-                    "pip install 'aiollm[otel]'"
+                    "pip install 'aiollm-client[otel]'"
                 ) from None
             return None
         key: object

@@ -1,6 +1,6 @@
 """OpenTelemetry spans and metrics for every call, per the GenAI semantic conventions.
 
-Needs ``pip install 'aiollm[otel]'`` (``opentelemetry-api``; the SDK and exporters are yours).
+Needs ``pip install 'aiollm-client[otel]'`` (``opentelemetry-api``; the SDK and exporters are yours).
 A :class:`~aiollm.Client` reports through the global tracer and meter providers once the
 application has set them, or through ``Client(tracer_provider=..., meter_provider=...)``;
 ``Client(otel=False)`` or ``AIOLLM_OTEL=off`` turns it off. ``import aiollm`` never imports
