@@ -29,10 +29,22 @@ from .errors import (
     ServerError,
     StreamInterrupted,
     TimeoutError,
+    ToolArgumentsError,
     TransportError,
     UnsupportedOperationError,
 )
-from .events import Completion, Embeddings, Event, Finish, SafetyNotice, TextDelta, Usage
+from .events import (
+    Completion,
+    Embeddings,
+    Event,
+    Finish,
+    ReasoningDelta,
+    SafetyNotice,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from .limits import Limits, RetryPolicy
 from .stream import Stream
 from .transport import Timeout
@@ -58,6 +70,7 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "ReasoningDelta",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
@@ -66,6 +79,9 @@ __all__ = [
     "TextDelta",
     "Timeout",
     "TimeoutError",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallDelta",
     "TransportError",
     "UnsupportedOperationError",
     "Usage",
