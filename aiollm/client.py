@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ._checks import check_call, check_client_config
 from .errors import ConfigurationError, ProtocolError
 from .events import Completion, Embeddings
 from .hooks import CallObserver, HookObserver, Hooks, Observers
@@ -35,7 +36,7 @@ class Client:
     - ``providers``: per-provider settings, e.g. ``{"dashscope": {"api_key": "sk-..."}}``;
       anything not given is read from the environment (``env``, default ``os.environ``).
     - ``limits``: per-provider :class:`~aiollm.Limits` (else ``AIOLLM_<PROVIDER>_RPS`` …).
-    - ``timeout``: default :class:`~aiollm.Timeout` for every call.
+    - ``timeout``: default :class:`~aiollm.Timeout` for every call (a number sets ``total``).
     - ``retry`` / ``max_retries``: the :class:`~aiollm.RetryPolicy` (``max_retries=0`` turns
       retries off).
     - ``session``: your own ``aiohttp.ClientSession`` (not closed by the client).
@@ -53,7 +54,7 @@ class Client:
         *,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
         limits: Mapping[str, Limits] | None = None,
-        timeout: Timeout | None = None,
+        timeout: Timeout | float | None = None,
         retry: RetryPolicy | None = None,
         max_retries: int | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -65,6 +66,7 @@ class Client:
         meter_provider: Any = None,
         propagate_trace: bool | None = None,
     ) -> None:
+        check_client_config(providers, limits, timeout, retry, max_retries)
         self._env: Mapping[str, str] = os.environ if env is None else env
         self._hooks = tuple(hooks)
         if otel is None:
@@ -83,7 +85,9 @@ class Client:
         self._retry = retry or RetryPolicy()
         if max_retries is not None:
             self._retry = replace(self._retry, max_retries=max_retries)
-        self._transport = Transport(session, timeout=timeout, limit=connection_limit)
+        self._transport = Transport(
+            session, timeout=Timeout().merged(timeout), limit=connection_limit
+        )
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, ProviderLimiter] = {}
 
@@ -172,12 +176,15 @@ class Client:
         params: dict[str, Any],
     ) -> Stream:
         name, model_name = split_model(model)
+        checked = check_call(
+            provider=name, messages=messages, timeout=timeout, max_retries=max_retries
+        )
         provider = self.provider(name)
         call = Call(
             op=op,
             model=model_name,
             stream=stream,
-            messages=[dict(m) for m in messages] if messages is not None else None,
+            messages=checked,
             prompt=prompt,
             input=input,
             params=params,

@@ -75,7 +75,7 @@ class Stream:
         self._other: bytearray | None = None
         """The body so far, when it is neither an event stream nor JSON (an error page)."""
         self._pending: Iterator[Event] = iter(())
-        self._error: BaseException | None = None
+        self._error: AiollmError | None = None
         self._delivered = False
         self._finished = False
         self._closed = False
@@ -289,7 +289,7 @@ class Stream:
                 body = await resp.read(MAX_ERROR_BODY)
             finally:
                 resp.close()
-            raise codec.http_error(resp.status, resp.headers, body)
+            raise provider.explain(codec.http_error(resp.status, resp.headers, body), request)
         self._resp = resp
         self._framer = None
         self._other = None
