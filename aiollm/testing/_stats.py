@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-__all__ = ["RequestRecord", "SentFrame", "Stats"]
+__all__ = ["LOG_LIMIT", "RequestRecord", "SentFrame", "Stats"]
+
+LOG_LIMIT = 20_000
+"""Requests :attr:`Stats.log` keeps by default (the oldest are forgotten first)."""
 
 
 class SentFrame(msgspec.Struct, array_like=True):
@@ -87,8 +90,8 @@ class Stats:
     """Quota answers per provider."""
     tokens_issued: Counter[str] = field(default_factory=Counter)
     """Access tokens issued per provider (``"qianfan"``, ``"gateway"``)."""
-    log: list[RequestRecord] = field(default_factory=list)
-    """Every request handled, in arrival order."""
+    log: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    """The requests handled, in arrival order (the last ``log.maxlen``: see ``log_limit``)."""
 
     def reset(self) -> None:
         """Forget everything counted so far."""
@@ -108,3 +111,7 @@ class Stats:
             if rec.request_id == request_id:
                 return rec
         return None
+
+    def records_by_id(self) -> dict[str, RequestRecord]:
+        """The logged requests by request id (those without one left out)."""
+        return {rec.request_id: rec for rec in self.log if rec.request_id}
