@@ -29,10 +29,23 @@ from .errors import (
     ServerError,
     StreamInterrupted,
     TimeoutError,
+    ToolArgumentsError,
     TransportError,
     UnsupportedOperationError,
 )
-from .events import Completion, Embeddings, Event, Finish, SafetyNotice, TextDelta, Usage
+from .events import (
+    Completion,
+    Embeddings,
+    Event,
+    Finish,
+    ReasoningDelta,
+    SafetyNotice,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
 from .limits import Limits, RetryPolicy
 from .stream import Stream
 from .transport import Timeout
@@ -51,6 +64,8 @@ __all__ = [
     "Embeddings",
     "Event",
     "Finish",
+    "FinishInfo",
+    "Hooks",
     "InvalidRequestError",
     "Limits",
     "NotFoundError",
@@ -58,6 +73,10 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "ReasoningDelta",
+    "RequestInfo",
+    "ResponseInfo",
+    "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
@@ -66,6 +85,9 @@ __all__ = [
     "TextDelta",
     "Timeout",
     "TimeoutError",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallDelta",
     "TransportError",
     "UnsupportedOperationError",
     "Usage",

@@ -10,8 +10,6 @@ of :mod:`aiollm.events`.
 
 from __future__ import annotations
 
-import email.utils
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from .._redact import REDACTED, SECRET_PARAMS, redact_headers, redact_text
+from .._retry_after import parse_retry_after as parse_retry_after
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -83,23 +82,6 @@ _json_encoder = msgspec.json.Encoder()
 def json_body(obj: Any) -> bytes:
     """Encode a request body as compact JSON (UTF-8, non-ASCII kept as is)."""
     return _json_encoder.encode(obj)
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def error_for_status(
@@ -232,6 +214,8 @@ class Provider(ABC):
     """One provider's settings, auth, request building and codec factory."""
 
     name: ClassVar[str]
+    setting_keys: ClassVar[frozenset[str]] = frozenset()
+    """The keys ``providers={name: {...}}`` accepts; any other is a ConfigurationError."""
     operations: ClassVar[frozenset[str]] = frozenset({"chat"})
     sse_data_line_events: ClassVar[bool] = True
     """Frame the event stream per ``data:`` line (robust to gateways that omit blank lines)."""
@@ -284,6 +268,10 @@ class Provider(ABC):
                 + ", ".join(sorted(self.operations)),
                 provider=self.name,
             )
+
+    def explain(self, exc: APIError, request: HTTPRequest) -> APIError:
+        """Add what to check to the error of an HTTP response to ``request`` (default: nothing)."""
+        return exc
 
     @abstractmethod
     def build_request(self, call: Call, credential: str) -> HTTPRequest:
