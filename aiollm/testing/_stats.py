@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,12 +62,27 @@ class RequestRecord(msgspec.Struct):
         return "".join(f.reasoning for f in self.frames)
 
     @property
+    def content_times(self) -> list[float]:
+        """When each frame carrying text, reasoning or a tool call was sent."""
+        return [f.time for f in self.frames if f.text or f.reasoning or f.tool]
+
+    @property
     def first_frame_time(self) -> float | None:
         """When the first frame carrying text, reasoning or a tool call was sent."""
-        for f in self.frames:
-            if f.text or f.reasoning or f.tool:
-                return f.time
-        return None
+        times = self.content_times
+        return times[0] if times else None
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from the request's arrival to its first content frame (the server's view)."""
+        first = self.first_frame_time
+        return None if first is None else first - self.started
+
+    @property
+    def inter_frame_times(self) -> list[float]:
+        """Seconds between consecutive content frames (the server's inter-token latency)."""
+        times = self.content_times
+        return [b - a for a, b in itertools.pairwise(times)]
 
 
 @dataclass
@@ -111,6 +127,19 @@ class Stats:
             if rec.request_id == request_id:
                 return rec
         return None
+
+    def summary(self) -> dict[str, Any]:
+        """The counters as plain data (JSON-ready)."""
+        return {
+            "requests": dict(self.requests),
+            "completed": self.completed,
+            "disconnects": self.disconnects,
+            "max_in_flight": self.max_in_flight,
+            "max_open_streams": self.max_open_streams,
+            "faults": dict(self.faults),
+            "throttled": dict(self.throttled),
+            "tokens_issued": dict(self.tokens_issued),
+        }
 
     def records_by_id(self) -> dict[str, RequestRecord]:
         """The logged requests by request id (those without one left out)."""
