@@ -30,6 +30,7 @@ from .errors import (
     StreamingRefusedError,
     StreamInterrupted,
     TimeoutError,
+    ToolArgumentsError,
     TransportError,
     UnsupportedOperationError,
 )
@@ -39,12 +40,16 @@ from .events import (
     Embeddings,
     Event,
     Finish,
-    ResponseInfo,
+    ReasoningDelta,
+    ResponseMeta,
     SafetyNotice,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     fold,
 )
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
 from .limits import Limits, RetryPolicy
 from .providers import split_model
 from .stream import State, Stream
@@ -65,6 +70,8 @@ __all__ = [
     "Embeddings",
     "Event",
     "Finish",
+    "FinishInfo",
+    "Hooks",
     "InvalidRequestError",
     "Limits",
     "NotFoundError",
@@ -72,7 +79,11 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "ReasoningDelta",
+    "RequestInfo",
     "ResponseInfo",
+    "ResponseMeta",
+    "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
@@ -83,6 +94,9 @@ __all__ = [
     "TextDelta",
     "Timeout",
     "TimeoutError",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallDelta",
     "TransportError",
     "UnsupportedOperationError",
     "Usage",

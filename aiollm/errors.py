@@ -6,10 +6,11 @@ what to do; no API key, secret or access token ever appears in a message or a re
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .events import Completion
+    from .events import Completion, ToolCall
 
 __all__ = [
     "APIError",
@@ -28,6 +29,7 @@ __all__ = [
     "StreamInterrupted",
     "StreamingRefusedError",
     "TimeoutError",
+    "ToolArgumentsError",
     "TransportError",
     "UnsupportedOperationError",
     "error_for_status",
@@ -69,8 +71,11 @@ class TransportError(AiollmError):
         self.response_started = response_started
 
 
-class TimeoutError(TransportError):
-    """A timeout expired. ``phase`` is ``connect``, ``first_byte``, ``idle`` or ``total``."""
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A timeout expired. ``phase`` is ``connect``, ``first_byte``, ``idle`` or ``total``.
+
+    It is also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
 
     def __init__(
         self,
@@ -105,12 +110,13 @@ class StreamInterrupted(AiollmError):
         message: str,
         *,
         partial: Completion,
-        error: BaseException | None = None,
+        error: AiollmError | None = None,
         provider: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider)
         self.partial = partial
-        self.error = error
+        self.error: AiollmError | None = error
+        """The library's error that ended the stream (always set on one aiollm raised)."""
 
 
 class APIError(AiollmError):
@@ -195,6 +201,17 @@ class ServerError(APIError):
     """The provider failed (5xx or an internal error code): usually worth retrying."""
 
     default_retryable = True
+
+
+class ToolArgumentsError(AiollmError):
+    """A tool call's ``arguments`` are not valid JSON (raised by ``ToolCall.parsed()``).
+
+    ``call`` is the :class:`~aiollm.ToolCall`, with the text exactly as the model wrote it.
+    """
+
+    def __init__(self, message: str, *, call: ToolCall, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.call = call
 
 
 class StreamingRefusedError(InvalidRequestError):

@@ -9,11 +9,13 @@ Events are tagged msgspec Structs, so they encode to JSON with a ``type`` tag an
         case Finish(reason=r): ...
         case SafetyNotice(): ...
 
-The order of a stream's events is the same on every provider: a :class:`ResponseInfo` as soon
-as the request id is known, then :class:`TextDelta` s (with :class:`SafetyNotice` and
-further :class:`ResponseInfo` among them), then :class:`Usage` when the provider reports it,
-and :class:`Finish` last. :func:`fold` turns events into the :class:`Completion`; the stream
-uses it too, so a caller who folds the events it saw gets the same result.
+Order: whatever the provider, a stream's events come as :class:`ResponseMeta` (as soon as the
+request id is known), then the content — :class:`TextDelta`, :class:`ReasoningDelta`,
+:class:`ToolCallDelta`, with :class:`SafetyNotice` and further :class:`ResponseMeta` among
+them — then :class:`Usage` when the provider reports it, and :class:`Finish` last (usage that a
+provider sends after its finish frame comes before it). :func:`fold` turns events into the
+:class:`Completion`; the stream uses it too, so a caller who folds the events it saw gets the
+same result.
 """
 
 from __future__ import annotations
@@ -23,15 +25,20 @@ from typing import Any
 
 import msgspec
 
+from .errors import ToolArgumentsError
+
 __all__ = [
     "Accumulator",
     "Completion",
     "Embeddings",
     "Event",
     "Finish",
-    "ResponseInfo",
+    "ReasoningDelta",
+    "ResponseMeta",
     "SafetyNotice",
     "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
     "Usage",
     "fold",
 ]
@@ -43,12 +50,38 @@ class TextDelta(msgspec.Struct, tag="text_delta", frozen=True, gc=False):
     text: str
 
 
+class ReasoningDelta(msgspec.Struct, tag="reasoning_delta", frozen=True, gc=False):
+    """New reasoning ("thinking") text; never mixed into :class:`TextDelta`."""
+
+    text: str
+
+
+class ToolCallDelta(msgspec.Struct, tag="tool_call_delta", frozen=True, gc=False):
+    """A fragment of one tool call as it arrives.
+
+    ``arguments`` is the new piece of the call's JSON argument string; ``id`` and ``name``
+    come with the call's first fragment (later ones may repeat or omit them). Fragments of one
+    call share ``index``; a new ``id`` at a used index starts another call.
+    """
+
+    index: int | None = None
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class Usage(msgspec.Struct, tag="usage", frozen=True, gc=False):
-    """Token counts so far (the last one a stream yields is the final count)."""
+    """Token counts so far (the last one a stream yields is the final count).
+
+    ``reasoning_tokens`` (part of the output) and ``cached_tokens`` (part of the input, served
+    from the provider's cache) are set where the provider reports them.
+    """
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
 
 
 class Finish(msgspec.Struct, tag="finish", frozen=True, gc=False):
@@ -69,7 +102,7 @@ class SafetyNotice(msgspec.Struct, tag="safety_notice", frozen=True):
     message: str | None = None
 
 
-class ResponseInfo(msgspec.Struct, tag="response_info", frozen=True):
+class ResponseMeta(msgspec.Struct, tag="response_meta", frozen=True):
     """Facts about the response: its ``request_id`` and provider ``notes``.
 
     Notes end up in ``Completion.extra`` (a later note of the same name replaces an earlier
@@ -79,6 +112,30 @@ class ResponseInfo(msgspec.Struct, tag="response_info", frozen=True):
 
     request_id: str | None = None
     notes: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """One complete tool call: ``arguments`` is the JSON text exactly as the model wrote it."""
+
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    type: str = "function"
+
+    def parsed(self) -> Any:
+        """The arguments decoded from JSON (``{}`` for an empty string).
+
+        Raises :class:`~aiollm.ToolArgumentsError` when the model wrote invalid JSON.
+        """
+        if not self.arguments.strip():
+            return {}
+        try:
+            return msgspec.json.decode(self.arguments)
+        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: deep nesting
+            raise ToolArgumentsError(
+                f"tool call {self.name!r} has arguments that are not valid JSON ({exc})",
+                call=self,
+            ) from None
 
 
 class Completion(msgspec.Struct, kw_only=True):
@@ -95,7 +152,31 @@ class Completion(msgspec.Struct, kw_only=True):
     provider: str | None = None
     model: str | None = None
     safety: SafetyNotice | None = None
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def to_message(self, *, reasoning: bool = False) -> dict[str, Any]:
+        """The assistant message to send back in the next turn of the conversation.
+
+        The shape is the OpenAI-style one every provider accepts from aiollm (each provider
+        sends it in its own wire shape): ``{"role": "assistant", "content": …}`` plus
+        ``tool_calls`` when the model called tools, and ``reasoning_content`` when
+        ``reasoning=True`` and there was reasoning text.
+        """
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": call.type,
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ]
+        if reasoning and self.reasoning:
+            message["reasoning_content"] = self.reasoning
+        return message
 
 
 class Embeddings(msgspec.Struct, tag="embeddings", kw_only=True):
@@ -108,32 +189,41 @@ class Embeddings(msgspec.Struct, tag="embeddings", kw_only=True):
     request_id: str | None = None
 
 
-Event = TextDelta | Usage | Finish | SafetyNotice | ResponseInfo | Embeddings
+Event = (
+    TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish | SafetyNotice | ResponseMeta
+) | Embeddings
 """Every event type a :class:`~aiollm.Stream` can yield."""
 
 
 class Accumulator:
-    """Folds events, one at a time or in batches, into a :class:`Completion`.
+    """Folds events, in batches as they arrive, into a :class:`Completion` (pure, incremental).
 
-    Pure and incremental: :meth:`completion` can be asked at any point (a partial result
-    before the stream's :class:`Finish`).
+    :meth:`completion` can be asked at any point (a partial result before :class:`Finish`).
+    Tool-call fragments are merged by index and repaired by call id
+    (:class:`~aiollm.tools.ToolCallMerger`).
     """
 
     __slots__ = (
         "_extra",
         "_finish",
+        "_reasoning",
         "_request_id",
         "_safety",
         "_texts",
+        "_tools",
         "_usage",
         "model",
         "provider",
     )
 
     def __init__(self, *, provider: str | None = None, model: str | None = None) -> None:
+        from .tools import ToolCallMerger
+
         self.provider = provider
         self.model = model
         self._texts: list[str] = []
+        self._reasoning: list[str] = []
+        self._tools = ToolCallMerger()
         self._usage: Usage | None = None
         self._finish: Finish | None = None
         self._safety: SafetyNotice | None = None
@@ -151,11 +241,15 @@ class Accumulator:
                 self._usage = event  # type: ignore[assignment]
             elif kind is Finish:
                 self._finish = event  # type: ignore[assignment]
-            elif kind is ResponseInfo:
-                info: ResponseInfo = event  # type: ignore[assignment]
-                if info.request_id is not None:
-                    self._request_id = info.request_id
-                self._extra.update(info.notes)
+            elif kind is ReasoningDelta:
+                self._reasoning.append(event.text)  # type: ignore[union-attr]
+            elif kind is ToolCallDelta:
+                self._tools.add(event)  # type: ignore[arg-type]
+            elif kind is ResponseMeta:
+                meta: ResponseMeta = event  # type: ignore[assignment]
+                if meta.request_id is not None:
+                    self._request_id = meta.request_id
+                self._extra.update(meta.notes)
             elif kind is SafetyNotice:
                 self._safety = event  # type: ignore[assignment]
 
@@ -169,6 +263,8 @@ class Accumulator:
             provider=self.provider,
             model=self.model,
             safety=self._safety,
+            reasoning="".join(self._reasoning),
+            tool_calls=self._tools.calls(),
             extra=dict(self._extra),
         )
 

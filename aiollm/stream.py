@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from itertools import chain
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .errors import AiollmError, AuthenticationError, RateLimitError, StreamInterrupted
-from .events import Completion, Event, ResponseInfo, TextDelta, Usage, fold
+from .errors import AiollmError, APIError, AuthenticationError, RateLimitError, StreamInterrupted
+from .events import Completion, Event, ResponseMeta, TextDelta, Usage, fold
+from .hooks import CallObserver
 
 if TYPE_CHECKING:
     from .auth import TokenSource
+    from .hooks import Outcome
     from .limits import Lease, ProviderLimiter, RetryPolicy
-    from .providers import Prepared, Provider, ResponseDecoder
+    from .providers import HTTPRequest, Prepared, Provider, ResponseDecoder
     from .transport import Response, Timeout, Transport
 
 __all__ = ["State", "Stream"]
@@ -56,10 +60,15 @@ class Stream:
         extra_headers: Mapping[str, str] | None,
         retry: RetryPolicy,
         limiter: ProviderLimiter,
+        observe: Callable[[], CallObserver | None] = lambda: None,
     ) -> None:
         self._transport, self._provider, self._prepared = transport, provider, prepared
         self._auth, self._retry, self._limiter = auth, retry, limiter
         self._timeout, self._headers = timeout, extra_headers
+        self._observe: Callable[[], CallObserver | None] | None = observe
+        self._obs = _UNOBSERVED  # the call's hooks / OpenTelemetry, made at its first attempt
+        self._deadline = math.inf  # the call's total timeout (anyio's clock), set at its start
+        self._request: HTTPRequest | None = None
         self.state = State.NEW
         self.attempts = 0  # HTTP requests sent, retries included
         self._lease: Lease | None = None
@@ -120,8 +129,8 @@ class Stream:
     async def __aenter__(self) -> Stream:
         try:
             await self._advance(open_only=True)
-        except BaseException:
-            self._close(State.CLOSED)
+        except BaseException as exc:
+            self._close(State.CLOSED, exc)
             raise
         return self
 
@@ -183,10 +192,13 @@ class Stream:
                 chunk = await resp.next_chunk()
                 events = decoder.feed(chunk) if chunk else decoder.end()
             except AiollmError as exc:
+                if isinstance(exc, APIError) and decoder is not None and decoder.status >= 300:
+                    assert self._request is not None
+                    exc = self._provider.explain(exc, self._request)  # what to check
                 await self._failed(exc)
                 continue
-            except BaseException:
-                self._close(State.CLOSED)  # cancelled, or a bug: never leave it open
+            except BaseException as exc:
+                self._close(State.CLOSED, exc)  # cancelled, or a bug: never leave it open
                 raise
             delivered = self._deliver(events)
             if decoder.error is not None:
@@ -201,21 +213,35 @@ class Stream:
 
     async def _open(self) -> None:
         """One attempt: slot, credential, request, response head, decoder."""
-        provider = self._provider
+        provider, limiter, obs = self._provider, self._limiter, self._obs
+        if self._observe is not None:  # the call starts: its observer and its deadline
+            obs = self._obs = self._observe() or _UNOBSERVED
+            self._observe = None
+            total = self._timeout.total
+            self._deadline = math.inf if total is None else anyio.current_time() + total
+        cooling, started = limiter.cooling_down, time.monotonic()
         if self._lease is None:
-            self._lease = await self._limiter.acquire()
+            self._lease = await limiter.acquire(self._deadline)
         elif self.attempts:
-            await self._limiter.pace()
+            await limiter.pace(self._deadline)
+        obs.waited(time.monotonic() - started, cooling)
         self._credential = None
+        fetches, started = getattr(self._auth, "fetches", None), time.monotonic()
         credential = await self._auth.get(self._transport)
-        request = provider.build_request(self._prepared, credential)
+        if getattr(self._auth, "fetches", None) != fetches:
+            obs.token_fetched(time.monotonic() - started)
+        request = self._request = provider.build_request(self._prepared, credential)
         # The request is about to be sent: the service may now reject the credential.
         self.attempts += 1
         self._credential = credential
+        added = obs.request(request, self.attempts)
+        headers = {**(self._headers or {}), **added} if added else self._headers
+        timeout = self._timeout.within(self._deadline - anyio.current_time())
         resp = await self._transport.open(
-            request, timeout=self._timeout, provider=provider.name, extra_headers=self._headers
+            request, timeout=timeout, provider=provider.name, extra_headers=headers
         )
         # The response head arrived: the provider builds this response's decoder from it.
+        obs.response(resp.status, resp.headers)
         self._resp = resp
         self._decoder = provider.decoder(self._prepared, resp.status, resp.headers)
         self.state = State.OPEN
@@ -226,15 +252,16 @@ class Stream:
             self._pending = iter(events)
             self._batches.append(events)
             if not self._delivered:
-                self._delivered = any(type(event) is not ResponseInfo for event in events)
+                self._delivered = any(type(event) is not ResponseMeta for event in events)
+            self._obs.chunk(events)
         return self._delivered
 
     async def _failed(self, exc: AiollmError) -> None:
         """The one retry loop: try again if nothing reached the caller and ``exc`` allows it."""
         self._drop_response()
         self._provider.failed(self._prepared, exc)
-        if isinstance(exc, RateLimitError):
-            self._limiter.throttled(exc.retry_after)
+        if isinstance(exc, RateLimitError) and exc.status is not None:  # the server's answer
+            self._limiter.throttled(exc.retry_after, self._retry.max_retry_after)
         if not self._delivered and self.state is not State.CLOSED:
             rejected = self._credential if isinstance(exc, AuthenticationError) else None
             if rejected is not None and self._auth.refreshable and not self._refreshed:
@@ -243,13 +270,16 @@ class Stream:
                 self._refreshed = True
                 self._auth.invalidate(rejected)
                 log.debug("%s: token rejected, refreshing once", self.provider)
+                self._obs.retry(exc, self.attempts, 0.0, True)
                 self._new_attempt()
                 return
             self._retries += 1
-            delay = self._retry.delay(exc, self._retries, self._slept)
+            remaining = self._deadline - anyio.current_time()
+            delay = self._retry.delay(exc, self._retries, self._slept, remaining)
             if delay is not None:
                 # The attempt failed and will be retried.
                 log.debug("%s: attempt failed (%s); retry in %.2fs", self.provider, exc, delay)
+                self._obs.retry(exc, self.attempts, delay, False)
                 self._new_attempt()
                 self._slept += delay
                 if not isinstance(exc, RateLimitError):  # the limiter's cool-down waits
@@ -295,10 +325,29 @@ class Stream:
         if resp is not None:
             resp.close()
 
-    def _close(self, state: State) -> None:
+    def _close(self, state: State, exc: BaseException | None = None) -> None:
         self._drop_response()
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()
         if self.state is State.NEW or self.state is State.OPEN:
             self.state = state
+        obs, self._obs = self._obs, _UNOBSERVED
+        if obs is not _UNOBSERVED:  # the call ended: its observer hears it once
+            error = self._error if self._error is not None else exc
+            outcome: Outcome = "completed" if self.state is State.FINISHED else "closed"
+            if isinstance(error, anyio.get_cancelled_exc_class()):
+                outcome = "cancelled"
+            elif error is not None:
+                outcome = "error"
+            obs.end(outcome, self._completion_or_none(), error)
+
+    def _completion_or_none(self) -> Completion | None:
+        try:
+            return self.completion if self.state is State.FINISHED else self.partial
+        except Exception:  # the completion of a broken response: observe the end anyway
+            return None
+
+
+_UNOBSERVED = CallObserver()
+"""The observer of a call no one observes (every point does nothing)."""

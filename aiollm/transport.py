@@ -103,6 +103,12 @@ class Timeout:
             return other
         return replace(self, total=float(other))
 
+    def within(self, remaining: float) -> Timeout:
+        """This timeout for an attempt with ``remaining`` seconds of the call's ``total`` left."""
+        if remaining == math.inf:
+            return self
+        return replace(self, total=max(0.0, remaining))
+
 
 class Response:
     """A response whose body is read as raw chunks under the idle and total timeouts."""

@@ -147,7 +147,7 @@ def test_recorded_stream() -> None:
     c = codec()
     events = run_sse(c, RECORDED_STREAM, info=True)
     # usage is a running total: one Usage event, the final one, before Finish.
-    assert [e for e in events if not isinstance(e, aiollm.ResponseInfo)] == [
+    assert [e for e in events if not isinstance(e, aiollm.ResponseMeta)] == [
         TextDelta("1+"),
         Usage(16, 6, 22),
         Finish("stop"),
@@ -580,7 +580,7 @@ def test_incremental_frames_cost_the_same_late_as_early() -> None:
     body = stream_of([f" word{i % 7}" * 6 for i in range(n)], cumulative=False)
     sses = [f + b"\n\n" for f in body.split(b"\n\n") if f]
     early = late = float("inf")
-    for _ in range(3):
+    for _ in range(5):  # the fastest of five runs: a busy machine slows some runs, not all
         c = codec()
         feed = c.feed
         t0 = time.perf_counter()

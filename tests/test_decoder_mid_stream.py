@@ -45,12 +45,12 @@ def feed(codec: ResponseDecoder, *chunks: bytes, info: bool = False) -> list[Eve
     out += codec.end()
     if codec.error is not None:
         raise codec.error
-    return out if info else [e for e in out if not isinstance(e, aiollm.ResponseInfo)]
+    return out if info else [e for e in out if not isinstance(e, aiollm.ResponseMeta)]
 
 
 def feed_partial(codec: ResponseDecoder, body: bytes) -> list[Event]:
-    """The events of one chunk (ResponseInfo dropped); a bad frame's error stays on the codec."""
-    return [e for e in codec.feed(body) if not isinstance(e, aiollm.ResponseInfo)]
+    """The events of one chunk (ResponseMeta dropped); a bad frame's error stays on the codec."""
+    return [e for e in codec.feed(body) if not isinstance(e, aiollm.ResponseMeta)]
 
 
 def texts(events: list[Event]) -> str:
@@ -185,7 +185,10 @@ def test_dashscope_malformed_usage() -> None:
     with pytest.raises(ProtocolError, match="usage"):
         feed(incremental(), body + ds(3, "", "stop", usage="many"))
     with pytest.raises(ProtocolError, match="usage"):
-        feed(incremental(), ds(1, "a", usage=tokens(1)) + ds(2, "", "stop", usage={"output_tokens": "x"}))
+        feed(
+            incremental(),
+            ds(1, "a", usage=tokens(1)) + ds(2, "", "stop", usage={"output_tokens": "x"}),
+        )
     events = feed(incremental(), body + ds(3, "", "stop", usage=tokens(2)))
     assert events[-2:] == [Usage(5, 2, 7), Finish("stop")]
 

@@ -1,4 +1,4 @@
-"""``SSEDecoder(raw_data=True)``: the same events, with the data left as undecoded bytes."""
+"""``SSEDecoder.feed_raw``: the same events as ``feed``, with the data left as undecoded bytes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from test_framing_sse import (
     Run,
     block_strategy,
     interesting_bytes,
-    modes,
     render,
     render_runs,
     run_strategy,
@@ -21,7 +20,7 @@ from test_framing_sse import (
 )
 
 from aiollm.errors import ProtocolError
-from aiollm.framing import ServerSentEvent, SSEDecoder
+from aiollm.framing import ServerSentEvent, SSEDecoder, SSEItem, as_event
 
 Fields = tuple[str, str, str, int | None, tuple[str, ...]]
 
@@ -34,14 +33,27 @@ def decode(chunks: list[bytes], **kw: Any) -> list[ServerSentEvent]:
     return out + dec.close()
 
 
+def decode_raw(chunks: list[bytes], **kw: Any) -> list[SSEItem]:
+    dec = SSEDecoder(**kw)
+    out: list[SSEItem] = []
+    for chunk in chunks:
+        out += dec.feed_raw(chunk)
+    return out + dec.close_raw()
+
+
 def fields(events: list[ServerSentEvent]) -> list[Fields]:
     return [(e.event, e.text(), e.id, e.retry, e.comments) for e in events]
 
 
-def check_same(chunks: list[bytes], **kw: Any) -> list[ServerSentEvent]:
-    """Raw mode gives the default mode's events, with ``raw`` for ``data``; returns them."""
-    plain = decode(chunks, **kw)
-    raw = decode(chunks, raw_data=True, **kw)
+def check_same(chunks: list[bytes]) -> list[ServerSentEvent]:
+    """``feed_raw`` gives ``feed``'s events, with ``raw`` for ``data``; returns them."""
+    plain = decode(chunks)
+    items = decode_raw(chunks)
+    for item in items:  # plain events come as their bytes alone
+        if type(item) is not bytes:
+            assert isinstance(item, ServerSentEvent)
+            assert item.event != "message" or item.id or item.retry is not None or item.comments
+    raw = [as_event(item) for item in items]
     assert all(e.raw is None for e in plain)
     assert all(e.data == "" and type(e.raw) is bytes for e in raw)
     assert [e.data for e in plain] == [e.text() for e in raw]
@@ -102,37 +114,29 @@ BODIES: list[bytes] = [
     b'data: {"t":"caf\xc3"}\r\n\r\nid: \xff1\r\n:\xfe\r\ndata: \xe4\xbd\r\n\r\n'
     b"data: ok\r\rdata: \xff\n\n",
     "".join(dashscope_block(i, CJK) for i in range(1, 7)).replace("\n", "\r\n").encode(),
-    # A final data line without its line end (dispatched at close with data_line_events).
+    # A final JSON data line without its line end (dispatched at close), and one not JSON.
+    b'data: first\n\ndata: {"last":1}',
     b"data: first\n\ndata: last",
+    # Pretty-printed JSON frames without blank lines.
+    b'data: {\ndata:  "a": 1\ndata: }\ndata: [\ndata: 2]\n',
     b"",
     b"\xef\xbb\xbfdata: bom\n\n",
 ]
-MODES = [
-    {},
-    {"data_line_events": True},
-    {"json_line_events": True},
-    {"data_line_events": True, "json_line_events": True},
-]
 
 
-@pytest.mark.parametrize("kw", MODES)
 @pytest.mark.parametrize("body", BODIES)
-def test_raw_data_same_events(body: bytes, kw: dict[str, bool]) -> None:
-    whole = check_same([body], **kw)
+def test_raw_data_same_events(body: bytes) -> None:
+    whole = check_same([body])
     rng = random.Random(body)
     for _ in range(20):
-        assert fields(check_same(random_chunks(body, rng), **kw)) == fields(whole)
+        assert fields(check_same(random_chunks(body, rng))) == fields(whole)
     if len(body) < 400:
-        check_same([body[i : i + 1] for i in range(len(body))], **kw)
+        check_same([body[i : i + 1] for i in range(len(body))])
 
 
 def test_raw_bytes_are_the_data_field_bytes() -> None:
-    body = b'data: {"a":"\xe4\xbd\xa0"}\n\ndata:  two\ndata:x\n\n'
-    assert [e.raw for e in decode([body], raw_data=True)] == [b'{"a":"\xe4\xbd\xa0"}', b" two\nx"]
-    lines = decode([body], raw_data=True, data_line_events=True)
-    assert [e.raw for e in lines] == [b'{"a":"\xe4\xbd\xa0"}', b" two", b"x"]
-    json_line = decode([b'{"error_code":110}\n'], raw_data=True, json_line_events=True)
-    assert [e.raw for e in json_line] == [b'{"error_code":110}']
+    body = b'data: {"a":"\xe4\xbd\xa0"}\n\ndata:  two\ndata:x\n\n{"error_code":110}\n'
+    assert decode_raw([body]) == [b'{"a":"\xe4\xbd\xa0"}', b" two\nx", b'{"error_code":110}']
 
 
 def test_text_of_a_default_event_is_its_data() -> None:
@@ -142,7 +146,7 @@ def test_text_of_a_default_event_is_its_data() -> None:
 
 def test_raw_data_limits_still_apply() -> None:
     with pytest.raises(ProtocolError, match="max_event_bytes"):
-        decode([b"data: " + b"x" * 50 + b"\n\n"], raw_data=True, max_event_bytes=10)
+        decode_raw([b"data: " + b"x" * 50 + b"\n\n"], max_event_bytes=10)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -152,7 +156,6 @@ def test_raw_data_limits_still_apply() -> None:
     bom=st.booleans(),
     tail=st.sampled_from(["", "data: t", "data", ":c", '{"a":1}']),
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
-    modes=modes,
 )
 def test_raw_data_property_blocks(
     blocks: list[list[str]],
@@ -160,21 +163,19 @@ def test_raw_data_property_blocks(
     bom: bool,
     tail: str,
     points: list[int],
-    modes: dict[str, bool],
 ) -> None:
     body = render(blocks, ends, bom, tail)
-    check_same([body], **modes)
-    check_same(split_at(body, points), **modes)
+    check_same([body])
+    check_same(split_at(body, points))
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     body=interesting_bytes,
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
-    modes=modes,
 )
-def test_raw_data_property_bytes(body: bytes, points: list[int], modes: dict[str, bool]) -> None:
-    check_same(split_at(body, points), **modes)
+def test_raw_data_property_bytes(body: bytes, points: list[int]) -> None:
+    check_same(split_at(body, points))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -182,13 +183,10 @@ def test_raw_data_property_bytes(body: bytes, points: list[int], modes: dict[str
     runs=st.lists(run_strategy, min_size=1, max_size=5),
     crlf=st.booleans(),
     points=st.lists(st.integers(min_value=0, max_value=100_000), max_size=8),
-    modes=modes,
 )
-def test_raw_data_property_runs(
-    runs: list[Run], crlf: bool, points: list[int], modes: dict[str, bool]
-) -> None:
+def test_raw_data_property_runs(runs: list[Run], crlf: bool, points: list[int]) -> None:
     body = render_runs(runs)
     if crlf:
         body = body.replace(b"\n", b"\r\n")
-    check_same([body], **modes)
-    check_same(split_at(body, points), **modes)
+    check_same([body])
+    check_same(split_at(body, points))

@@ -62,7 +62,7 @@ class Prepared:
     """A validated call with its request body encoded once (retries resend the same bytes).
 
     ``notes`` are facts preparing it produced (e.g. how many messages were trimmed): the
-    decoder reports them as a :class:`~aiollm.events.ResponseInfo`.
+    decoder reports them as a :class:`~aiollm.events.ResponseMeta`.
     """
 
     call: Call
@@ -91,26 +91,6 @@ def data_of(item: SSEItem) -> bytes:
     return event.raw if event.raw is not None else event.data.encode()
 
 
-_SNIFF_BYTES = 64
-_SSE_HEADS = (b"data:", b"event:", b"id:", b"retry:", b":")
-_SPECIFIC_TYPES = ("text/event-stream", "json")
-
-
-def _decided(content_type: str, head: bytes) -> bool:
-    """Whether ``head`` (the body so far) is enough to tell how to frame the body.
-
-    A specific ``Content-Type`` decides at once; else the first bytes after a BOM and
-    whitespace, once they are not the start of an event-stream field name (so that the
-    decision does not depend on how the body was split).
-    """
-    if len(head) >= _SNIFF_BYTES or any(t in content_type.lower() for t in _SPECIFIC_TYPES):
-        return True
-    rest = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
-    if not rest or b"\xef\xbb\xbf".startswith(head):
-        return False
-    return not any(h.startswith(rest) and len(rest) < len(h) for h in _SSE_HEADS)
-
-
 class ResponseDecoder(ABC):
     """One response's body, sans-IO: ``feed(bytes) -> events``, ``end() -> events``.
 
@@ -132,8 +112,6 @@ class ResponseDecoder(ABC):
     """
 
     provider: ClassVar[str] = ""
-    json_lines_in_sse: ClassVar[bool] = False
-    """The server may write a bare JSON error line into an event stream (framing option)."""
 
     def __init__(
         self, call: Call, status: int = 200, headers: Mapping[str, str] | None = None
@@ -183,7 +161,7 @@ class ResponseDecoder(ABC):
             if self.status >= 300:
                 raise self.http_error(bytes(self._body or b""))
             if self._sse is not None:
-                self.frames(self._sse.close(), out)
+                self.frames(self._sse.close_raw(), out)
             elif self._json is not None:
                 for document in self._json.close():
                     self.document(document, out)
@@ -233,29 +211,23 @@ class ResponseDecoder(ABC):
 
     # -- internals -------------------------------------------------------------------------
     def _start(self, data: bytes, out: list[Event], *, last: bool = False) -> None:
-        if self.status < 300 and not last:
-            head = self._head + data
-            if not _decided(self.content_type, head):
-                self._head = head  # too few bytes yet to tell what the body is
-                return
-            data, self._head = head, b""
-        elif self._head:
+        if self._head:
             data, self._head = self._head + data, b""
+        kind = BodyKind.OTHER
+        if self.status < 300:
+            found = sniff_body(self.content_type, data, final=last)
+            if found is None:
+                self._head = data  # too few bytes yet to tell what the body is
+                return
+            kind = found
         self._sniffed = True
-        if self.status >= 300:
-            self._feed_other(data, out)
-            return
-        kind = sniff_body(self.content_type, data[:_SNIFF_BYTES])
         if kind is BodyKind.SSE:
-            self._sse = SSEDecoder(
-                data_line_events=True, json_line_events=self.json_lines_in_sse, raw_data=True
-            )
+            self._sse = SSEDecoder()
             if data:
                 self.frames(self._sse.feed_raw(data), out)
-        elif kind is BodyKind.JSON:
-            self._json = JSONFramer()
-            self._feed_other(data, out)
         else:
+            if kind is BodyKind.JSON:
+                self._json = JSONFramer()
             self._feed_other(data, out)
 
     def _feed_other(self, data: bytes, out: list[Event]) -> None:
@@ -297,6 +269,8 @@ class Provider(ABC):
     """One provider's settings, credential, request building and decoder factory."""
 
     name: ClassVar[str]
+    setting_keys: ClassVar[frozenset[str]] = frozenset()
+    """The keys ``providers={name: {...}}`` accepts; any other is a ConfigurationError."""
     operations: ClassVar[frozenset[str]] = frozenset({"chat"})
 
     def __init__(self, settings: Mapping[str, Any], env: Mapping[str, str]) -> None:
@@ -340,6 +314,10 @@ class Provider(ABC):
         """Validate ``call`` and encode its body, once per call."""
         self.check(call)
         return Prepared(call, json_body(self.body(call)))
+
+    def explain(self, exc: APIError, request: HTTPRequest) -> APIError:
+        """Add what to check to the error of an HTTP response to ``request`` (default: nothing)."""
+        return exc
 
     @abstractmethod
     def body(self, call: Call) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ..errors import (
     RateLimitError,
     ServerError,
 )
-from ._base import header, parse_retry_after
+from ._base import parse_retry_after
 
 ErrorCode = str | int | None
 
@@ -41,12 +41,6 @@ def normalize_code(code: ErrorCode) -> ErrorCode:
 
 def retry_after_of(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms`` (OpenAI) or ``Retry-After`` in seconds, or None."""
-    millis = header(headers, "retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
     return parse_retry_after(headers)
 
 

@@ -27,7 +27,7 @@ from ..errors import (
     error_for_status,
     status_class,
 )
-from ..events import Embeddings, Event, Finish, ResponseInfo, TextDelta, Usage
+from ..events import Embeddings, Event, Finish, ResponseMeta, TextDelta, Usage
 from ..framing import SSEItem
 from ..request import TokenEndpoint
 from ._base import (
@@ -39,6 +39,7 @@ from ._base import (
     data_of,
     header,
 )
+from ._hints import openai_compatible_hint
 from ._openai_errors import (
     ErrorCode,
     base64_floats,
@@ -164,7 +165,7 @@ class OpenAIDecoder(ResponseDecoder):
         self.request_id = header(self.headers, "x-request-id") or None
         self._reason: str | None = None
         self._finishing = False  # a finish_reason (or a whole response) arrived
-        self._seen = False  # a first frame arrived (its ResponseInfo went out)
+        self._seen = False  # a first frame arrived (its ResponseMeta went out)
 
     # -- frames --------------------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
@@ -252,7 +253,7 @@ class OpenAIDecoder(ResponseDecoder):
         if self.request_id is None and wire.id:
             self.request_id = wire.id
         if self.request_id is not None:
-            out.append(ResponseInfo(request_id=self.request_id))
+            out.append(ResponseMeta(request_id=self.request_id))
 
     def decode(self, document: bytes | str) -> WireResponse:
         """One JSON document as a :class:`WireResponse` (ProtocolError if it is not one)."""
@@ -390,6 +391,7 @@ class OpenAIProvider(Provider):
     """``openai/<model>``: any OpenAI-compatible server with a Bearer key."""
 
     name: ClassVar[str] = "openai"
+    setting_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "base_url"})
     operations: ClassVar[frozenset[str]] = frozenset({"chat", "complete", "embed"})
     decoder_class: ClassVar[type[OpenAIDecoder]] = OpenAIDecoder
 
@@ -397,6 +399,9 @@ class OpenAIProvider(Provider):
     def base_url(self) -> str:
         """The API base, including ``/v1``."""
         return str(self.setting("base_url", "OPENAI_BASE_URL", DEFAULT_BASE_URL)).rstrip("/")
+
+    def explain(self, exc: APIError, request: HTTPRequest) -> APIError:
+        return openai_compatible_hint(exc, request.url, request.secrets)
 
     def credential(self) -> str | TokenEndpoint:
         if self.base_url == DEFAULT_BASE_URL:
