@@ -247,6 +247,28 @@ def _messages(call: Call) -> list[dict[str, Any]]:
     return out
 
 
+def _output_message(completion: Completion, outcome: str) -> dict[str, Any]:
+    """The reply in the conventions' structured form: reasoning, text and tool-call parts."""
+    parts: list[dict[str, Any]] = []
+    if completion.reasoning:
+        parts.append({"type": "reasoning", "content": completion.reasoning})
+    if completion.text or not parts:
+        parts.append({"type": "text", "content": completion.text})
+    for call in completion.tool_calls:
+        try:
+            arguments: Any = json.loads(call.arguments) if call.arguments.strip() else {}
+        except ValueError:
+            arguments = call.arguments
+        parts.append(
+            {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
+        )
+    return {
+        "role": "assistant",
+        "parts": parts,
+        "finish_reason": completion.finish_reason or outcome,
+    }
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -379,17 +401,18 @@ class SpanObserver(CallObserver):
                 attrs[n["response.finish_reasons"]] = [completion.finish_reason]
         tokens: dict[str, int] = {}
         if usage is not None:
-            for kind, field, key in (
-                ("input", "input_tokens", "usage.input_tokens"),
-                ("output", "output_tokens", "usage.output_tokens"),
-                (None, "reasoning_tokens", "usage.reasoning_tokens"),
-                (None, "cached_tokens", "usage.cached_tokens"),
+            for key, value in (
+                ("usage.input_tokens", usage.input_tokens),
+                ("usage.output_tokens", usage.output_tokens),
+                ("usage.reasoning_tokens", usage.reasoning_tokens),
+                ("usage.cached_tokens", usage.cached_tokens),
             ):
-                value = getattr(usage, field, None)
-                if isinstance(value, int):
+                if value is not None:
                     attrs[n[key]] = value
-                    if kind is not None:
-                        tokens[kind] = value
+            if usage.input_tokens is not None:
+                tokens["input"] = usage.input_tokens
+            if usage.output_tokens is not None:
+                tokens["output"] = usage.output_tokens
         metric_attrs = self._metric_attrs
         if error is not None:
             kind = error_type(error)
@@ -397,15 +420,7 @@ class SpanObserver(CallObserver):
             metric_attrs = {**metric_attrs, n["error.type"]: kind}
             span.set_status(StatusCode.ERROR, redact_text(str(error), self._secrets)[:500])
         if completion is not None and (t.capture_span or t.capture_event):
-            output = _dumps(
-                [
-                    {
-                        "role": "assistant",
-                        "parts": [{"type": "text", "content": completion.text}],
-                        "finish_reason": completion.finish_reason or outcome,
-                    }
-                ]
-            )
+            output = _dumps([_output_message(completion, outcome)])
             if t.capture_span:
                 attrs[n["output.messages"]] = output
             if t.capture_event:
