@@ -579,3 +579,22 @@ def test_reasoning_tool_calls_and_token_details(
     assert otel.count(DURATION) == 1 and otel.count(TTFC) == 1 and otel.count(TPOC) == 1
     tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in otel.points(TOKENS)}
     assert tokens == {"input": 10, "output": 7}
+
+
+BENCH_ARGS = ["--requests", "2", "--concurrency", "1", "--otel", "console", "--no-progress"]
+
+
+def test_bench_exports_the_runs_spans() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "aiollm", "bench", *BENCH_ARGS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for model in ("qwen-turbo", "ernie-speed-128k", "gpt-4o-mini"):
+        assert out.stderr.count(f'"name": "chat {model}"') >= 2
+    assert "gen_ai.client.operation.duration" in out.stderr
+    assert '"service.name": "aiollm-bench"' in out.stderr
+    for secret in (Emulator.api_key, Emulator.qianfan_sk, Emulator.gateway_secret):
+        assert secret not in out.stderr + out.stdout
