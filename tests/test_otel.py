@@ -582,6 +582,7 @@ def test_reasoning_tool_calls_and_token_details(
 
 
 BENCH_ARGS = ["--requests", "2", "--concurrency", "1", "--otel", "console", "--no-progress"]
+BENCH_ARGS += ["--first-token", "0.01", "--per-token", "0.001"]
 
 
 def test_bench_exports_the_runs_spans() -> None:
