@@ -1,9 +1,11 @@
 """What OpenTelemetry costs a stream: the extra absent, installed but unconfigured, configured.
 
-Three modes, each in its own interpreter, in the same run and against the same local server:
+Four modes, each in its own interpreter, in the same run and against the same local server:
 
 - ``absent``: ``opentelemetry`` cannot be imported (as without ``aiollm-client[otel]``);
 - ``unconfigured``: the API is imported, no tracer or meter provider is set (the default);
+- ``unconfigured, off``: the same with ``Client(otel=False)`` (what importing the API costs
+  by itself, apart from aiollm's check);
 - ``no-op export``: the SDK's tracer and meter providers are set globally, spans go through a
   ``BatchSpanProcessor`` to an exporter that drops them, metrics to an in-memory reader: every
   span and histogram point is built, only the export is skipped.
@@ -28,7 +30,7 @@ from typing import Any
 
 from _local import HERE, aiollm_settings, aiollm_stream, local_server, machine_line
 
-MODES = ("absent", "unconfigured", "no-op export")
+MODES = ("absent", "unconfigured", "unconfigured, off", "no-op export")
 
 BLOCK_OTEL = """
 import sys
@@ -69,14 +71,15 @@ def _configure() -> Any:
 
 async def _worker(mode: str, origin: str, frames: int, calls: int) -> dict[str, Any]:
     exporter = None
-    if mode == "unconfigured":
+    if mode.startswith("unconfigured"):
         import opentelemetry.metrics
         import opentelemetry.trace  # noqa: F401
     elif mode == "no-op export":
         provider, exporter = _configure()
     from aiollm import Client
 
-    async with Client(providers=aiollm_settings(origin), env={}) as client:
+    otel = not mode.endswith(", off")
+    async with Client(providers=aiollm_settings(origin), env={}, otel=otel) as client:
         await aiollm_stream(client, "openai", frames)
         await aiollm_stream(client, "openai", 16)
         stream_s: list[float] = []
@@ -140,7 +143,7 @@ def main() -> None:
     notes: dict[str, Any] = {}
     with local_server() as origin:
         for run in range(args.runs):
-            order = MODES[run % 3 :] + MODES[: run % 3]
+            order = MODES[run % len(MODES) :] + MODES[: run % len(MODES)]
             for mode in order:
                 r = _run_worker(mode, origin, args.frames, args.calls)
                 for key in ("stream", "calls"):
