@@ -338,10 +338,9 @@ async def test_no_secret_in_anything_exported(
         emu.gateway_appid,
         emu.gateway_secret,
         emu.openai_key,
-        *emu.state["qianfan"]["tokens"],
+        *emu.state.qianfan.tokens,
     ]
-    gateway = emu.state.get("gateway", {})
-    secrets += [t for t in gateway.get("tokens", ()) if isinstance(t, str)]
+    secrets += emu.state.gateway.issued
     exported = otel.exported()
     assert len(otel.ended()) == 11
     assert "gen_ai.output.messages" in exported
@@ -510,7 +509,7 @@ async def test_hooks_without_opentelemetry(emu: Emulator, caplog: pytest.LogCapt
     request = hooks.calls[0][1]
     assert request.attempt == 1 and request.method == "POST"
     assert "access_token=***" in request.url
-    assert not any(t in request.url for t in emu.state["qianfan"]["tokens"])
+    assert not any(t in request.url for t in emu.state.qianfan.tokens)
     retry = hooks.calls[2][1]
     assert retry.reason == "token_refresh" and isinstance(retry.error, aiollm.AuthenticationError)
     finish = hooks.calls[-1][1]
