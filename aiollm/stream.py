@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .errors import AiollmError, APIError, AuthenticationError, RateLimitError, StreamInterrupted
+from ._redact import scrub_exception
+from .errors import (
+    AiollmError,
+    APIError,
+    AuthenticationError,
+    ProtocolError,
+    RateLimitError,
+    StreamInterrupted,
+)
 from .events import Completion, Event, ResponseMeta, TextDelta, Usage, fold
 from .hooks import CallObserver
 
@@ -197,6 +205,9 @@ class Stream:
                     exc = self._provider.explain(exc, self._request)  # what to check
                 await self._failed(exc)
                 continue
+            except Exception as exc:  # e.g. an error body or token answer nested too deep
+                await self._failed(_typed(exc, self.provider))
+                continue
             except BaseException as exc:
                 self._close(State.CLOSED, exc)  # cancelled, or a bug: never leave it open
                 raise
@@ -258,6 +269,7 @@ class Stream:
 
     async def _failed(self, exc: AiollmError) -> None:
         """The one retry loop: try again if nothing reached the caller and ``exc`` allows it."""
+        scrub_exception(exc, self._secrets())  # an error holds no secret the client sent
         self._drop_response()
         self._provider.failed(self._prepared, exc)
         if isinstance(exc, RateLimitError) and exc.status is not None:  # the server's answer
@@ -295,9 +307,14 @@ class Stream:
         self._error = exc
         self._close(State.FAILED)
 
+    def _secrets(self) -> tuple[str, ...]:
+        secrets = self._transport.secrets
+        return (*secrets, self._credential) if self._credential else secrets
+
     def _raise(self) -> None:
         exc = self._error
         assert exc is not None
+        scrub_exception(exc, self._secrets())
         if self._delivered and not isinstance(exc, StreamInterrupted):
             partial = self.partial
             message = f"the stream broke off after {len(partial.text)} characters: {exc}"
@@ -347,6 +364,14 @@ class Stream:
             return self.completion if self.state is State.FINISHED else self.partial
         except Exception:  # the completion of a broken response: observe the end anyway
             return None
+
+
+def _typed(exc: Exception, provider: str) -> ProtocolError:
+    """A bare exception from an error path, as the typed error the caller gets."""
+    message = f"could not decode the response ({type(exc).__name__}: {exc})"
+    error = ProtocolError(message, provider=provider)
+    error.__cause__ = exc
+    return error
 
 
 _UNOBSERVED = CallObserver()
