@@ -41,7 +41,7 @@ from .events import (
     Event,
     Finish,
     ReasoningDelta,
-    ResponseMeta,
+    ResponseInfo,
     SafetyNotice,
     TextDelta,
     ToolCall,
@@ -49,7 +49,7 @@ from .events import (
     Usage,
     fold,
 )
-from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseHead, RetryInfo
 from .limits import Limits, RetryPolicy
 from .providers import split_model
 from .stream import State, Stream
@@ -81,8 +81,8 @@ __all__ = [
     "RateLimitError",
     "ReasoningDelta",
     "RequestInfo",
+    "ResponseHead",
     "ResponseInfo",
-    "ResponseMeta",
     "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",

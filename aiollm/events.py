@@ -9,9 +9,9 @@ Events are tagged msgspec Structs, so they encode to JSON with a ``type`` tag an
         case Finish(reason=r): ...
         case SafetyNotice(): ...
 
-Order: whatever the provider, a stream's events come as :class:`ResponseMeta` (as soon as the
+Order: whatever the provider, a stream's events come as :class:`ResponseInfo` (as soon as the
 request id is known), then the content — :class:`TextDelta`, :class:`ReasoningDelta`,
-:class:`ToolCallDelta`, with :class:`SafetyNotice` and further :class:`ResponseMeta` among
+:class:`ToolCallDelta`, with :class:`SafetyNotice` and further :class:`ResponseInfo` among
 them — then :class:`Usage` when the provider reports it, and :class:`Finish` last (usage that a
 provider sends after its finish frame comes before it). :func:`fold` turns events into the
 :class:`Completion`; the stream uses it too, so a caller who folds the events it saw gets the
@@ -34,7 +34,7 @@ __all__ = [
     "Event",
     "Finish",
     "ReasoningDelta",
-    "ResponseMeta",
+    "ResponseInfo",
     "SafetyNotice",
     "TextDelta",
     "ToolCall",
@@ -102,7 +102,7 @@ class SafetyNotice(msgspec.Struct, tag="safety_notice", frozen=True):
     message: str | None = None
 
 
-class ResponseMeta(msgspec.Struct, tag="response_meta", frozen=True):
+class ResponseInfo(msgspec.Struct, tag="response_info", frozen=True):
     """Facts about the response: its ``request_id`` and provider ``notes``.
 
     Notes end up in ``Completion.extra`` (a later note of the same name replaces an earlier
@@ -190,7 +190,7 @@ class Embeddings(msgspec.Struct, tag="embeddings", kw_only=True):
 
 
 Event = (
-    TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish | SafetyNotice | ResponseMeta
+    TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish | SafetyNotice | ResponseInfo
 ) | Embeddings
 """Every event type a :class:`~aiollm.Stream` can yield."""
 
@@ -245,8 +245,8 @@ class Accumulator:
                 self._reasoning.append(event.text)  # type: ignore[union-attr]
             elif kind is ToolCallDelta:
                 self._tools.add(event)  # type: ignore[arg-type]
-            elif kind is ResponseMeta:
-                meta: ResponseMeta = event  # type: ignore[assignment]
+            elif kind is ResponseInfo:
+                meta: ResponseInfo = event  # type: ignore[assignment]
                 if meta.request_id is not None:
                     self._request_id = meta.request_id
                 self._extra.update(meta.notes)

@@ -27,7 +27,7 @@ from .errors import (
     RateLimitError,
     StreamInterrupted,
 )
-from .events import Completion, Event, ResponseMeta, TextDelta, Usage, fold
+from .events import Completion, Event, ResponseInfo, TextDelta, Usage, fold
 from .hooks import CallObserver
 
 if TYPE_CHECKING:
@@ -263,7 +263,7 @@ class Stream:
             self._pending = iter(events)
             self._batches.append(events)
             if not self._delivered:
-                self._delivered = any(type(event) is not ResponseMeta for event in events)
+                self._delivered = any(type(event) is not ResponseInfo for event in events)
             self._obs.chunk(events)
         return self._delivered
 

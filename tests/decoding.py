@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aiollm.errors import APIError
-from aiollm.events import Event, ResponseMeta
+from aiollm.events import Event, ResponseInfo
 from aiollm.providers import ResponseDecoder
 
 
@@ -19,7 +19,7 @@ def decoded(
     """The events ``decoder`` yields for a body arriving as ``chunks`` (and its end, if ``end``).
 
     Feeding stops at the terminal frame; an error the decoder kept after returning the events
-    before it is raised. ``info``: keep the :class:`ResponseMeta` events (dropped otherwise).
+    before it is raised. ``info``: keep the :class:`ResponseInfo` events (dropped otherwise).
     """
     out: list[Event] = []
     for chunk in chunks:
@@ -32,7 +32,7 @@ def decoded(
         out += decoder.end()
         if decoder.error is not None:
             raise decoder.error
-    return out if info else [e for e in out if type(e) is not ResponseMeta]
+    return out if info else [e for e in out if type(e) is not ResponseInfo]
 
 
 def http_failure(decoder: ResponseDecoder, body: bytes) -> APIError:

@@ -147,7 +147,7 @@ def test_recorded_stream() -> None:
     c = codec()
     events = run_sse(c, RECORDED_STREAM, info=True)
     # usage is a running total: one Usage event, the final one, before Finish.
-    assert [e for e in events if not isinstance(e, aiollm.ResponseMeta)] == [
+    assert [e for e in events if not isinstance(e, aiollm.ResponseInfo)] == [
         TextDelta("1+"),
         Usage(16, 6, 22),
         Finish("stop"),

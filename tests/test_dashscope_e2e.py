@@ -34,7 +34,7 @@ def ds(emu: Emulator) -> DashScopeState:
 
 
 def drop_info(events: list[Any]) -> list[Any]:
-    return [e for e in events if not isinstance(e, aiollm.ResponseMeta)]
+    return [e for e in events if not isinstance(e, aiollm.ResponseInfo)]
 
 
 def deltas(events: list[Any]) -> list[str]:

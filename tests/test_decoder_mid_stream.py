@@ -45,12 +45,12 @@ def feed(codec: ResponseDecoder, *chunks: bytes, info: bool = False) -> list[Eve
     out += codec.end()
     if codec.error is not None:
         raise codec.error
-    return out if info else [e for e in out if not isinstance(e, aiollm.ResponseMeta)]
+    return out if info else [e for e in out if not isinstance(e, aiollm.ResponseInfo)]
 
 
 def feed_partial(codec: ResponseDecoder, body: bytes) -> list[Event]:
-    """The events of one chunk (ResponseMeta dropped); a bad frame's error stays on the codec."""
-    return [e for e in codec.feed(body) if not isinstance(e, aiollm.ResponseMeta)]
+    """The events of one chunk (ResponseInfo dropped); a bad frame's error stays on the codec."""
+    return [e for e in codec.feed(body) if not isinstance(e, aiollm.ResponseInfo)]
 
 
 def texts(events: list[Event]) -> str:

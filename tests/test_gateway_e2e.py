@@ -57,7 +57,7 @@ async def test_request_shapes() -> None:
             events = [
                 ev
                 async for ev in client.stream(MODEL, MSGS, temperature=0.5)
-                if not isinstance(ev, aiollm.ResponseMeta)
+                if not isinstance(ev, aiollm.ResponseInfo)
             ]
         sent = [(m, str(u), c.kwargs) for (m, u), calls in mocked.requests.items() for c in calls]
     (m1, url1, kw1), (m2, url2, kw2) = sent
@@ -88,7 +88,7 @@ async def test_stream_is_one_json_call_with_delta_usage_finish(
     emu: Emulator, client: Client
 ) -> None:
     async with client.stream(MODEL, MSGS) as stream:
-        events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseMeta)]
+        events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseInfo)]
     assert [type(ev) for ev in events] == [TextDelta, Usage, Finish]
     assert stream.completion.text == events[0].text  # type: ignore[union-attr]
     assert stream.attempts == 1 and emu.stats.requests["gateway.chat"] == 1
@@ -189,7 +189,7 @@ async def test_revoked_token_is_refreshed_once_and_retried(emu: Emulator, client
     await client.chat(MODEL, MSGS)
     revoke_tokens(emu)
     async with client.stream(MODEL, MSGS) as stream:
-        events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseMeta)]
+        events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseInfo)]
     assert events and stream.attempts == 2
     assert emu.stats.requests["gateway.token"] == 2
 
@@ -280,7 +280,7 @@ async def test_stream_refused_falls_back_once_and_is_remembered(emu: Emulator) -
     async with streaming_client(emu) as client:
         first = await client.stream(MODEL, MSGS).final()
         second = client.stream(MODEL, MSGS)
-        events = [ev async for ev in second if not isinstance(ev, aiollm.ResponseMeta)]
+        events = [ev async for ev in second if not isinstance(ev, aiollm.ResponseInfo)]
     assert first.text and first.finish_reason == "stop"
     bodies = emu.stats.bodies[1:]  # after the token request
     assert [b.get("stream") for b in bodies] == [True, None, None]
@@ -300,7 +300,7 @@ async def test_streaming_gateway(emu: Emulator) -> None:
     gw(emu).allow_stream = True
     async with streaming_client(emu) as client:
         async with client.stream(MODEL, MSGS) as stream:
-            events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseMeta)]
+            events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseInfo)]
     assert sum(isinstance(ev, TextDelta) for ev in events) == 24
     assert stream.completion.usage == Usage(5, 24, 29)
 

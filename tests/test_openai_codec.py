@@ -71,7 +71,7 @@ def test_stream_chunks_usage_and_done() -> None:
     )
     codec = OpenAIDecoder(chat_call())
     events = feed_sse(codec, body, info=True)
-    assert [e for e in events if not isinstance(e, aiollm.ResponseMeta)] == [
+    assert [e for e in events if not isinstance(e, aiollm.ResponseInfo)] == [
         TextDelta("Hel"),
         TextDelta("lo"),
         Usage(3, 2, 5),

@@ -18,7 +18,7 @@ from aiollm.errors import (
     RateLimitError,
     ServerError,
 )
-from aiollm.events import Event, Finish, ResponseMeta, SafetyNotice, TextDelta, Usage, fold
+from aiollm.events import Event, Finish, ResponseInfo, SafetyNotice, TextDelta, Usage, fold
 from aiollm.providers._base import Call
 from aiollm.providers.qianfan import QianfanDecoder, SentenceOrderWarning, error_from_code
 
@@ -108,7 +108,7 @@ def test_seed_stream_text_usage_finish(chunk: int) -> None:
     codec = stream_codec()
     events = decode_stream(codec, SEED_STREAM, chunk, info=True)
     completion = fold(events)
-    events = [e for e in events if not isinstance(e, ResponseMeta)]
+    events = [e for e in events if not isinstance(e, ResponseInfo)]
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == SEED_TEXT
     assert sum(isinstance(e, TextDelta) for e in events) == 9
@@ -132,7 +132,7 @@ def test_seed_non_streamed_response() -> None:
     codec = plain_codec()
     events = whole(codec, SEED_RESPONSE, info=True)
     completion = fold(events)
-    events = [e for e in events if not isinstance(e, ResponseMeta)]
+    events = [e for e in events if not isinstance(e, ResponseInfo)]
     assert events[0] == TextDelta(
         "您好,我是由Meta AI研发并开源,在编码、推理及知识应用等场景表现优秀,Llama-2-7b-chat是高性能版本。"
     )

@@ -62,7 +62,7 @@ class Prepared:
     """A validated call with its request body encoded once (retries resend the same bytes).
 
     ``notes`` are facts preparing it produced (e.g. how many messages were trimmed): the
-    decoder reports them as a :class:`~aiollm.events.ResponseMeta`.
+    decoder reports them as a :class:`~aiollm.events.ResponseInfo`.
     """
 
     call: Call

@@ -33,7 +33,7 @@ from ..errors import (
     InvalidRequestError,
     ProtocolError,
 )
-from ..events import Event, Finish, ResponseMeta, TextDelta, Usage
+from ..events import Event, Finish, ResponseInfo, TextDelta, Usage
 from ..framing import SSEItem
 from ..request import TokenEndpoint
 from ._base import (
@@ -262,10 +262,10 @@ class DashScopeDecoder(ResponseDecoder):
             if request_id:
                 self.request_id = request_id
             if self.request_id or notes:
-                out.append(ResponseMeta(request_id=self.request_id, notes=notes))
+                out.append(ResponseInfo(request_id=self.request_id, notes=notes))
         elif request_id and request_id != self.request_id:
             self.request_id = request_id
-            out.append(ResponseMeta(request_id=request_id))
+            out.append(ResponseInfo(request_id=request_id))
         text: str | None = None
         finish: str | None = None
         output = wire.output
@@ -339,7 +339,7 @@ class DashScopeDecoder(ResponseDecoder):
             detector = self._detector
             assert detector is not None
             self.mode = mode
-            out.append(ResponseMeta(notes={"stream_mode": mode}))
+            out.append(ResponseInfo(notes={"stream_mode": mode}))
             if mode is CUMULATIVE:
                 self._text = detector.prev
             self._detector = None

@@ -27,7 +27,7 @@ from ..errors import (
     error_for_status,
     status_class,
 )
-from ..events import Embeddings, Event, Finish, ResponseMeta, TextDelta, Usage
+from ..events import Embeddings, Event, Finish, ResponseInfo, TextDelta, Usage
 from ..framing import SSEItem
 from ..request import TokenEndpoint
 from ._base import (
@@ -165,7 +165,7 @@ class OpenAIDecoder(ResponseDecoder):
         self.request_id = header(self.headers, "x-request-id") or None
         self._reason: str | None = None
         self._finishing = False  # a finish_reason (or a whole response) arrived
-        self._seen = False  # a first frame arrived (its ResponseMeta went out)
+        self._seen = False  # a first frame arrived (its ResponseInfo went out)
 
     # -- frames --------------------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
@@ -253,7 +253,7 @@ class OpenAIDecoder(ResponseDecoder):
         if self.request_id is None and wire.id:
             self.request_id = wire.id
         if self.request_id is not None:
-            out.append(ResponseMeta(request_id=self.request_id))
+            out.append(ResponseInfo(request_id=self.request_id))
 
     def decode(self, document: bytes | str) -> WireResponse:
         """One JSON document as a :class:`WireResponse` (ProtocolError if it is not one)."""

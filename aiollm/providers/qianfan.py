@@ -39,7 +39,7 @@ from ..errors import (
     ProtocolError,
     error_for_status,
 )
-from ..events import Event, Finish, ResponseMeta, SafetyNotice, TextDelta, Usage
+from ..events import Event, Finish, ResponseInfo, SafetyNotice, TextDelta, Usage
 from ..framing import SSEItem
 from ..request import TokenEndpoint
 from ._base import (
@@ -260,7 +260,7 @@ class QianfanDecoder(ResponseDecoder):
                 notes["need_clear_history"] = wire.need_clear_history
             if wire.ban_round is not None:
                 notes["ban_round"] = wire.ban_round
-            out.append(ResponseMeta(request_id=wire.id or None, notes=dict(notes)))
+            out.append(ResponseInfo(request_id=wire.id or None, notes=dict(notes)))
         sentence_id = wire.sentence_id
         if sentence_id is not None:
             if sentence_id == self._next_sentence:
@@ -297,7 +297,7 @@ class QianfanDecoder(ResponseDecoder):
         changed = {k: v for k, v in notes.items() if k not in self._notes or self._notes[k] != v}
         if changed:
             self._notes.update(changed)
-            out.append(ResponseMeta(notes=changed))
+            out.append(ResponseInfo(notes=changed))
 
     def _safety(self, wire: WireChat, out: list[Event]) -> None:
         notes: dict[str, Any] = {}
@@ -330,7 +330,7 @@ class QianfanDecoder(ResponseDecoder):
             self._anomalies.append(
                 {"frame": self._frames - 1, "expected": expected, "sentence_id": sentence_id}
             )
-            out.append(ResponseMeta(notes={"sentence_anomalies": list(self._anomalies)}))
+            out.append(ResponseInfo(notes={"sentence_anomalies": list(self._anomalies)}))
         if not self._warned:
             self._warned = True
             kind = "repeated" if sentence_id < expected else "skipped"
