@@ -212,7 +212,7 @@ class Stream:
             raise AiollmError("the stream is closed", provider=self.provider)
         provider = self._provider
         if self._lease is None:
-            self._lease = await self._limiter.acquire()
+            self._lease = await self._limiter.acquire(self._limiter.estimate(self._call))
         elif self.attempts:
             await self._limiter.pace()
         transport = self._client._transport
@@ -227,6 +227,7 @@ class Stream:
             provider=provider.name,
             extra_headers=self._extra_headers,
         )
+        self._limiter.observe(resp.headers)
         codec = self._codec = provider.new_codec(self._call)
         codec.on_response(resp.status, resp.headers)
         if resp.status >= 300:
@@ -329,12 +330,17 @@ class Stream:
 
     def _finish_body(self) -> None:
         self._finished = True
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            usage = self._last(Usage)
+            if isinstance(usage, Usage):
+                lease.settle(usage.total_tokens)
         if self._resp is not None:
-            self._resp.finish()  # it gives the connection back itself
+            # It gives the connection back itself, and the lease when the exchange is over.
+            self._resp.finish(lease.release if lease is not None else None)
             self._resp = None
-        usage = self._last(Usage)
-        if isinstance(usage, Usage):
-            self._limiter.settle_tokens(usage.total_tokens)
+        elif lease is not None:
+            lease.release()
         self._limiter.succeeded()
 
     def _build_completion(self) -> Completion:
