@@ -29,11 +29,23 @@ from .errors import (
     ServerError,
     StreamInterrupted,
     TimeoutError,
+    ToolArgumentsError,
     TransportError,
     UnsupportedOperationError,
 )
-from .events import Completion, Embeddings, Event, Finish, SafetyNotice, TextDelta, Usage
-from .limits import Limits, RetryPolicy
+from .events import (
+    Completion,
+    Embeddings,
+    Event,
+    Finish,
+    ReasoningDelta,
+    SafetyNotice,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from .limits import Limits, RetryPolicy, SharedLimitsError
 from .stream import Stream
 from .transport import Timeout
 
@@ -58,14 +70,19 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
+    "ReasoningDelta",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
+    "SharedLimitsError",
     "Stream",
     "StreamInterrupted",
     "TextDelta",
     "Timeout",
     "TimeoutError",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallDelta",
     "TransportError",
     "UnsupportedOperationError",
     "Usage",

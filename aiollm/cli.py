@@ -117,7 +117,15 @@ async def run_emulator(host: str, port: int, first_token: float, per_token: floa
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(prog="aiollm", description=__doc__)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="aiollm",
+        description="Async streaming client for DashScope, Qianfan and OpenAI-compatible APIs.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__} (aiollm-client)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .events import Completion
+    from .events import Completion, ToolCall
 
 __all__ = [
     "APIError",
@@ -27,6 +27,7 @@ __all__ = [
     "ServerError",
     "StreamInterrupted",
     "TimeoutError",
+    "ToolArgumentsError",
     "TransportError",
     "UnsupportedOperationError",
 ]
@@ -192,3 +193,14 @@ class ServerError(APIError):
     """The provider failed (5xx or an internal error code): usually worth retrying."""
 
     default_retryable = True
+
+
+class ToolArgumentsError(AiollmError):
+    """A tool call's ``arguments`` are not valid JSON (raised by ``ToolCall.parsed()``).
+
+    ``call`` is the :class:`~aiollm.ToolCall`, with the text exactly as the model wrote it.
+    """
+
+    def __init__(self, message: str, *, call: ToolCall, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.call = call

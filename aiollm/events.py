@@ -8,6 +8,9 @@ Events are tagged msgspec Structs, so they encode to JSON with a ``type`` tag an
         case Usage(output_tokens=n): ...
         case Finish(reason=r): ...
         case SafetyNotice(): ...
+
+Order: whatever the provider, :class:`Finish` is the last event of a stream that ended well
+(usage, when the provider sends it after its finish frame, comes before it).
 """
 
 from __future__ import annotations
@@ -16,13 +19,18 @@ from typing import Any
 
 import msgspec
 
+from .errors import ToolArgumentsError
+
 __all__ = [
     "Completion",
     "Embeddings",
     "Event",
     "Finish",
+    "ReasoningDelta",
     "SafetyNotice",
     "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
     "Usage",
 ]
 
@@ -33,12 +41,38 @@ class TextDelta(msgspec.Struct, tag="text_delta", frozen=True, gc=False):
     text: str
 
 
+class ReasoningDelta(msgspec.Struct, tag="reasoning_delta", frozen=True, gc=False):
+    """New reasoning ("thinking") text; never mixed into :class:`TextDelta`."""
+
+    text: str
+
+
+class ToolCallDelta(msgspec.Struct, tag="tool_call_delta", frozen=True, gc=False):
+    """A fragment of one tool call as it arrives.
+
+    ``arguments`` is the new piece of the call's JSON argument string; ``id`` and ``name``
+    come with the call's first fragment (later ones may repeat or omit them). Fragments of one
+    call share ``index``; a new ``id`` at a used index starts another call.
+    """
+
+    index: int | None = None
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class Usage(msgspec.Struct, tag="usage", frozen=True, gc=False):
-    """Token counts so far (the last one a stream yields is the final count)."""
+    """Token counts so far (the last one a stream yields is the final count).
+
+    ``reasoning_tokens`` (part of the output) and ``cached_tokens`` (part of the input, served
+    from the provider's cache) are set where the provider reports them.
+    """
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
 
 
 class Finish(msgspec.Struct, tag="finish", frozen=True, gc=False):
@@ -59,8 +93,32 @@ class SafetyNotice(msgspec.Struct, tag="safety_notice", frozen=True):
     message: str | None = None
 
 
-Event = TextDelta | Usage | Finish | SafetyNotice
+Event = TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish | SafetyNotice
 """Every event type a :class:`~aiollm.Stream` can yield."""
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """One complete tool call: ``arguments`` is the JSON text exactly as the model wrote it."""
+
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    type: str = "function"
+
+    def parsed(self) -> Any:
+        """The arguments decoded from JSON (``{}`` for an empty string).
+
+        Raises :class:`~aiollm.ToolArgumentsError` when the model wrote invalid JSON.
+        """
+        if not self.arguments.strip():
+            return {}
+        try:
+            return msgspec.json.decode(self.arguments)
+        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: deep nesting
+            raise ToolArgumentsError(
+                f"tool call {self.name!r} has arguments that are not valid JSON ({exc})",
+                call=self,
+            ) from None
 
 
 class Completion(msgspec.Struct, kw_only=True):
@@ -77,6 +135,8 @@ class Completion(msgspec.Struct, kw_only=True):
     provider: str | None = None
     model: str | None = None
     safety: SafetyNotice | None = None
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

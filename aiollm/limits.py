@@ -16,7 +16,7 @@ One :class:`ProviderLimiter` per provider per client, shared by every call. A ca
 
 With ``Limits(shared="redis://…")`` the same limits hold across every process that names the
 same Redis and the same provider credentials (:mod:`aiollm.shared_limits`, which needs the
-``aiollm[redis]`` extra; nothing here imports Redis otherwise).
+``aiollm-client[redis]`` extra; nothing here imports Redis otherwise).
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ import anyio
 from aiolimiter import AsyncLimiter
 
 from ._ratelimit_headers import QuotaHints
-from .errors import AiollmError, APIError, ConfigurationError, TimeoutError, TransportError
+from .errors import (
+    AiollmError,
+    APIError,
+    ConfigurationError,
+    RateLimitError,
+    TimeoutError,
+    TransportError,
+)
 
 if TYPE_CHECKING:
     from .shared_limits import RedisLimits
@@ -241,40 +248,56 @@ def estimate_tokens(call: CallLike, default_max_tokens: int = DEFAULT_MAX_TOKENS
 class RetryPolicy:
     """Exponential backoff with full jitter, bounded by attempts and by total delay.
 
-    Retried: transport errors before a response, connect and first-byte timeouts, and
-    retryable :class:`~aiollm.APIError` s (rate limits, server errors) — only while nothing
-    has reached the caller. ``Retry-After`` is honoured (it is a floor for the delay).
+    Retried — only while nothing has reached the caller: transport errors (a connection
+    refused, or reset before the first event), timeouts other than ``total`` (a stall before
+    the first event included), and retryable :class:`~aiollm.APIError` s (rate limits, server
+    errors). ``Retry-After`` is honoured (it is a floor for the delay) up to
+    ``max_retry_after`` seconds: a server that asks for a longer wait (``inf`` included) is
+    not waited for, and the call fails at once with its :class:`~aiollm.RateLimitError`,
+    whose ``retry_after`` says what the server asked. The same bound caps the cool-down that
+    a rate limit puts the provider into.
     """
 
     max_retries: int = 2
     backoff_base: float = 0.5
     backoff_max: float = 20.0
     max_total_delay: float = 60.0
+    max_retry_after: float = 60.0
 
     def retryable(self, exc: BaseException) -> bool:
-        """Whether ``exc`` may succeed when the same request is sent again."""
+        """Whether ``exc`` may succeed when the same request is sent again.
+
+        The stream asks only while nothing has reached the caller, so a connection reset
+        after the response head is as retryable as one before it.
+        """
         if isinstance(exc, APIError):
             return exc.retryable
         if isinstance(exc, TimeoutError):
-            return exc.phase in ("connect", "first_byte")
-        if isinstance(exc, TransportError):
-            return not exc.response_started
-        return False
+            return exc.phase != "total"
+        return isinstance(exc, TransportError)
 
     def backoff(self, attempt: int) -> float:
         """The jittered delay before retry number ``attempt`` (1-based)."""
         cap = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
         return random.uniform(0, cap)
 
-    def delay(self, exc: BaseException, attempt: int, slept: float) -> float | None:
-        """Seconds to wait before retry ``attempt``, or None when it should not be retried."""
+    def delay(
+        self, exc: BaseException, attempt: int, slept: float, remaining: float = math.inf
+    ) -> float | None:
+        """Seconds to wait before retry ``attempt``, or None when it should not be retried.
+
+        ``remaining`` is the time left before the call's deadline: a retry that could only
+        start after it is not made.
+        """
         if attempt > self.max_retries or not self.retryable(exc):
             return None
         delay = self.backoff(attempt)
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
+            if not retry_after <= self.max_retry_after:  # also catches NaN
+                return None
             delay = max(delay, float(retry_after))
-        if slept + delay > self.max_total_delay:
+        if slept + delay > self.max_total_delay or delay >= remaining:
             return None
         return delay
 
@@ -300,6 +323,8 @@ class Lease:
         """Charge the reported usage in place of the estimate (the first report counts)."""
         if tokens is None or self.used is not None or self._local is None:
             return
+        # A server may report any integer: more than a few minutes' budget is no different.
+        tokens = min(max(0, tokens), 10 * self._local.tpm)
         self.used = tokens
         if self.estimate:
             self._local.charge(tokens - self.estimate)
@@ -399,8 +424,14 @@ class ProviderLimiter:
         self.shared: RedisLimits | None = None
         """The Redis side of shared limits (None when ``Limits.shared`` is unset)."""
         if limits.shared is not None:
-            from .shared_limits import RedisLimits  # the optional extra, imported only here
-
+            try:
+                from .shared_limits import RedisLimits  # the optional extra, imported only here
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"shared limits need the redis package ({exc.name} is missing): "
+                    "pip install 'aiollm-client[redis]'",
+                    provider=provider,
+                ) from None
             self.shared = RedisLimits(provider, limits, quota_id)
 
     def estimate(self, call: CallLike) -> int:
@@ -414,11 +445,15 @@ class ProviderLimiter:
         """Whether the provider is in a throttling cool-down now."""
         return anyio.current_time() < self._cool_until
 
-    async def acquire(self, estimate: int = 0) -> Lease:
+    async def acquire(self, estimate: int = 0, deadline: float = math.inf) -> Lease:
         """Wait for the cool-down, a concurrency slot, ``estimate`` tokens of the budget and
-        a rate token; the lease must be released when the HTTP exchange is over."""
+        a rate token; the lease must be released when the HTTP exchange is over.
+
+        ``deadline`` (on :func:`anyio.current_time`'s clock) is the call's: a cool-down that
+        lasts beyond it fails the call at once with a :class:`~aiollm.RateLimitError`.
+        """
         if self._cool_until:
-            await self._wait_cooldown()
+            await self._wait_cooldown(deadline)
         lease: Lease | None = None
         if self.shared is not None:
             lease = await self.shared.acquire(estimate)
@@ -429,16 +464,16 @@ class ProviderLimiter:
             if self.hints.active:
                 await self.hints.wait(estimate)
             # A throttle seen while we queued applies to us too.
-            await self._wait_cooldown()
+            await self._wait_cooldown(deadline)
         except BaseException:
             lease.settle(0)
             lease.release()
             raise
         return lease
 
-    async def pace(self) -> None:
+    async def pace(self, deadline: float = math.inf) -> None:
         """Wait for the cool-down and a rate token (a retry within a held lease)."""
-        await self._wait_cooldown()
+        await self._wait_cooldown(deadline)
         if self.shared is not None and await self.shared.pace():
             return
         local = self._local if self.shared is None else self.shared.fallback()
@@ -453,11 +488,19 @@ class ProviderLimiter:
         if hold > 0:
             self._cool(min(hold, MAX_COOL_DOWN))
 
-    async def _wait_cooldown(self) -> None:
+    async def _wait_cooldown(self, deadline: float = math.inf) -> None:
         while True:
-            wait = self._cool_until - anyio.current_time()
+            now = anyio.current_time()
+            wait = self._cool_until - now
             if wait <= 0:
                 return
+            if self._cool_until > deadline:
+                raise RateLimitError(
+                    f"the provider is cooling down after a rate limit for {wait:.2f}s more, "
+                    "beyond this call's total timeout",
+                    provider=self.provider,
+                    retry_after=wait,
+                )
             await anyio.sleep(wait)
 
     def _cool(self, delay: float) -> None:
@@ -468,11 +511,15 @@ class ProviderLimiter:
         if self.shared is not None:
             self.shared.cool_down(delay)
 
-    def throttled(self, retry_after: float | None) -> float:
-        """Enter a cool-down after a rate-limit answer; returns its length in seconds."""
+    def throttled(self, retry_after: float | None, max_cooldown: float = MAX_COOL_DOWN) -> float:
+        """Enter a cool-down after a rate-limit answer; returns its length in seconds.
+
+        The cool-down lasts ``retry_after`` when the server gave one (at most
+        ``max_cooldown``), else a jittered backoff that grows with consecutive throttles.
+        """
         self._cool_streak += 1
         if retry_after is not None:
-            delay = min(MAX_COOL_DOWN, max(0.0, retry_after))
+            delay = min(retry_after, max_cooldown) if retry_after >= 0 else 0.0
         else:
             delay = random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** (self._cool_streak - 1))
         self._cool(delay)

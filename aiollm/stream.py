@@ -16,7 +16,9 @@ original error as ``__cause__`` and ``.error``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -78,6 +80,8 @@ class Stream:
         self._auth_refreshed = False
         self._attempt = 0
         self._slept = 0.0
+        self._deadline: float | None = None
+        """When the call's ``total`` timeout runs out (anyio's clock), set on the first attempt."""
         self._batches: list[list[Event]] = []
         """Every event delivered, as decoded (the completion is built from them when asked)."""
         self._completion: Completion | None = None
@@ -211,10 +215,12 @@ class Stream:
         if self._closed:
             raise AiollmError("the stream is closed", provider=self.provider)
         provider = self._provider
+        deadline = self._call_deadline()
         if self._lease is None:
-            self._lease = await self._limiter.acquire(self._limiter.estimate(self._call))
+            estimate = self._limiter.estimate(self._call)
+            self._lease = await self._limiter.acquire(estimate, deadline)
         elif self.attempts:
-            await self._limiter.pace()
+            await self._limiter.pace(deadline)
         transport = self._client._transport
         self._credential = None
         credential = await provider.auth.get(transport)
@@ -223,7 +229,7 @@ class Stream:
         self._credential = credential  # sent: the service may now reject it
         resp = await transport.open(
             request,
-            timeout=self._timeout,
+            timeout=self._attempt_timeout(deadline),
             provider=provider.name,
             extra_headers=self._extra_headers,
         )
@@ -239,6 +245,19 @@ class Stream:
         self._resp = resp
         self._framer = None
         self._other = None
+
+    def _call_deadline(self) -> float:
+        """The deadline of the whole call: every attempt and every wait between them."""
+        if self._deadline is None:
+            total = self._timeout.total
+            self._deadline = math.inf if total is None else anyio.current_time() + total
+        return self._deadline
+
+    def _attempt_timeout(self, deadline: float) -> Timeout:
+        """This attempt's timeouts: ``total`` is what is left of the call's."""
+        if deadline == math.inf:
+            return self._timeout
+        return replace(self._timeout, total=max(0.0, deadline - anyio.current_time()))
 
     async def _step(self) -> None:
         """Read one chunk and queue the events it completes."""
@@ -384,8 +403,8 @@ class Stream:
 
     async def _failed(self, exc: AiollmError) -> None:
         """Retry if nothing reached the caller and the error allows it; else record it."""
-        if isinstance(exc, RateLimitError):
-            self._limiter.throttled(exc.retry_after)
+        if isinstance(exc, RateLimitError) and exc.status is not None:  # the server's answer
+            self._limiter.throttled(exc.retry_after, self._retry.max_retry_after)
         if not self._delivered and not self._closed:
             # Refresh once when the service rejected a token we sent; a failure to obtain
             # a token in the first place (bad AK/SK) cannot be helped by fetching again.
@@ -398,7 +417,8 @@ class Stream:
                 self._reset_attempt()
                 return
             self._attempt += 1
-            delay = self._retry.delay(exc, self._attempt, self._slept)
+            remaining = self._call_deadline() - anyio.current_time()
+            delay = self._retry.delay(exc, self._attempt, self._slept, remaining)
             if delay is not None:
                 log.debug(
                     "%s: attempt %d failed (%s); retrying in %.2fs",

@@ -32,8 +32,8 @@ from aiollm.bench import (
     synthetic_prompt,
 )
 from aiollm.bench._progress import ProgressLine
-from aiollm.bench._report import CSV_COLUMNS
-from aiollm.bench._runner import RunState
+from aiollm.bench._report import CSV_COLUMNS, plot_title
+from aiollm.bench._result import RunState
 from aiollm.events import Completion
 
 LOAD = {"concurrency": 2, "request_rate": None, "burstiness": None, "max_concurrency": None}
@@ -255,7 +255,6 @@ def test_load_prompts_missing_file(tmp_path: Path) -> None:
         {"first_token": -0.1},
         {"prompts": []},
         {"models": ["no-slash"]},
-        {"models": ["nosuch/model"]},
         {"goodput": ["ttft:x"]},
         {"request_rate": math.inf, "duration": 5.0},
         {"emulator": False},
@@ -316,6 +315,9 @@ def test_table_shows_every_metric_errors_and_a_comparison() -> None:
         "openai/m @ concurrency 1",
         "openai/m @ concurrency 2",
         "TTFT p50",
+        "input tokens",
+        "total token throughput",
+        "std",
     ):
         assert needle in text, needle
     assert "per chunk" not in text
@@ -371,7 +373,7 @@ def test_plot_without_matplotlib_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ConfigurationError, match=r"aiollm\[plot\]"):
+    with pytest.raises(ConfigurationError, match=r"aiollm-client\[plot\]"):
         _result().plot(str(tmp_path / "p.png"))
 
 
@@ -380,6 +382,12 @@ def test_plot_draws_a_png(tmp_path: Path) -> None:
     out = tmp_path / "p.png"
     _result(runs=2).plot(str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_title_names_date_model_and_load() -> None:
+    result = _result(runs=2)
+    title = plot_title(result.runs, {"date": result.date})
+    assert title == "2024-01-01T00:00:00+00:00 — openai/m — concurrency 1, concurrency 2"
 
 
 # -- progress line ---------------------------------------------------------------------------

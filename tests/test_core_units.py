@@ -100,9 +100,11 @@ def test_retry_policy_decides_what_is_retryable() -> None:
     policy = RetryPolicy(max_retries=3, backoff_base=0.1, backoff_max=1.0)
     assert policy.retryable(ServerError("x"))
     assert policy.retryable(TransportError("refused"))
-    assert not policy.retryable(TransportError("reset", response_started=True))
+    # The stream asks only while nothing reached the caller: a reset after the head is retried.
+    assert policy.retryable(TransportError("reset", response_started=True))
     assert policy.retryable(TimeoutError("t", phase="first_byte"))
-    assert not policy.retryable(TimeoutError("t", phase="idle"))
+    assert policy.retryable(TimeoutError("t", phase="idle"))
+    assert not policy.retryable(TimeoutError("t", phase="total"))
     assert not policy.retryable(AuthenticationError("x"))
     assert policy.delay(ServerError("x"), 4, 0.0) is None  # attempts exhausted
 

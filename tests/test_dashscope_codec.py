@@ -575,7 +575,7 @@ def test_incremental_frames_cost_the_same_late_as_early() -> None:
         stream_of([f" word{i % 7}" * 6 for i in range(n)], cumulative=False)
     )
     early = late = float("inf")
-    for _ in range(3):
+    for _ in range(5):  # the fastest of five runs: a busy machine slows some runs, not all
         c = codec()
         on_sse = c.on_sse
         t0 = time.perf_counter()

@@ -115,7 +115,7 @@ async def test_stream(emu: Emulator, client: Client) -> None:
 
 
 async def test_stream_follows_the_cadence() -> None:
-    async with Emulator(cadence=Cadence(first_token=0.05, per_token=0.02), reply_tokens=5) as emu:
+    async with Emulator(cadence=Cadence(first_token=0.05, per_token=0.05), reply_tokens=5) as emu:
         async with emu.client() as client:
             await client.chat(MODEL, HI)  # fetch the token first
             start = anyio.current_time()
@@ -126,7 +126,8 @@ async def test_stream_follows_the_cadence() -> None:
                         arrivals.append(anyio.current_time() - start)
     assert len(arrivals) == 5
     assert arrivals[0] >= 0.045
-    assert arrivals[-1] - arrivals[0] >= 4 * 0.02 * 0.9  # arrived one by one, not at the end
+    # arrived one by one, not at the end (half the scripted spread: room for a stalled client)
+    assert arrivals[-1] - arrivals[0] >= 4 * 0.05 * 0.5
 
 
 async def test_prompt_and_truncation(emu: Emulator, client: Client) -> None:

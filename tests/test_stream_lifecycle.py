@@ -357,12 +357,17 @@ async def test_a_body_that_ends_a_moment_after_its_last_frame_keeps_its_connecti
     import aiohttp
     from aiohttp import web
 
+    ended = anyio.Event()
+
     async def chat(request: web.Request) -> web.StreamResponse:
+        nonlocal ended
+        ended = anyio.Event()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(FRAMES)
-        await anyio.sleep(0.02)  # the end of the body comes in a later packet
+        await anyio.sleep(0.3)  # the end of the body comes in a later packet
         await resp.write_eof()
+        ended.set()
         return resp
 
     created: list[object] = []
@@ -376,11 +381,16 @@ async def test_a_body_that_ends_a_moment_after_its_last_frame_keeps_its_connecti
         async with aiohttp.ClientSession(trace_configs=[trace]) as session:
             settings = {"openai": {"base_url": url, "api_key": "k"}}
             async with aiollm.Client(providers=settings, env={}, session=session) as client:
+                connector = session.connector
+                assert connector is not None
                 for _ in range(5):
-                    with anyio.fail_after(0.015):  # the stream does not wait for that end
-                        completion = await client.stream("openai/m", MSGS).final()
+                    completion = await client.stream("openai/m", MSGS).final()
                     assert completion.text == "hi"
-                    await anyio.sleep(0.03)
+                    assert not ended.is_set()  # the stream did not wait for the body's end
+                    await ended.wait()
+                    with anyio.fail_after(5):  # the connection goes back to the pool
+                        while connector._acquired:
+                            await anyio.sleep(0.005)
     assert len(created) == 1
 
 

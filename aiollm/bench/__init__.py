@@ -12,11 +12,13 @@ records when it was sent, when the headers and each text delta arrived and when 
 each run (one model under one load level) is summarised as mean / median / p90 / p95 / p99
 of TTFT, TPOT, ITL and end-to-end latency, request and output-token throughput, goodput
 under SLOs and the errors by provider code. :class:`Benchmark` can be stopped early and
-still reports what finished.
+still reports what finished; a failure no retry can fix (a missing key, an unknown model)
+stops it after the first request. Nothing is printed unless ``progress=True``.
 """
 
 from __future__ import annotations
 
+from ._config import DEFAULT_REQUESTS, EMULATOR_MODELS, BenchConfig
 from ._metrics import (
     METRICS,
     PERCENTILES,
@@ -27,20 +29,14 @@ from ._metrics import (
     percentile,
     summarize,
 )
-from ._runner import (
-    DEFAULT_REQUESTS,
-    EMULATOR_MODELS,
-    BenchConfig,
-    Benchmark,
-    BenchResult,
-    RunState,
-    run,
-)
+from ._result import BenchResult, RunState
+from ._runner import FATAL_ERRORS, Benchmark, run
 from ._workload import load_prompts, synthetic_prompt
 
 __all__ = [
     "DEFAULT_REQUESTS",
     "EMULATOR_MODELS",
+    "FATAL_ERRORS",
     "METRICS",
     "PERCENTILES",
     "BenchConfig",

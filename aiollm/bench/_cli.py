@@ -12,8 +12,10 @@ from typing import Any
 
 import anyio
 
-from ..errors import ConfigurationError
-from ._runner import DEFAULT_REQUESTS, BenchConfig, Benchmark, BenchResult
+from .. import ConfigurationError
+from ._config import DEFAULT_REQUESTS, BenchConfig
+from ._result import BenchResult
+from ._runner import Benchmark
 from ._workload import load_prompts
 
 __all__ = ["add_arguments", "config_from_args", "run_cli"]
@@ -129,7 +131,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run at each concurrency level (with --request-rate: each --max-concurrency)",
     )
     load.add_argument(
-        "--warmup", type=int, default=0, metavar="N", help="uncounted requests before each run"
+        "--warmup",
+        type=int,
+        default=1,
+        metavar="N",
+        help="uncounted requests before each run, N at a time up to the concurrency "
+        "(default 1: connection, credential and code path are warm before measuring)",
     )
     load.add_argument(
         "--models-together",
@@ -258,7 +265,7 @@ async def _stop_on_signal(bench: Benchmark) -> None:
 
 
 async def _bench_main(config: BenchConfig, args: argparse.Namespace) -> int:
-    bench = Benchmark(config, progress=False if args.no_progress else None)
+    bench = Benchmark(config, progress=False if args.no_progress else sys.stderr)
     levels = len(config.levels())
     _err(
         f"running {len(config.model_list)} model(s) x {levels} load level(s)"
@@ -272,6 +279,9 @@ async def _bench_main(config: BenchConfig, args: argparse.Namespace) -> int:
     sys.stdout.write(result.table() + "\n")
     sys.stdout.flush()
     failures = write_outputs(result, output_paths(args))
+    if result.stopped_by is not None:
+        _err(f"stopped after the first request: {result.stopped_by}")
+        return 2 if result.stopped_by.startswith("ConfigurationError") else 1
     if result.interrupted:
         return 130
     if failures or not any(run.completed for run in result.runs):
@@ -282,11 +292,14 @@ async def _bench_main(config: BenchConfig, args: argparse.Namespace) -> int:
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``aiollm bench`` with parsed arguments; returns the exit code.
 
-    0: done; 1: no request completed or an output could not be written; 2: bad options;
+    0: done; 1: no request completed, a failure no retry fixes stopped it, or an output could
+    not be written; 2: bad options (or a configuration error, e.g. a missing key);
     130: stopped by Ctrl-C (the report and outputs cover what finished).
     """
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        _err("--plot needs matplotlib: pip install 'aiollm[plot]' (or pip install matplotlib)")
+        _err(
+            "--plot needs matplotlib: pip install 'aiollm-client[plot]' (or pip install matplotlib)"
+        )
         return 2
     if args.request_rate is None and (args.max_concurrency or args.burstiness != 1.0):
         _err("--max-concurrency and --burstiness go with --request-rate")

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import APIError, ConfigurationError, StreamInterrupted, TimeoutError
+from .. import APIError, ConfigurationError, StreamInterrupted, TimeoutError
 
 __all__ = [
     "METRICS",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import anyio
 
-if TYPE_CHECKING:
-    from ._runner import RunState
+from ._result import RunState
 
 __all__ = ["ProgressLine"]
 
@@ -81,8 +79,3 @@ class ProgressLine:
         self.out.write(text + "\n")
         self.out.flush()
         self._width = 0
-
-
-def monotonic() -> float:
-    """The clock every benchmark timestamp uses."""
-    return time.perf_counter()

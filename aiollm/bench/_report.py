@@ -5,17 +5,14 @@ from __future__ import annotations
 import csv
 import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from ..errors import ConfigurationError
-from ._metrics import METRICS, PERCENTILES, RequestRecord, RunSummary
-
-if TYPE_CHECKING:
-    from ._runner import BenchResult
+from .. import ConfigurationError, __version__
+from ._metrics import METRICS, PERCENTILES, RequestRecord, RunSummary, describe_load
 
 __all__ = [
     "CSV_COLUMNS",
@@ -57,28 +54,48 @@ CSV_COLUMNS = (
 _NAMES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
 
 
-def _version() -> str:
-    from .. import __version__
+Meta = Mapping[str, Any]
+"""What the renderers know of a benchmark besides its runs: ``date``, ``emulator`` (its
+cadence), ``emulator_url``, ``interrupted``, ``stopped_by``."""
 
-    return __version__
 
-
-def run_json(result: BenchResult, run: RunSummary) -> dict[str, Any]:
+def run_json(run: RunSummary, meta: Meta) -> dict[str, Any]:
     """One run as a flat dict with vLLM-style keys."""
     out = run.to_dict()
-    out["date"] = result.date
+    out["date"] = meta.get("date", "")
     out["backend"] = "aiollm"
-    out["aiollm_version"] = _version()
-    out["emulator"] = result.config.get("emulator")
+    out["aiollm_version"] = __version__
+    out["emulator"] = meta.get("emulator")
+    if meta.get("stopped_by"):
+        out["stopped_by"] = meta["stopped_by"]
     return out
 
 
-def result_json(result: BenchResult) -> dict[str, Any] | list[dict[str, Any]]:
-    """A single run as one flat dict; several runs (models, sweep levels) as a list of them."""
-    runs = [run_json(result, run) for run in result.runs]
-    if len(runs) == 1:
-        return runs[0]
-    return runs
+def result_json(
+    runs: Sequence[RunSummary],
+    meta: Meta,
+    capacity: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """A single run as one flat dict; several runs (models, sweep levels) as a list of them.
+
+    With a capacity search (or ``extra`` keys), one dict: ``{"capacity": ..., "runs": [...]}``.
+    """
+    rows = [run_json(run, meta) for run in runs]
+    if capacity is not None or extra:
+        out: dict[str, Any] = {
+            "date": meta.get("date", ""),
+            "backend": "aiollm",
+            "aiollm_version": __version__,
+        }
+        if capacity is not None:
+            out["capacity"] = dict(capacity)
+        out.update(extra or {})
+        out["runs"] = rows
+        return out
+    if len(rows) == 1:
+        return rows[0]
+    return rows
 
 
 def _parent(path: str | Path) -> Path:
@@ -88,33 +105,33 @@ def _parent(path: str | Path) -> Path:
     return p
 
 
-def write_json(result: BenchResult, path: str | Path) -> None:
-    """The result JSON (see :func:`result_json`)."""
-    data = msgspec.json.format(msgspec.json.encode(result_json(result)), indent=2)
-    _parent(path).write_bytes(data + b"\n")
+def write_json(data: Any, path: str | Path) -> None:
+    """The result JSON (see :func:`result_json`), indented."""
+    text = msgspec.json.format(msgspec.json.encode(data), indent=2)
+    _parent(path).write_bytes(text + b"\n")
 
 
-def _request_rows(result: BenchResult) -> list[tuple[RunSummary, RequestRecord]]:
-    return [(run, rec) for run in result.runs for rec in run.records]
+def _request_rows(runs: Sequence[RunSummary]) -> list[tuple[RunSummary, RequestRecord]]:
+    return [(run, rec) for run in runs for rec in run.records]
 
 
-def write_jsonl(result: BenchResult, path: str | Path) -> None:
+def write_jsonl(runs: Sequence[RunSummary], path: str | Path) -> None:
     """One JSON object per request, with the load it ran under."""
     encode = msgspec.json.encode
     with _parent(path).open("wb") as f:
-        for run, rec in _request_rows(result):
+        for run, rec in _request_rows(runs):
             row = rec.to_dict()
             for key in _LOAD_KEYS:
                 row[key] = run.load.get(key)
             f.write(encode(row) + b"\n")
 
 
-def write_csv(result: BenchResult, path: str | Path) -> None:
+def write_csv(runs: Sequence[RunSummary], path: str | Path) -> None:
     """One CSV row per request (:data:`CSV_COLUMNS`)."""
     with _parent(path).open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        for run, rec in _request_rows(result):
+        for run, rec in _request_rows(runs):
             row = rec.to_dict()
             itl = row.pop("itl_ms")
             row.pop("delta_ms")
@@ -143,7 +160,8 @@ def _run_block(run: RunSummary) -> list[str]:
         + f" in {run.duration:.2f} s",
         f"  request throughput {f['request_throughput']:,.2f} req/s    "
         f"output throughput {f['output_throughput']:,.1f} tok/s    "
-        f"output tokens {f['total_output_tokens']:,}",
+        f"total token throughput {f['total_token_throughput']:,.1f} tok/s",
+        f"  input tokens {f['total_input_tokens']:,}    output tokens {f['total_output_tokens']:,}",
     ]
     queued = f.get("mean_queued_ms")
     if queued:
@@ -157,11 +175,16 @@ def _run_block(run: RunSummary) -> list[str]:
     head = (
         "  "
         + f"{'ms':<6}"
-        + "".join(f"{h:>10}" for h in ("mean", "median", *(f"p{q}" for q in PERCENTILES)))
+        + "".join(f"{h:>10}" for h in ("mean", "std", "median", *(f"p{q}" for q in PERCENTILES)))
     )
     lines.append(head)
     for m in METRICS:
-        cells = [f[f"mean_{m}_ms"], f[f"median_{m}_ms"], *(f[f"p{q}_{m}_ms"] for q in PERCENTILES)]
+        cells = [
+            f[f"mean_{m}_ms"],
+            f[f"std_{m}_ms"],
+            f[f"median_{m}_ms"],
+            *(f[f"p{q}_{m}_ms"] for q in PERCENTILES),
+        ]
         lines.append("  " + f"{_NAMES[m]:<6}" + "".join(_fmt(c, 10) for c in cells))
     tpc = f.get("mean_tokens_per_chunk")
     done = [r for r in run.records if r.ok]
@@ -227,29 +250,61 @@ def _comparison(runs: Sequence[RunSummary]) -> list[str]:
     return lines
 
 
-def render_table(result: BenchResult) -> str:
+def render_table(
+    runs: Sequence[RunSummary], meta: Meta, capacity: Mapping[str, Any] | None = None
+) -> str:
     """The printed report: one block per run, then a comparison when there are several."""
     lines: list[str] = []
-    if result.emulator_url:
-        emu = result.config.get("emulator") or {}
+    emu = meta.get("emulator")
+    if meta.get("emulator_url") and emu:
         lines.append(
-            f"embedded emulator at {result.emulator_url}: first token "
+            f"embedded emulator at {meta['emulator_url']}: first token "
             f"{emu.get('first_token', 0) * 1000:g} ms, then {emu.get('per_token', 0) * 1000:g} "
-            "ms per token"
+            "ms per token" + (f", quota {emu['quota_rps']:g} req/s" if emu.get("quota_rps") else "")
         )
-    for run in result.runs:
+    if capacity is not None:
         if lines:
             lines.append("")
-        lines.extend(_run_block(run))
-    if len(result.runs) > 1:
-        lines.append("")
-        lines.extend(_comparison(result.runs))
-    if not result.runs:
+        lines.extend(render_capacity(capacity))
+    else:
+        for run in runs:
+            if lines:
+                lines.append("")
+            lines.extend(_run_block(run))
+        if len(runs) > 1:
+            lines.append("")
+            lines.extend(_comparison(runs))
+    if not runs:
         lines.append("no run finished its warm-up: nothing to report")
-    if result.interrupted:
+    if meta.get("stopped_by"):
+        lines.append("")
+        lines.append(f"stopped after the first failure no retry can fix: {meta['stopped_by']}")
+    elif meta.get("interrupted"):
         lines.append("")
         lines.append("the benchmark was stopped early: figures cover what finished")
     return "\n".join(lines)
+
+
+def render_capacity(capacity: Mapping[str, Any]) -> list[str]:
+    """The steps of a capacity search and its answer."""
+    slos = ", ".join(f"{k} <= {v:g}" for k, v in (capacity.get("slos") or {}).items())
+    lines = [f"capacity search over {capacity.get('search', 'request_rate')} (SLOs: {slos})"]
+    head = f"  {'step':>4} {'load':>10} {'ok':>6} {'fail':>5} {'err %':>6}"
+    head += f" {'TTFT p99':>9} {'TPOT p95':>9} {'throttled':>9} {'verdict':>10}"
+    lines.append(head)
+    for step in capacity.get("steps", []):
+        lines.append(
+            f"  {step['step']:>4} {step['load']:>10g} {step['completed']:>6} "
+            f"{step['failed']:>5} {step['error_rate'] * 100:>6.1f}"
+            + _fmt(step.get("p99_ttft_ms"), 10)
+            + _fmt(step.get("p95_tpot_ms"), 10)
+            + f"{sum((step.get('throttled') or {}).values()):>10}"
+            + f" {step['verdict']:>10}"
+            + (f"  ({step['reason']})" if step.get("reason") else "")
+        )
+    lines.append("")
+    lines.append("  " + str(capacity.get("summary", "")))
+    return lines
 
 
 def _throughput_series(run: RunSummary, bins: int = 40) -> tuple[list[float], list[float]]:
@@ -287,7 +342,15 @@ def _bin_edges(values: list[float], bins: int = 40) -> list[float]:
     return [lo + step * i for i in range(bins)] + [hi]
 
 
-def plot(result: BenchResult, path: str | Path) -> None:
+def plot_title(runs: Sequence[RunSummary], meta: Meta) -> str:
+    """``date — model(s) — load(s)`` for the top of a plot."""
+    models = ", ".join(dict.fromkeys(run.model for run in runs)) or "no runs"
+    loads = ", ".join(dict.fromkeys(describe_load(run.load) for run in runs))
+    date = str(meta.get("date", ""))
+    return " — ".join(part for part in (date, models, loads) if part)
+
+
+def plot(runs: Sequence[RunSummary], meta: Meta, path: str | Path) -> None:
     """Histograms of TTFT, TPOT, ITL and E2EL per run, and output throughput over time."""
     try:
         matplotlib: Any = importlib.import_module("matplotlib")
@@ -295,13 +358,13 @@ def plot(result: BenchResult, path: str | Path) -> None:
         plt: Any = importlib.import_module("matplotlib.pyplot")
     except ImportError:
         raise ConfigurationError(
-            "plotting needs matplotlib: pip install 'aiollm[plot]' (or pip install matplotlib)"
+            "plotting needs matplotlib: pip install 'aiollm-client[plot]' (or pip install matplotlib)"
         ) from None
     target = _parent(path)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     panels = list(axes.flat)
     for ax, metric in zip(panels[:4], METRICS, strict=True):
-        series = [(run.label, _metric_values(run, metric)) for run in result.runs]
+        series = [(run.label, _metric_values(run, metric)) for run in runs]
         edges = _bin_edges([v for _, values in series for v in values])
         for label, values in series:
             if values:
@@ -310,14 +373,14 @@ def plot(result: BenchResult, path: str | Path) -> None:
         ax.set_xlabel("ms")
         ax.set_ylabel("count")
     ax = panels[4]
-    for run in result.runs:
+    for run in runs:
         xs, ys = _throughput_series(run)
         ax.plot(xs, ys, label=run.label)
     ax.set_title("output throughput over time")
     ax.set_xlabel("s since the run began")
     ax.set_ylabel("tokens/s")
     ax = panels[5]
-    for run in result.runs:
+    for run in runs:
         ends = sorted(r.start + (r.e2el or 0.0) for r in run.records if r.ok)
         ax.step(ends, range(1, len(ends) + 1), where="post", label=run.label)
     ax.set_title("completed requests over time")
@@ -326,6 +389,7 @@ def plot(result: BenchResult, path: str | Path) -> None:
     handles, labels = panels[4].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize="small")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.suptitle(plot_title(runs, meta), fontsize="medium")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     fig.savefig(str(target), dpi=100)
     plt.close(fig)

@@ -7,305 +7,38 @@ import itertools
 import math
 import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import anyio
 
-from ..client import Client
-from ..errors import ConfigurationError
-from ..events import TextDelta, Usage
-from ..providers import split_model
-from ._metrics import RequestRecord, RunSummary, describe_load, error_key, parse_goodput, summarize
-from ._progress import ProgressLine, monotonic
+from .. import (
+    AuthenticationError,
+    Client,
+    ConfigurationError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    TextDelta,
+    Usage,
+)
+from ._config import BenchConfig
+from ._metrics import RequestRecord, error_key
+from ._progress import ProgressLine
+from ._result import BenchResult, RunState, monotonic
 from ._workload import Messages, synthetic_prompt
 
-__all__ = [
-    "DEFAULT_REQUESTS",
-    "EMULATOR_MODELS",
-    "BenchConfig",
-    "BenchResult",
-    "Benchmark",
-    "RunState",
-    "run",
-]
+__all__ = ["FATAL_ERRORS", "Benchmark", "run"]
 
-DEFAULT_REQUESTS = 50
-"""Requests per model and load level when neither ``requests`` nor ``duration`` is given."""
-
-EMULATOR_MODELS = (
-    "openai/gpt-4o-mini",
-    "dashscope/qwen-turbo",
-    "qianfan/ernie-speed-128k",
-    "gateway/llama-2-7b-chat",
+FATAL_ERRORS = (
+    ConfigurationError,
+    AuthenticationError,
+    PermissionDeniedError,
+    NotFoundError,
+    QuotaExceededError,
 )
-"""The models benchmarked against the embedded emulator when none are named."""
-
-
-@dataclass
-class BenchConfig:
-    """What to benchmark and under which load.
-
-    Load: ``concurrency`` workers each sending one request after another, or — with
-    ``request_rate`` (requests/s; ``math.inf`` sends them all at once) — arrivals with gamma
-    distributed gaps (``burstiness`` 1.0 is a Poisson process, lower is burstier), optionally
-    capped at ``max_concurrency`` in flight. ``requests`` and/or ``duration`` (seconds) bound
-    each run (default :data:`DEFAULT_REQUESTS` requests); ``warmup`` requests before each run
-    are not counted. ``sweep`` repeats the run at each concurrency level (with a request rate:
-    at each ``max_concurrency``).
-
-    Workload: ``models`` (``provider/model``, several side by side; each runs in turn unless
-    ``models_together``), ``prompts`` (message lists, used round robin) or synthetic prompts of
-    about ``input_len`` tokens, ``max_tokens``, extra provider ``params``, a per-request
-    ``timeout`` (seconds, total). ``goodput``: SLOs in ms, e.g. ``{"ttft": 500, "tpot": 50}``.
-
-    With no ``models`` (or ``emulator=True``) the embedded emulator serves the requests with a
-    cadence of ``first_token`` seconds to the first token and ``per_token`` after that.
-    """
-
-    models: Sequence[str] = ()
-    concurrency: int = 10
-    requests: int | None = None
-    duration: float | None = None
-    request_rate: float | None = None
-    burstiness: float = 1.0
-    max_concurrency: int | None = None
-    sweep: Sequence[int] = ()
-    warmup: int = 0
-    prompts: Sequence[Messages] | None = None
-    input_len: int = 32
-    max_tokens: int | None = 64
-    params: Mapping[str, Any] = field(default_factory=dict)
-    goodput: Mapping[str, float] | Sequence[str] | None = None
-    timeout: float | None = None
-    max_retries: int | None = None
-    seed: int = 0
-    models_together: bool = False
-    emulator: bool | None = None
-    first_token: float = 0.2
-    per_token: float = 0.01
-    goodput_slos: dict[str, float] = field(init=False, repr=False, default_factory=dict)
-    """The parsed ``goodput`` SLOs in ms (set from ``goodput``)."""
-
-    def __post_init__(self) -> None:
-        self.goodput_slos = parse_goodput(self.goodput)
-        self.validate()
-
-    @property
-    def uses_emulator(self) -> bool:
-        """Whether the embedded emulator serves this benchmark."""
-        return self.emulator if self.emulator is not None else not self.models
-
-    @property
-    def model_list(self) -> list[str]:
-        """The models to benchmark (the emulator's defaults when none were named)."""
-        if self.models:
-            return list(dict.fromkeys(self.models))
-        return list(EMULATOR_MODELS)
-
-    def validate(self) -> None:
-        """Raise :class:`~aiollm.ConfigurationError` for a setting that cannot work."""
-
-        def positive_int(name: str, value: int | None, *, zero: bool = False) -> None:
-            if value is None:
-                return
-            if not isinstance(value, int) or value < (0 if zero else 1):
-                raise ConfigurationError(
-                    f"{name} must be an integer >= {0 if zero else 1} (got {value!r})"
-                )
-
-        positive_int("concurrency", self.concurrency)
-        positive_int("requests", self.requests)
-        positive_int("max_concurrency", self.max_concurrency)
-        positive_int("warmup", self.warmup, zero=True)
-        positive_int("input_len", self.input_len)
-        positive_int("max_tokens", self.max_tokens)
-        positive_int("max_retries", self.max_retries, zero=True)
-        for level in self.sweep:
-            positive_int("every sweep level", level)
-        if self.duration is not None and not self.duration > 0:
-            raise ConfigurationError(f"duration must be > 0 seconds (got {self.duration!r})")
-        if self.request_rate is not None and not self.request_rate > 0:
-            raise ConfigurationError(
-                f"request_rate must be > 0 requests/s, or inf (got {self.request_rate!r})"
-            )
-        if self.request_rate is not None and math.isinf(self.request_rate):
-            if self.requests is None and self.duration is not None:
-                raise ConfigurationError(
-                    "an unpaced request rate (inf) needs a number of requests, not a duration"
-                )
-        if not self.burstiness > 0:
-            raise ConfigurationError(f"burstiness must be > 0 (got {self.burstiness!r})")
-        if self.first_token < 0 or self.per_token < 0:
-            raise ConfigurationError("the emulator's first_token and per_token must be >= 0")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds (got {self.timeout!r})")
-        if self.prompts is not None and not self.prompts:
-            raise ConfigurationError("prompts is empty")
-        if not self.models and self.emulator is False:
-            raise ConfigurationError("name at least one model (provider/model) to benchmark")
-        for model in self.models:
-            split_model(model)
-
-    def levels(self) -> list[dict[str, Any]]:
-        """The load levels, one run per model each (a description dict per level)."""
-        total = self.requests
-        if total is None and self.duration is None:
-            total = DEFAULT_REQUESTS
-        base: dict[str, Any] = {"num_requests": total, "duration_limit": self.duration}
-        out: list[dict[str, Any]] = []
-        if self.request_rate is None:
-            for n in self.sweep or [self.concurrency]:
-                out.append(
-                    {
-                        "concurrency": n,
-                        "request_rate": None,
-                        "burstiness": None,
-                        "max_concurrency": None,
-                        **base,
-                    }
-                )
-        else:
-            rate: float | str = "inf" if math.isinf(self.request_rate) else self.request_rate
-            caps: Sequence[int | None] = self.sweep or [self.max_concurrency]
-            for cap in caps:
-                out.append(
-                    {
-                        "concurrency": None,
-                        "request_rate": rate,
-                        "burstiness": self.burstiness,
-                        "max_concurrency": cap,
-                        **base,
-                    }
-                )
-        return out
-
-    def connection_limit(self) -> int:
-        """Enough pooled connections for the widest level (0 = unlimited)."""
-        widths = [lv["concurrency"] or lv["max_concurrency"] for lv in self.levels()]
-        if any(w is None for w in widths):
-            return 0
-        widest = max(int(w) for w in widths)
-        if self.models_together:
-            widest *= len(self.model_list)
-        return max(256, widest + 8)
-
-    def describe(self) -> dict[str, Any]:
-        """The configuration as a JSON-ready dict."""
-        return {
-            "models": self.model_list,
-            "concurrency": self.concurrency,
-            "requests": self.requests,
-            "duration": self.duration,
-            "request_rate": (
-                "inf"
-                if self.request_rate is not None and math.isinf(self.request_rate)
-                else self.request_rate
-            ),
-            "burstiness": self.burstiness,
-            "max_concurrency": self.max_concurrency,
-            "sweep": list(self.sweep),
-            "warmup": self.warmup,
-            "prompts": "file" if self.prompts is not None else f"synthetic:{self.input_len}",
-            "max_tokens": self.max_tokens,
-            "params": dict(self.params),
-            "goodput_slos_ms": dict(self.goodput_slos),
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "seed": self.seed,
-            "models_together": self.models_together,
-            "emulator": (
-                {"first_token": self.first_token, "per_token": self.per_token}
-                if self.uses_emulator
-                else None
-            ),
-        }
-
-
-class RunState:
-    """One model under one load level while it runs: the records so far and live counters."""
-
-    def __init__(self, model: str, load: dict[str, Any]) -> None:
-        self.model = model
-        self.load = load
-        self.label = f"{model} @ {describe_load(load)}"
-        self.total: int | None = load.get("num_requests")
-        self.duration_limit: float | None = load.get("duration_limit")
-        self.records: list[RequestRecord] = []
-        self.started: float | None = None
-        self.ended: float | None = None
-        self.finished = False
-        self.in_flight = 0
-        self.cancelled = 0
-        self.warmup_failed = 0
-
-    def elapsed(self) -> float:
-        """Seconds since the measured part of the run began."""
-        if self.started is None:
-            return 0.0
-        return (self.ended if self.ended is not None else monotonic()) - self.started
-
-    def summary(self, slos: Mapping[str, float]) -> RunSummary:
-        """The run's figures (partial when it was stopped)."""
-        return summarize(
-            self.model,
-            dict(self.load),
-            list(self.records),
-            self.elapsed(),
-            goodput_slos=slos,
-            interrupted=not self.finished,
-            cancelled=self.cancelled,
-            warmup_failed=self.warmup_failed,
-        )
-
-
-@dataclass
-class BenchResult:
-    """Every run's summary (records included), the configuration and how the benchmark ended."""
-
-    runs: list[RunSummary]
-    config: dict[str, Any]
-    interrupted: bool = False
-    emulator_url: str | None = None
-    date: str = ""
-
-    def to_json(self) -> dict[str, Any] | list[dict[str, Any]]:
-        """One run: a flat vLLM-style dict; several runs: a list of them."""
-        from ._report import result_json
-
-        return result_json(self)
-
-    def table(self) -> str:
-        """The printed report."""
-        from ._report import render_table
-
-        return render_table(self)
-
-    def write_json(self, path: str) -> None:
-        """Write :meth:`to_json` to ``path``."""
-        from ._report import write_json
-
-        write_json(self, path)
-
-    def write_jsonl(self, path: str) -> None:
-        """One JSON line per request (every run), with its timings in ms."""
-        from ._report import write_jsonl
-
-        write_jsonl(self, path)
-
-    def write_csv(self, path: str) -> None:
-        """One CSV row per request (every run), scalar columns only."""
-        from ._report import write_csv
-
-        write_csv(self, path)
-
-    def plot(self, path: str) -> None:
-        """Latency distributions and throughput over time as an image (needs matplotlib)."""
-        from ._report import plot
-
-        plot(self, path)
+"""Failures no retry can fix: the first one stops the benchmark."""
 
 
 class Benchmark:
@@ -313,9 +46,13 @@ class Benchmark:
 
     ``client``: your own :class:`~aiollm.Client` (not closed here); by default one is made
     (pointed at the embedded emulator when the config uses it). ``progress``: a stream for
-    the progress line (default stderr; ``False`` for none). :meth:`stop` ends the benchmark
-    early: requests in flight are cancelled and not counted, and :meth:`run` returns what
-    had finished. :meth:`result` gives the figures so far at any time.
+    the progress line (``True``: stderr; by default nothing is printed). :meth:`stop` ends the
+    benchmark early: requests in flight are cancelled and not counted, and :meth:`run`
+    returns what had finished. :meth:`result` gives the figures so far at any time.
+
+    A request that fails for a reason no retry can fix (:data:`FATAL_ERRORS`: a missing or
+    rejected key, no permission, an unknown model, an exhausted quota) stops the benchmark
+    at once; :attr:`stopped_by` says why.
     """
 
     def __init__(
@@ -327,12 +64,12 @@ class Benchmark:
     ) -> None:
         self.config = config
         self._client = client
-        if progress is False:
+        if progress is None or progress is False:
             self._progress: ProgressLine | None = None
         else:
-            out = sys.stderr if progress in (None, True) else progress
-            assert not isinstance(out, bool)
-            self._progress = ProgressLine(out)
+            self._progress = ProgressLine(sys.stderr if progress is True else progress)
+        self.stopped_by: str | None = None
+        """The error that stopped the benchmark (one no retry can fix), else None."""
         self._states: list[RunState] = []
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
@@ -365,6 +102,7 @@ class Benchmark:
             interrupted=self._stopped or any(not s.finished for s in self._states),
             emulator_url=self.emulator_url,
             date=self.date,
+            stopped_by=self.stopped_by,
         )
 
     async def run(self) -> BenchResult:
@@ -538,6 +276,9 @@ class Benchmark:
             record.e2el = clock() - t0
             record.error = error_key(exc)
             record.error_message = str(exc)[:500]
+            if isinstance(exc, FATAL_ERRORS) and self.stopped_by is None:
+                self.stopped_by = f"{record.error}: {record.error_message}"
+                self.stop()
         except BaseException:
             state.cancelled += 1
             raise

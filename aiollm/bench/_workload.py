@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ConfigurationError
+from .. import ConfigurationError
 
 __all__ = ["Messages", "load_prompts", "synthetic_prompt"]
 

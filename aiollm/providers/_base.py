@@ -10,8 +10,6 @@ of :mod:`aiollm.events`.
 
 from __future__ import annotations
 
-import email.utils
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from .._redact import REDACTED, SECRET_PARAMS, redact_headers, redact_text
+from .._retry_after import parse_retry_after as parse_retry_after
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -83,23 +82,6 @@ _json_encoder = msgspec.json.Encoder()
 def json_body(obj: Any) -> bytes:
     """Encode a request body as compact JSON (UTF-8, non-ASCII kept as is)."""
     return _json_encoder.encode(obj)
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def error_for_status(

@@ -176,12 +176,6 @@ def status_class(status: int) -> type[APIError]:
 
 def retry_after_of(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms`` (OpenAI) or ``Retry-After`` in seconds, or None."""
-    millis = headers.get("retry-after-ms") or headers.get("Retry-After-Ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
     return parse_retry_after(headers)
 
 

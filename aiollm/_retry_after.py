@@ -1,0 +1,69 @@
+"""How long a server asks to be left alone: ``Retry-After`` and ``retry-after-ms``.
+
+Sans-IO and total: any header value gives a number of seconds or None, never an exception.
+Values that say "wait for ever" (``inf``, ``1e400``, a date in year 99999) come back as
+``math.inf``; the retry policy, not the parser, decides how long is too long (see
+:attr:`aiollm.RetryPolicy.max_retry_after`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+
+__all__ = ["parse_retry_after"]
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    return value
+
+
+def _seconds(value: str) -> float | None:
+    """A non-negative number of seconds, ``inf`` for an overflowing one, None if not a number."""
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _date(value: str, now: float) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        tup = email.utils.parsedate_tz(value)
+        if tup is None:
+            return None
+        # A year datetime cannot hold (e.g. 99999): as far away as can be.
+        return math.inf if tup[0] > 9999 else None
+    try:
+        return max(0.0, when.timestamp() - now)
+    except (OverflowError, ValueError, OSError):
+        return math.inf
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+
+    Returns None when neither header holds a usable value, ``math.inf`` for an unbounded one.
+    """
+    millis = _header(headers, "Retry-After-Ms")
+    if millis:
+        seconds = _seconds(millis.strip())
+        if seconds is not None:
+            return seconds / 1000.0
+    value = _header(headers, "Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
+    return _date(value, time.time() if now is None else now)

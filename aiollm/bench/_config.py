@@ -1,0 +1,211 @@
+"""What to benchmark and under which load: :class:`BenchConfig`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import ConfigurationError
+from ._metrics import parse_goodput
+from ._workload import Messages
+
+__all__ = ["DEFAULT_REQUESTS", "EMULATOR_MODELS", "BenchConfig"]
+
+DEFAULT_REQUESTS = 50
+"""Requests per model and load level when neither ``requests`` nor ``duration`` is given."""
+
+EMULATOR_MODELS = (
+    "openai/gpt-4o-mini",
+    "dashscope/qwen-turbo",
+    "qianfan/ernie-speed-128k",
+    "gateway/llama-2-7b-chat",
+)
+"""The models benchmarked against the embedded emulator when none are named."""
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark and under which load.
+
+    Load: ``concurrency`` workers each sending one request after another, or — with
+    ``request_rate`` (requests/s; ``math.inf`` sends them all at once) — arrivals with gamma
+    distributed gaps (``burstiness`` 1.0 is a Poisson process, lower is burstier), optionally
+    capped at ``max_concurrency`` in flight. ``requests`` and/or ``duration`` (seconds) bound
+    each run (default :data:`DEFAULT_REQUESTS` requests); ``warmup`` requests before each run
+    are not counted (default 1: the connection, the credential and the code path are ready
+    before the first measured request; ``warmup`` at least the concurrency opens every
+    connection first). ``sweep`` repeats the run at each concurrency level (with a request rate:
+    at each ``max_concurrency``).
+
+    Workload: ``models`` (``provider/model``, several side by side; each runs in turn unless
+    ``models_together``), ``prompts`` (message lists, used round robin) or synthetic prompts of
+    about ``input_len`` tokens, ``max_tokens``, extra provider ``params``, a per-request
+    ``timeout`` (seconds, total). ``goodput``: SLOs in ms, e.g. ``{"ttft": 500, "tpot": 50}``.
+
+    With no ``models`` (or ``emulator=True``) the embedded emulator serves the requests with a
+    cadence of ``first_token`` seconds to the first token and ``per_token`` after that.
+    """
+
+    models: Sequence[str] = ()
+    concurrency: int = 10
+    requests: int | None = None
+    duration: float | None = None
+    request_rate: float | None = None
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    sweep: Sequence[int] = ()
+    warmup: int = 1
+    prompts: Sequence[Messages] | None = None
+    input_len: int = 32
+    max_tokens: int | None = 64
+    params: Mapping[str, Any] = field(default_factory=dict)
+    goodput: Mapping[str, float] | Sequence[str] | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+    seed: int = 0
+    models_together: bool = False
+    emulator: bool | None = None
+    first_token: float = 0.2
+    per_token: float = 0.01
+    goodput_slos: dict[str, float] = field(init=False, repr=False, default_factory=dict)
+    """The parsed ``goodput`` SLOs in ms (set from ``goodput``)."""
+
+    def __post_init__(self) -> None:
+        self.goodput_slos = parse_goodput(self.goodput)
+        self.validate()
+
+    @property
+    def uses_emulator(self) -> bool:
+        """Whether the embedded emulator serves this benchmark."""
+        return self.emulator if self.emulator is not None else not self.models
+
+    @property
+    def model_list(self) -> list[str]:
+        """The models to benchmark (the emulator's defaults when none were named)."""
+        if self.models:
+            return list(dict.fromkeys(self.models))
+        return list(EMULATOR_MODELS)
+
+    def validate(self) -> None:
+        """Raise :class:`~aiollm.ConfigurationError` for a setting that cannot work."""
+
+        def positive_int(name: str, value: int | None, *, zero: bool = False) -> None:
+            if value is None:
+                return
+            if not isinstance(value, int) or value < (0 if zero else 1):
+                raise ConfigurationError(
+                    f"{name} must be an integer >= {0 if zero else 1} (got {value!r})"
+                )
+
+        positive_int("concurrency", self.concurrency)
+        positive_int("requests", self.requests)
+        positive_int("max_concurrency", self.max_concurrency)
+        positive_int("warmup", self.warmup, zero=True)
+        positive_int("input_len", self.input_len)
+        positive_int("max_tokens", self.max_tokens)
+        positive_int("max_retries", self.max_retries, zero=True)
+        for level in self.sweep:
+            positive_int("every sweep level", level)
+        if self.duration is not None and not self.duration > 0:
+            raise ConfigurationError(f"duration must be > 0 seconds (got {self.duration!r})")
+        if self.request_rate is not None and not self.request_rate > 0:
+            raise ConfigurationError(
+                f"request_rate must be > 0 requests/s, or inf (got {self.request_rate!r})"
+            )
+        if self.request_rate is not None and math.isinf(self.request_rate):
+            if self.requests is None and self.duration is not None:
+                raise ConfigurationError(
+                    "an unpaced request rate (inf) needs a number of requests, not a duration"
+                )
+        if not self.burstiness > 0:
+            raise ConfigurationError(f"burstiness must be > 0 (got {self.burstiness!r})")
+        if self.first_token < 0 or self.per_token < 0:
+            raise ConfigurationError("the emulator's first_token and per_token must be >= 0")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds (got {self.timeout!r})")
+        if self.prompts is not None and not self.prompts:
+            raise ConfigurationError("prompts is empty")
+        if not self.models and self.emulator is False:
+            raise ConfigurationError("name at least one model (provider/model) to benchmark")
+        for model in self.models:
+            provider, sep, name = model.partition("/")
+            if not (provider and sep and name):
+                raise ConfigurationError(
+                    f"model {model!r} must be '<provider>/<model>', e.g. 'qianfan/llama_2_7b'"
+                )
+
+    def levels(self) -> list[dict[str, Any]]:
+        """The load levels, one run per model each (a description dict per level)."""
+        total = self.requests
+        if total is None and self.duration is None:
+            total = DEFAULT_REQUESTS
+        base: dict[str, Any] = {"num_requests": total, "duration_limit": self.duration}
+        out: list[dict[str, Any]] = []
+        if self.request_rate is None:
+            for n in self.sweep or [self.concurrency]:
+                out.append(
+                    {
+                        "concurrency": n,
+                        "request_rate": None,
+                        "burstiness": None,
+                        "max_concurrency": None,
+                        **base,
+                    }
+                )
+        else:
+            rate: float | str = "inf" if math.isinf(self.request_rate) else self.request_rate
+            caps: Sequence[int | None] = self.sweep or [self.max_concurrency]
+            for cap in caps:
+                out.append(
+                    {
+                        "concurrency": None,
+                        "request_rate": rate,
+                        "burstiness": self.burstiness,
+                        "max_concurrency": cap,
+                        **base,
+                    }
+                )
+        return out
+
+    def connection_limit(self) -> int:
+        """Enough pooled connections for the widest level (0 = unlimited)."""
+        widths = [lv["concurrency"] or lv["max_concurrency"] for lv in self.levels()]
+        if any(w is None for w in widths):
+            return 0
+        widest = max(int(w) for w in widths)
+        if self.models_together:
+            widest *= len(self.model_list)
+        return max(256, widest + 8)
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
+        return {
+            "models": self.model_list,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "duration": self.duration,
+            "request_rate": (
+                "inf"
+                if self.request_rate is not None and math.isinf(self.request_rate)
+                else self.request_rate
+            ),
+            "burstiness": self.burstiness,
+            "max_concurrency": self.max_concurrency,
+            "sweep": list(self.sweep),
+            "warmup": self.warmup,
+            "prompts": "file" if self.prompts is not None else f"synthetic:{self.input_len}",
+            "max_tokens": self.max_tokens,
+            "params": dict(self.params),
+            "goodput_slos_ms": dict(self.goodput_slos),
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "seed": self.seed,
+            "models_together": self.models_together,
+            "emulator": (
+                {"first_token": self.first_token, "per_token": self.per_token}
+                if self.uses_emulator
+                else None
+            ),
+        }
