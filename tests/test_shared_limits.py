@@ -73,7 +73,9 @@ async def test_rate_is_shared_and_smooth(redis_server: RedisServer) -> None:
     limits = Limits(requests_per_second=10, shared=redis_server.url)
     async with serving(QuotaServer()) as server:
         async with clients(server, limits, 3) as workers:
-            await fanout.gather([lambda c=c: c.chat(MODEL, MSGS) for c in workers for _ in range(6)])
+            await fanout.gather(
+                [lambda c=c: c.chat(MODEL, MSGS) for c in workers for _ in range(6)]
+            )
     times = sorted(server.arrivals)
     assert len(times) == 18
     assert times[-1] - times[0] >= 1.6  # 17 gaps of 0.1 s, give or take the scheduling
