@@ -45,6 +45,7 @@ from .events import (
     ToolCallDelta,
     Usage,
 )
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
 from .limits import Limits, RetryPolicy, SharedLimitsError
 from .stream import Stream
 from .transport import Timeout
@@ -63,6 +64,8 @@ __all__ = [
     "Embeddings",
     "Event",
     "Finish",
+    "FinishInfo",
+    "Hooks",
     "InvalidRequestError",
     "Limits",
     "NotFoundError",
@@ -71,6 +74,9 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "ReasoningDelta",
+    "RequestInfo",
+    "ResponseInfo",
+    "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",

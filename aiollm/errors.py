@@ -6,6 +6,7 @@ what to do; no API key, secret or access token ever appears in a message or a re
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,8 +68,11 @@ class TransportError(AiollmError):
         self.response_started = response_started
 
 
-class TimeoutError(TransportError):
-    """A timeout expired. ``phase`` is ``connect``, ``first_byte``, ``idle`` or ``total``."""
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A timeout expired. ``phase`` is ``connect``, ``first_byte``, ``idle`` or ``total``.
+
+    It is also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
 
     def __init__(
         self,
@@ -103,12 +107,13 @@ class StreamInterrupted(AiollmError):
         message: str,
         *,
         partial: Completion,
-        error: BaseException | None = None,
+        error: AiollmError | None = None,
         provider: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider)
         self.partial = partial
-        self.error = error
+        self.error: AiollmError | None = error
+        """The library's error that ended the stream (always set on one aiollm raised)."""
 
 
 class APIError(AiollmError):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -280,6 +280,10 @@ def as_completed(calls: Iterable[CallLike[T]], *, concurrency: int | None = None
     return _Hosted(produce)
 
 
+@overload
+def merge(streams: Mapping[K, Stream]) -> _Hosted[tuple[K, Event]]: ...
+@overload
+def merge(streams: Sequence[Stream]) -> _Hosted[tuple[int, Event]]: ...
 def merge(streams: Mapping[K, Stream] | Sequence[Stream]) -> _Hosted[tuple[Any, Event]]:
     """One async iterator of ``(key, event)`` over several un-entered streams.
 

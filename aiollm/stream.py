@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ from .transport import MAX_ERROR_BODY, Response, Timeout
 
 if TYPE_CHECKING:
     from .client import Client
+    from .hooks import CallObserver, Outcome
     from .limits import Lease, ProviderLimiter, RetryPolicy
     from .providers._base import Call, Codec, Provider
 
@@ -73,7 +75,7 @@ class Stream:
         self._other: bytearray | None = None
         """The body so far, when it is neither an event stream nor JSON (an error page)."""
         self._pending: Iterator[Event] = iter(())
-        self._error: BaseException | None = None
+        self._error: AiollmError | None = None
         self._delivered = False
         self._finished = False
         self._closed = False
@@ -87,6 +89,11 @@ class Stream:
         self._completion: Completion | None = None
         self.attempts = 0
         """How many HTTP requests this stream has sent (retries included)."""
+        # observe: the call's hooks / OpenTelemetry observer (see aiollm.hooks), made at the
+        # first attempt; _observed_end makes its end() happen exactly once.
+        self._obs: CallObserver | None = None
+        self._observed = False
+        self._observed_end = False
 
     # -- public API ---------------------------------------------------------------------
     @property
@@ -127,8 +134,8 @@ class Stream:
     async def __aenter__(self) -> Stream:
         try:
             await self._ensure_open()
-        except BaseException:
-            await self.aclose()
+        except BaseException as exc:
+            self._close_now(exc)
             raise
         return self
 
@@ -171,9 +178,9 @@ class Stream:
                 await self._step()
             except AiollmError as exc:
                 await self._failed(exc)
-            except BaseException:
+            except BaseException as exc:
                 # Cancellation or an unexpected bug: never leave the response open.
-                self._close_now()
+                self._close_now(exc)
                 raise
 
     async def aclose(self) -> None:
@@ -190,7 +197,7 @@ class Stream:
         return f"<Stream {self.provider}/{self.model} {state}>"
 
     # -- internals ------------------------------------------------------------------------
-    def _close_now(self) -> None:
+    def _close_now(self, exc: BaseException | None = None) -> None:
         if self._resp is not None:
             self._resp.close()
             self._resp = None
@@ -198,6 +205,31 @@ class Stream:
             self._lease.release()
             self._lease = None
         self._closed = True
+        if self._obs is not None and not self._observed_end:
+            self._observe_end(exc)
+
+    # observe: the end of an observed call (completed, failed, closed early or cancelled)
+    def _observe_end(self, exc: BaseException | None) -> None:
+        obs = self._obs
+        assert obs is not None
+        self._observed_end = True
+        error = self._error if self._error is not None else exc
+        outcome: Outcome
+        if self._finished and error is None:
+            outcome = "completed"
+        elif error is None:
+            outcome = "closed"
+        elif isinstance(error, anyio.get_cancelled_exc_class()):
+            outcome = "cancelled"
+        else:
+            outcome = "error"
+        try:
+            completion: Completion | None = self._build_completion()
+        except Exception:  # the completion of a broken response: observe the end anyway
+            completion = None
+        if outcome == "completed":
+            self._completion = completion
+        obs.end(outcome, completion, error)
 
     async def _ensure_open(self) -> None:
         if self._resp is not None or self._finished:
@@ -215,6 +247,12 @@ class Stream:
         if self._closed:
             raise AiollmError("the stream is closed", provider=self.provider)
         provider = self._provider
+        if not self._observed:  # observe: one observer per call, from its first attempt
+            self._observed = True
+            self._obs = self._client._observe(provider, self._call)
+        obs = self._obs
+        if obs is not None:
+            cooling, started = self._limiter.cooling_down, time.monotonic()
         deadline = self._call_deadline()
         if self._lease is None:
             estimate = self._limiter.estimate(self._call)
@@ -223,17 +261,29 @@ class Stream:
             await self._limiter.pace(deadline)
         transport = self._client._transport
         self._credential = None
+        if obs is not None:
+            obs.waited(time.monotonic() - started, cooling)
+            fetches, started = getattr(provider.auth, "fetches", None), time.monotonic()
         credential = await provider.auth.get(transport)
         request = provider.build_request(self._call, credential)
         self.attempts += 1
         self._credential = credential  # sent: the service may now reject it
+        extra_headers = self._extra_headers
+        if obs is not None:
+            if getattr(provider.auth, "fetches", None) != fetches:
+                obs.token_fetched(time.monotonic() - started)
+            added = obs.request(request, self.attempts)
+            if added:
+                extra_headers = {**(extra_headers or {}), **added}
         resp = await transport.open(
             request,
             timeout=self._attempt_timeout(deadline),
             provider=provider.name,
-            extra_headers=self._extra_headers,
+            extra_headers=extra_headers,
         )
         self._limiter.observe(resp.headers)
+        if obs is not None:
+            obs.response(resp.status, resp.headers)
         codec = self._codec = provider.new_codec(self._call)
         codec.on_response(resp.status, resp.headers)
         if resp.status >= 300:
@@ -241,7 +291,7 @@ class Stream:
                 body = await resp.read(MAX_ERROR_BODY)
             finally:
                 resp.close()
-            raise codec.http_error(resp.status, resp.headers, body)
+            raise provider.explain(codec.http_error(resp.status, resp.headers, body), request)
         self._resp = resp
         self._framer = None
         self._other = None
@@ -338,6 +388,8 @@ class Stream:
         self._delivered = True
         self._pending = iter(events)
         self._batches.append(events)
+        if self._obs is not None:
+            self._obs.chunk(events)
 
     def _last(self, kind: type[Usage] | type[Finish] | type[SafetyNotice]) -> Event | None:
         """The last delivered event of type ``kind`` (found from the end: they come last)."""
@@ -361,6 +413,8 @@ class Stream:
         elif lease is not None:
             lease.release()
         self._limiter.succeeded()
+        if self._obs is not None and not self._observed_end:
+            self._observe_end(None)
 
     def _build_completion(self) -> Completion:
         codec = self._codec
@@ -414,6 +468,8 @@ class Stream:
                 self._auth_refreshed = True
                 auth.invalidate(rejected)
                 log.debug("%s: token rejected, refreshing once", self.provider)
+                if self._obs is not None:
+                    self._obs.retry(exc, self.attempts, 0.0, True)
                 self._reset_attempt()
                 return
             self._attempt += 1
@@ -427,6 +483,8 @@ class Stream:
                     exc,
                     delay,
                 )
+                if self._obs is not None:
+                    self._obs.retry(exc, self.attempts, delay, False)
                 self._reset_attempt()
                 self._slept += delay
                 if not isinstance(exc, RateLimitError):

@@ -214,6 +214,8 @@ class Provider(ABC):
     """One provider's settings, auth, request building and codec factory."""
 
     name: ClassVar[str]
+    setting_keys: ClassVar[frozenset[str]] = frozenset()
+    """The keys ``providers={name: {...}}`` accepts; any other is a ConfigurationError."""
     operations: ClassVar[frozenset[str]] = frozenset({"chat"})
     sse_data_line_events: ClassVar[bool] = True
     """Frame the event stream per ``data:`` line (robust to gateways that omit blank lines)."""
@@ -266,6 +268,10 @@ class Provider(ABC):
                 + ", ".join(sorted(self.operations)),
                 provider=self.name,
             )
+
+    def explain(self, exc: APIError, request: HTTPRequest) -> APIError:
+        """Add what to check to the error of an HTTP response to ``request`` (default: nothing)."""
+        return exc
 
     @abstractmethod
     def build_request(self, call: Call, credential: str) -> HTTPRequest:

@@ -625,6 +625,7 @@ class DashScopeProvider(Provider):
 
     name: ClassVar[str] = PROVIDER
     operations: ClassVar[frozenset[str]] = frozenset({"chat", "complete"})
+    setting_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "base_url", "workspace"})
     codec_class: ClassVar[type[DashScopeCodec]] = DashScopeCodec
 
     @property

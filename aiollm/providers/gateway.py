@@ -381,6 +381,9 @@ class GatewayProvider(OpenAIProvider):
     """``gateway/<model>``: the token-protected gateway (see the module docs)."""
 
     name: ClassVar[str] = "gateway"
+    setting_keys: ClassVar[frozenset[str]] = frozenset(
+        {"url", "appid", "secret", "ability", "stream"}
+    )
     operations: ClassVar[frozenset[str]] = frozenset({"chat", "complete", "embed"})
     codec_class: ClassVar[type[OpenAICodec]] = GatewayCodec
 
@@ -389,6 +392,9 @@ class GatewayProvider(OpenAIProvider):
         self.stream_refused = False
         """True once the gateway refused a streaming request (then none is asked again)."""
         self._token_ability: tuple[str, str] | None = None
+
+    def explain(self, exc: APIError, request: HTTPRequest) -> APIError:
+        return exc  # the gateway's own errors already say what to check
 
     @property
     def url(self) -> str:

@@ -48,6 +48,7 @@ from ._base import (
     json_body,
     parse_retry_after,
 )
+from ._hints import openai_compatible_hint
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAICodec", "OpenAIProvider", "WireError", "WireResponse"]
 
@@ -515,6 +516,7 @@ class OpenAIProvider(Provider):
     """``openai/<model>``: any OpenAI-compatible server with a Bearer key."""
 
     name: ClassVar[str] = "openai"
+    setting_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "base_url"})
     operations: ClassVar[frozenset[str]] = frozenset({"chat", "complete", "embed"})
     codec_class: ClassVar[type[OpenAICodec]] = OpenAICodec
 
@@ -522,6 +524,9 @@ class OpenAIProvider(Provider):
     def base_url(self) -> str:
         """The API base, including ``/v1``."""
         return str(self.setting("base_url", "OPENAI_BASE_URL", DEFAULT_BASE_URL)).rstrip("/")
+
+    def explain(self, exc: APIError, request: HTTPRequest) -> APIError:
+        return openai_compatible_hint(exc, request.url, request.secrets)
 
     def make_auth(self) -> TokenSourceLike:
         if self.base_url == DEFAULT_BASE_URL:

@@ -601,6 +601,9 @@ class QianfanProvider(Provider):
     """``qianfan/<endpoint>``: wenxinworkshop chat with an OAuth access token."""
 
     name: ClassVar[str] = PROVIDER
+    setting_keys: ClassVar[frozenset[str]] = frozenset(
+        {"ak", "sk", "access_token", "base_url", "token_timeout"}
+    )
     operations: ClassVar[frozenset[str]] = frozenset({"chat"})
     sse_data_line_events: ClassVar[bool] = True
     sse_json_line_events: ClassVar[bool] = True

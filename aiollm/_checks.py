@@ -1,0 +1,149 @@
+"""Configuration and per-call argument checks: mistakes are reported at once and by name.
+
+:class:`~aiollm.Client` calls :func:`check_client_config` when it is built (unknown provider
+names, unknown setting keys, limits of the wrong type) and :func:`check_call` before a call
+sends anything (messages, timeout, max_retries). Each mistake is a
+:class:`~aiollm.ConfigurationError` (an :class:`~aiollm.InvalidRequestError` for malformed
+messages) naming what is wrong and what would be right.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import ConfigurationError, InvalidRequestError
+from .limits import Limits, RetryPolicy
+from .providers import PROVIDERS, load_provider
+from .transport import Timeout
+
+__all__ = ["check_call", "check_client_config", "did_you_mean"]
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """``"did you mean 'x'? valid: a, b"`` for an unknown ``name`` among ``valid``."""
+    options = sorted(valid)
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}valid: {', '.join(options)}"
+
+
+def _check_provider_name(name: object, where: str) -> str:
+    if not isinstance(name, str) or name not in PROVIDERS:
+        raise ConfigurationError(
+            f"unknown provider {name!r} in {where}; {did_you_mean(str(name), PROVIDERS)}"
+        )
+    return name
+
+
+def check_client_config(
+    providers: Mapping[str, Mapping[str, Any]] | None,
+    limits: Mapping[str, Limits] | None,
+    timeout: object,
+    retry: object,
+    max_retries: object,
+) -> None:
+    """Check the arguments of :class:`~aiollm.Client` (raise :class:`ConfigurationError`)."""
+    if providers is not None:
+        if not isinstance(providers, Mapping):
+            raise ConfigurationError(
+                "providers= must be a mapping of provider name to settings, e.g. "
+                "{'openai': {'api_key': '...'}}"
+            )
+        for name, settings in providers.items():
+            _check_provider_name(name, "providers=")
+            if not isinstance(settings, Mapping):
+                raise ConfigurationError(
+                    f"providers[{name!r}] must be a mapping of settings, "
+                    f"got {type(settings).__name__}"
+                )
+            keys = load_provider(name).setting_keys
+            for key in settings:
+                if key not in keys:
+                    raise ConfigurationError(
+                        f"unknown setting {key!r} for provider {name!r}; {did_you_mean(str(key), keys)}"
+                    )
+    if limits is not None:
+        if not isinstance(limits, Mapping):
+            raise ConfigurationError(
+                "limits= must be a mapping of provider name to aiollm.Limits, e.g. "
+                "{'openai': aiollm.Limits(requests_per_second=5)}"
+            )
+        for name, value in limits.items():
+            _check_provider_name(name, "limits=")
+            if not isinstance(value, Limits):
+                raise ConfigurationError(
+                    f"limits[{name!r}] must be an aiollm.Limits, got {type(value).__name__}: "
+                    f"write aiollm.Limits(requests_per_second=..., max_concurrency=..., "
+                    f"tokens_per_minute=...)"
+                )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(
+            f"retry= must be an aiollm.RetryPolicy, got {type(retry).__name__}"
+        )
+    check_timeout(timeout)
+    check_max_retries(max_retries)
+
+
+def check_timeout(timeout: object) -> None:
+    """``timeout`` is None, an :class:`~aiollm.Timeout` or a positive number of seconds."""
+    if timeout is None or isinstance(timeout, Timeout):
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ConfigurationError(
+            f"timeout must be a number of seconds or an aiollm.Timeout, got {timeout!r}"
+        )
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def check_max_retries(max_retries: object) -> None:
+    """``max_retries`` is None or an integer >= 0."""
+    if max_retries is None:
+        return
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(
+            f"max_retries must be an integer >= 0 (0 turns retries off), got {max_retries!r}"
+        )
+
+
+def check_messages(messages: object, provider: str) -> list[dict[str, Any]]:
+    """``messages`` as a list of dicts, each with a string ``role`` and a ``content``."""
+    example = "messages=[{'role': 'user', 'content': 'hello'}]"
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+        raise InvalidRequestError(
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got "
+            f"{type(messages).__name__}: write {example} (or prompt='...')",
+            provider=provider,
+        )
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InvalidRequestError(
+                f"messages[{i}] must be a dict with 'role' and 'content', got "
+                f"{type(message).__name__}: write {example}",
+                provider=provider,
+            )
+        # An assistant message that carries tool calls may have no content.
+        needed = ("role",) if "tool_calls" in message else ("role", "content")
+        missing = [repr(k) for k in needed if k not in message]
+        if missing:
+            what = f"has no {' or '.join(missing)}"
+        elif not isinstance(message["role"], str):
+            what = f"has a role that is not a string ({message['role']!r})"
+        else:
+            out.append(dict(message))
+            continue
+        raise InvalidRequestError(f"messages[{i}] {what}: write {example}", provider=provider)
+    return out
+
+
+def check_call(
+    *, provider: str, messages: object, timeout: object, max_retries: object
+) -> list[dict[str, Any]] | None:
+    """Check one call's arguments before anything is sent; the messages as a list of dicts."""
+    check_timeout(timeout)
+    check_max_retries(max_retries)
+    return None if messages is None else check_messages(messages, provider)
