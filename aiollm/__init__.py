@@ -50,7 +50,7 @@ from .events import (
     fold,
 )
 from .hooks import FinishInfo, Hooks, RequestInfo, ResponseHead, RetryInfo
-from .limits import Limits, RetryPolicy
+from .limits import Limits, RetryPolicy, SharedLimitsError
 from .providers import split_model
 from .stream import State, Stream
 from .transport import Timeout
@@ -87,6 +87,7 @@ __all__ = [
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
+    "SharedLimitsError",
     "State",
     "Stream",
     "StreamInterrupted",

@@ -232,7 +232,8 @@ class Stream:
             self._deadline = math.inf if total is None else anyio.current_time() + total
         cooling, started = limiter.cooling_down, time.monotonic()
         if self._lease is None:
-            self._lease = await limiter.acquire(self._deadline)
+            estimate = limiter.estimate(self._prepared.call)
+            self._lease = await limiter.acquire(estimate, self._deadline)
         elif self.attempts:
             await limiter.pace(self._deadline)
         obs.waited(time.monotonic() - started, cooling)
@@ -252,6 +253,7 @@ class Stream:
             request, timeout=timeout, provider=provider.name, extra_headers=headers
         )
         # The response head arrived: the provider builds this response's decoder from it.
+        limiter.observe(resp.headers)
         obs.response(resp.status, resp.headers)
         self._resp = resp
         self._decoder = provider.decoder(self._prepared, resp.status, resp.headers)
@@ -324,16 +326,20 @@ class Stream:
         raise exc
 
     def _finish(self) -> None:
-        """The exchange is over: the connection goes back, the limiter settles."""
+        """The exchange is over: the limiter settles; connection and slot go back at its end."""
         self.state = State.FINISHED
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            usage = next(
+                (e for b in reversed(self._batches) for e in b[::-1] if type(e) is Usage), None
+            )
+            if isinstance(usage, Usage):
+                lease.settle(usage.total_tokens)
         resp, self._resp = self._resp, None
-        if resp is not None:
-            resp.finish()  # it gives the connection back itself
-        usage = next(
-            (e for b in reversed(self._batches) for e in b[::-1] if type(e) is Usage), None
-        )
-        if isinstance(usage, Usage):
-            self._limiter.settle_tokens(usage.total_tokens)
+        if resp is not None:  # it gives the connection back itself, and the slot at the end
+            resp.finish(lease.release if lease is not None else None)
+        elif lease is not None:
+            lease.release()
         self._limiter.succeeded()
         self._close(State.FINISHED)
 
