@@ -102,19 +102,6 @@ async def run_chat(model: str, prompt: str, max_tokens: int | None) -> int:
     return 0
 
 
-async def run_emulator(host: str, port: int, first_token: float, per_token: float) -> int:
-    """Serve the emulator until interrupted."""
-    from .testing import Cadence, Emulator
-
-    async with Emulator(host=host, port=port, cadence=Cadence(first_token, per_token)) as emu:
-        _print(f"aiollm emulator listening on {emu.url}")
-        _print("point a client at it with these settings:")
-        for key, value in emu.env().items():
-            _print(f"  export {key}={value}")
-        await anyio.sleep_forever()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     from . import __version__
@@ -140,11 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("prompt")
     chat.add_argument("--max-tokens", type=int)
 
-    emu = sub.add_parser("emulator", help="serve the emulator of every provider")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8765)
-    emu.add_argument("--first-token", type=float, default=0.0)
-    emu.add_argument("--per-token", type=float, default=0.0)
+    from .testing._cli import add_arguments as add_emulator_arguments
+
+    add_emulator_arguments(sub.add_parser("emulator", help="serve the emulator of every provider"))
 
     from .bench._cli import add_arguments as add_bench_arguments
 
@@ -164,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             return anyio.run(run_chat, args.model, args.prompt, args.max_tokens)
         if args.command == "emulator":
-            return anyio.run(run_emulator, args.host, args.port, args.first_token, args.per_token)
+            from .testing._cli import run as run_emulator
+
+            return run_emulator(args)
         if args.command == "bench":
             from .bench._cli import run_cli
 

@@ -538,3 +538,63 @@ async def test_hooks_and_spans_together(emu: Emulator, otel: Otel) -> None:
     attrs = otel.one_span().attributes or {}
     assert attrs["error.type"] == type(finishes[0].error).__qualname__
     assert isinstance(finishes[0].completion.usage, Usage | None)
+
+
+def test_reasoning_tool_calls_and_token_details(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiollm.events import Completion, ToolCall
+    from aiollm.otel import Telemetry
+    from aiollm.providers import Call
+
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
+    telemetry = Telemetry(otel.tracer_provider, otel.meter_provider)
+    call = Call(op="chat", model="deepseek-r1", stream=True, messages=HI, params={"stop": "END"})
+    observer = telemetry.observe("dashscope", call)
+    observer.chunk([])
+    observer.chunk([])
+    completion = Completion(
+        text="",
+        reasoning="think",
+        tool_calls=[ToolCall(id="c1", name="get_weather", arguments='{"city":"Hangzhou"}')],
+        finish_reason="tool_calls",
+        usage=Usage(input_tokens=10, output_tokens=7, reasoning_tokens=5, cached_tokens=4),
+    )
+    observer.end("completed", completion, None)
+    observer.end("completed", completion, None)  # a second end changes nothing
+    span = otel.one_span()
+    attrs = span.attributes or {}
+    assert attrs["gen_ai.request.stop_sequences"] == ("END",)
+    assert attrs["gen_ai.usage.reasoning.output_tokens"] == 5
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 4
+    (message,) = json.loads(str(attrs["gen_ai.output.messages"]))
+    assert message["parts"] == [
+        {"type": "reasoning", "content": "think"},
+        {"type": "tool_call", "id": "c1", "name": "get_weather", "arguments": {"city": "Hangzhou"}},
+    ]
+    assert message["finish_reason"] == "tool_calls"
+    assert [e.name for e in span.events] == ["gen_ai.client.inference.operation.details"]
+    assert otel.count(DURATION) == 1 and otel.count(TTFC) == 1 and otel.count(TPOC) == 1
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in otel.points(TOKENS)}
+    assert tokens == {"input": 10, "output": 7}
+
+
+BENCH_ARGS = ["--requests", "2", "--concurrency", "1", "--otel", "console", "--no-progress"]
+BENCH_ARGS += ["--first-token", "0.01", "--per-token", "0.001"]
+
+
+def test_bench_exports_the_runs_spans() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "aiollm", "bench", *BENCH_ARGS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for model in ("qwen-turbo", "ernie-speed-128k", "gpt-4o-mini"):
+        assert out.stderr.count(f'"name": "chat {model}"') >= 2
+    assert "gen_ai.client.operation.duration" in out.stderr
+    assert '"service.name": "aiollm-bench"' in out.stderr
+    for secret in (Emulator.api_key, Emulator.qianfan_sk, Emulator.gateway_secret):
+        assert secret not in out.stderr + out.stdout

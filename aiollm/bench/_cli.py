@@ -179,6 +179,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot", metavar="OUT.png", help="latency distributions and throughput (matplotlib)"
     )
     out.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    out.add_argument(
+        "--otel",
+        nargs="?",
+        const="otlp",
+        choices=["otlp", "console"],
+        help="export the run's spans and metrics over OTLP (OTEL_EXPORTER_OTLP_* set the "
+        "endpoint) or to stderr; needs opentelemetry-sdk (and opentelemetry-exporter-otlp)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -312,5 +320,21 @@ def run_cli(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         _err(str(exc))
         return 2
-    result: int = anyio.run(_bench_main, config, args)
+    shutdown = None
+    if args.otel:  # OpenTelemetry: the run's calls report to global providers set here
+        try:
+            from ..otel import export_spans
+
+            shutdown = export_spans(args.otel, service_name="aiollm-bench")
+        except ImportError as exc:
+            _err(
+                f"--otel needs OpenTelemetry's SDK and exporter ({exc.name} is missing): pip "
+                "install 'aiollm-client[otel]' opentelemetry-sdk opentelemetry-exporter-otlp"
+            )
+            return 2
+    try:
+        result: int = anyio.run(_bench_main, config, args)
+    finally:
+        if shutdown is not None:
+            shutdown()  # flushes what is left to export
     return result

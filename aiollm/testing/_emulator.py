@@ -7,6 +7,7 @@ the reply, the cadence, scripted and random faults, quotas and the statistics te
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from ._faults import Fault, FaultKind, RandomFaults
 from ._quota import Quota
 from ._reply import Reply, default_tokens, split_tokens
 from ._service import Service
-from ._stats import Stats
+from ._stats import LOG_LIMIT, Stats
 from .dashscope import DashScope, DashScopeState
 from .gateway import Gateway, GatewayState
 from .openai import OpenAI, OpenAIState
@@ -66,7 +67,8 @@ class Emulator:
     ``reply_tokens`` tokens (:meth:`set_reply` and :meth:`queue_reply` script richer replies).
     ``cadence`` sets token timing. :meth:`script` queues faults; ``fault_rate`` injects random
     faults into that share of requests, reproducibly for ``seed`` (:meth:`set_fault_rate`).
-    ``quotas`` limits providers' request rates (:meth:`set_quota`).
+    ``quotas`` limits providers' request rates (:meth:`set_quota`). ``emu.stats.log`` keeps
+    the last ``log_limit`` requests frame by frame (None: all of them; 0: none).
     """
 
     api_key = "emu-dashscope-key"
@@ -90,13 +92,14 @@ class Emulator:
         seed: int | None = None,
         fault_kinds: Sequence[FaultKind] | None = None,
         quotas: Mapping[str, Quota] | None = None,
+        log_limit: int | None = LOG_LIMIT,
     ) -> None:
         self.host = host
         self.port = port
         self.cadence = cadence or Cadence()
         self.reply = reply
         self.reply_tokens = reply_tokens
-        self.stats = Stats()
+        self.stats = Stats(log=deque(maxlen=log_limit))
         self.state = EmulatorState()
         self.replies: dict[str, Reply] = {}
         """Scripted replies by model name (as the request names it)."""

@@ -147,11 +147,20 @@ class Call:
             SentFrame(time.monotonic(), frame.text, frame.reasoning, frame.tool, len(frame.data))
         )
 
-    def drop(self) -> None:
-        """Abort the connection at once (a reset)."""
+    async def drop(self) -> None:
+        """Abort the connection (a reset), once what was written has left the process.
+
+        Frames already written reach the client before the connection dies, so the log of
+        sent frames stays true.
+        """
         transport = self.request.transport
-        if transport is not None:
-            transport.abort()
+        if transport is None:
+            return
+        for _ in range(200):
+            if transport.is_closing() or transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.005)
+        transport.abort()
 
     async def wait_gone(self, keepalive: float | None = None) -> None:
         """Stall until the client closes the connection, then raise :class:`ClientGone`.
@@ -350,7 +359,7 @@ class Service:
                 if fault is not None and position == fault.after_tokens:
                     if fault.kind == "reset":
                         call.record.outcome = "reset"
-                        call.drop()
+                        await call.drop()
                         raise ClientGone("scripted reset")
                     if fault.kind in ("stall", "keepalive"):
                         call.record.outcome = "stall"
@@ -430,7 +439,7 @@ class Service:
         kind = fault.kind
         if kind == "reset":
             call.record.outcome = "reset"
-            call.drop()
+            await call.drop()
             raise ClientGone("scripted reset")
         if kind in ("stall", "keepalive"):
             call.record.outcome = kind

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import itertools
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-__all__ = ["RequestRecord", "SentFrame", "Stats"]
+__all__ = ["LOG_LIMIT", "RequestRecord", "SentFrame", "Stats"]
+
+LOG_LIMIT = 20_000
+"""Requests :attr:`Stats.log` keeps by default (the oldest are forgotten first)."""
 
 
 class SentFrame(msgspec.Struct, array_like=True):
@@ -58,12 +62,27 @@ class RequestRecord(msgspec.Struct):
         return "".join(f.reasoning for f in self.frames)
 
     @property
+    def content_times(self) -> list[float]:
+        """When each frame carrying text, reasoning or a tool call was sent."""
+        return [f.time for f in self.frames if f.text or f.reasoning or f.tool]
+
+    @property
     def first_frame_time(self) -> float | None:
         """When the first frame carrying text, reasoning or a tool call was sent."""
-        for f in self.frames:
-            if f.text or f.reasoning or f.tool:
-                return f.time
-        return None
+        times = self.content_times
+        return times[0] if times else None
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from the request's arrival to its first content frame (the server's view)."""
+        first = self.first_frame_time
+        return None if first is None else first - self.started
+
+    @property
+    def inter_frame_times(self) -> list[float]:
+        """Seconds between consecutive content frames (the server's inter-token latency)."""
+        times = self.content_times
+        return [b - a for a, b in itertools.pairwise(times)]
 
 
 @dataclass
@@ -87,8 +106,8 @@ class Stats:
     """Quota answers per provider."""
     tokens_issued: Counter[str] = field(default_factory=Counter)
     """Access tokens issued per provider (``"qianfan"``, ``"gateway"``)."""
-    log: list[RequestRecord] = field(default_factory=list)
-    """Every request handled, in arrival order."""
+    log: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    """The requests handled, in arrival order (the last ``log.maxlen``: see ``log_limit``)."""
 
     def reset(self) -> None:
         """Forget everything counted so far."""
@@ -108,3 +127,20 @@ class Stats:
             if rec.request_id == request_id:
                 return rec
         return None
+
+    def summary(self) -> dict[str, Any]:
+        """The counters as plain data (JSON-ready)."""
+        return {
+            "requests": dict(self.requests),
+            "completed": self.completed,
+            "disconnects": self.disconnects,
+            "max_in_flight": self.max_in_flight,
+            "max_open_streams": self.max_open_streams,
+            "faults": dict(self.faults),
+            "throttled": dict(self.throttled),
+            "tokens_issued": dict(self.tokens_issued),
+        }
+
+    def records_by_id(self) -> dict[str, RequestRecord]:
+        """The logged requests by request id (those without one left out)."""
+        return {rec.request_id: rec for rec in self.log if rec.request_id}

@@ -303,7 +303,7 @@ class Qianfan(Service):
                 return web.Response(status=499)
             if fault.kind == "reset":
                 call.record.outcome = "reset"
-                call.drop()
+                await call.drop()
                 return web.Response(status=499)
             if fault.kind == "malformed":
                 return self.respond(call, web.Response(text="not a token"), "malformed")
