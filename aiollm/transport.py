@@ -34,6 +34,9 @@ log = logging.getLogger("aiollm.transport")
 
 MAX_ERROR_BODY = 1024 * 1024
 
+MAX_SECRETS = 64
+"""How many distinct secrets a transport remembers having sent (rotated tokens age out)."""
+
 FINISH_GRACE = 1.0
 """Seconds a finished response may take to end its body before its connection is closed."""
 
@@ -309,6 +312,20 @@ class Transport:
         self._closed = False
         self._lingering: dict[Any, asyncio.TimerHandle] = {}
         """Finished responses whose body has not ended yet (see :meth:`Response.finish`)."""
+        self._sent_secrets: dict[str, None] = {}
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret a request carried (the latest :data:`MAX_SECRETS`), to mask in errors."""
+        return tuple(self._sent_secrets)
+
+    def _remember(self, secrets: tuple[str, ...]) -> None:
+        known = self._sent_secrets
+        for secret in secrets:
+            if secret not in known:
+                known[secret] = None
+                if len(known) > MAX_SECRETS:
+                    del known[next(iter(known))]
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -338,6 +355,8 @@ class Transport:
     ) -> Response:
         """Send ``req`` and wait for the response headers (under connect/first-byte/total)."""
         t = timeout or self.timeout
+        if req.secrets:
+            self._remember(req.secrets)
         now = _now()
         total_deadline = now + t.total if t.total is not None else math.inf
         first_deadline = now + t.first_byte if t.first_byte is not None else math.inf
