@@ -45,7 +45,7 @@ from .events import (
     ToolCallDelta,
     Usage,
 )
-from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseHead, RetryInfo
 from .limits import Limits, RetryPolicy
 from .stream import Stream
 from .transport import Timeout
@@ -75,7 +75,7 @@ __all__ = [
     "RateLimitError",
     "ReasoningDelta",
     "RequestInfo",
-    "ResponseInfo",
+    "ResponseHead",
     "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
