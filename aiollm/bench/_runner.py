@@ -252,14 +252,18 @@ class Benchmark:
         cfg = self.config
         limit = cfg.connection_limit()
         if cfg.uses_emulator:
-            from ..testing import Cadence, Emulator
+            from ..testing import Cadence, Emulator, Quota
 
+            quotas = {}
+            if cfg.quota_rps is not None:
+                # a bucket of a tenth of a second's requests: bursts above the rate are refused
+                quota = Quota(rate=cfg.quota_rps, burst=max(1.0, cfg.quota_rps / 10))
+                quotas = {model.partition("/")[0]: quota for model in cfg.model_list}
             emu = Emulator(
                 cadence=Cadence(cfg.first_token, cfg.per_token),
                 reply_tokens=cfg.max_tokens or 64,
+                quotas=quotas,
             )
-            if cfg.quota_rps is not None:
-                emu.app.middlewares.append(quota_middleware(cfg.quota_rps))
             await stack.enter_async_context(emu)
             self.emulator_url = emu.url
             client: Client = emu.client(connection_limit=limit)
@@ -465,34 +469,3 @@ async def run(
 def _error_budget(cfg: BenchConfig) -> float:
     """The error-rate SLO of a capacity search."""
     return next((s.limit for s in cfg.capacity_slos if s.name == "error_rate"), 0.01)
-
-
-def quota_middleware(rps: float) -> Any:
-    """An aiohttp middleware answering HTTP 429 above ``rps`` requests per second.
-
-    A token bucket refilled at ``rps`` holding at most two requests, so bursts above the
-    rate are refused at once, with ``retry-after-ms`` saying when the next one is free;
-    token endpoints are not limited.
-    """
-    from aiohttp import web
-
-    bucket = {"level": 2.0, "at": monotonic()}
-
-    @web.middleware
-    async def quota(request: web.Request, handler: Any) -> Any:
-        if "token" in request.path.lower() or request.method != "POST":
-            return await handler(request)
-        now = monotonic()
-        level = min(2.0, bucket["level"] + (now - bucket["at"]) * rps)
-        bucket["at"] = now
-        if level < 1.0:
-            bucket["level"] = level
-            wait_ms = (1.0 - level) / rps * 1000.0
-            body = b'{"error": {"message": "rate limit exceeded", "type": "rate_limit", '
-            body += b'"code": "rate_limit_exceeded"}}'
-            headers = {"Content-Type": "application/json", "retry-after-ms": f"{wait_ms:.0f}"}
-            return web.Response(status=429, body=body, headers=headers)
-        bucket["level"] = level - 1.0
-        return await handler(request)
-
-    return quota
