@@ -9,10 +9,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._checks import check_call, check_client_config
+from .auth import TokenSource, token_source
 from .errors import ConfigurationError, ProtocolError
 from .events import Completion, Embeddings
 from .hooks import CallObserver, HookObserver, Hooks, Observers
-from .limits import Limits, ProviderLimiter, RetryPolicy
+from .limits import Limits, ProviderLimiter, RetryPolicy, quota_identity
 from .providers import Call, Provider, load_provider, split_model
 from .stream import Stream
 from .transport import Timeout, Transport
@@ -90,6 +91,7 @@ class Client:
         )
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, ProviderLimiter] = {}
+        self._auth: dict[str, TokenSource] = {}
 
     async def __aenter__(self) -> Client:
         return self
@@ -98,8 +100,10 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session (if the client created it)."""
+        """Close the HTTP session (if the client created it) and the shared-limits connections."""
         await self._transport.aclose()
+        for limiter in self._limiters.values():
+            await limiter.aclose()
 
     def __repr__(self) -> str:
         return f"<aiollm.Client providers={sorted(self._providers)}>"
@@ -113,12 +117,23 @@ class Client:
             instance = self._providers[name] = cls(self._settings.get(name, {}), self._env)
         return instance
 
+    def auth(self, name: str) -> TokenSource:
+        """The token source of provider ``name``, built on first use (so a missing key fails
+        at call time)."""
+        source = self._auth.get(name)
+        if source is None:
+            source = self._auth[name] = token_source(
+                self.provider(name).credential(), provider=name
+            )
+        return source
+
     def limiter(self, name: str) -> ProviderLimiter:
         """The shared limiter of provider ``name``."""
         limiter = self._limiters.get(name)
         if limiter is None:
             limits = self._limits.get(name) or Limits.from_env(name, self._env)
-            limiter = self._limiters[name] = ProviderLimiter(name, limits)
+            quota = quota_identity(self.provider(name)) if limits and limits.shared else ""
+            limiter = self._limiters[name] = ProviderLimiter(name, limits, quota_id=quota)
         return limiter
 
     # -- observing calls (hooks, OpenTelemetry) --------------------------------------------
@@ -189,18 +204,20 @@ class Client:
             input=input,
             params=params,
         )
-        provider.check(call)
+        prepared = provider.prepare(call)
         retry = (
             self._retry if max_retries is None else replace(self._retry, max_retries=max_retries)
         )
         return Stream(
-            self,
+            self._transport,
             provider,
-            call,
+            prepared,
+            auth=self.auth(name),
             timeout=self._transport.timeout.merged(timeout),
             extra_headers=extra_headers,
             retry=retry,
             limiter=self.limiter(name),
+            observe=lambda: self._observe(provider, call),
         )
 
     def stream(
@@ -308,8 +325,7 @@ class Client:
             params=params,
         )
         async with stream:
-            await stream.final()
-            codec = stream._codec
-            if codec is None or codec.embeddings is None:
-                raise ProtocolError("the response carried no embeddings", provider=stream.provider)
-            return codec.embeddings
+            async for event in stream:
+                if isinstance(event, Embeddings):
+                    return event
+        raise ProtocolError("the response carried no embeddings", provider=stream.provider)
