@@ -45,7 +45,8 @@ from .events import (
     ToolCallDelta,
     Usage,
 )
-from .limits import Limits, RetryPolicy
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseHead, RetryInfo
+from .limits import Limits, RetryPolicy, SharedLimitsError
 from .stream import Stream
 from .transport import Timeout
 
@@ -63,6 +64,8 @@ __all__ = [
     "Embeddings",
     "Event",
     "Finish",
+    "FinishInfo",
+    "Hooks",
     "InvalidRequestError",
     "Limits",
     "NotFoundError",
@@ -71,9 +74,13 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "ReasoningDelta",
+    "RequestInfo",
+    "ResponseHead",
+    "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
+    "SharedLimitsError",
     "Stream",
     "StreamInterrupted",
     "TextDelta",

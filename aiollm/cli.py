@@ -81,19 +81,6 @@ async def run_demo(models: Sequence[str], first_token: float, per_token: float) 
     return 1 if failures else 0
 
 
-async def run_emulator(host: str, port: int, first_token: float, per_token: float) -> int:
-    """Serve the emulator until interrupted."""
-    from .testing import Cadence, Emulator
-
-    async with Emulator(host=host, port=port, cadence=Cadence(first_token, per_token)) as emu:
-        _print(f"aiollm emulator listening on {emu.url}")
-        _print("point a client at it with these settings:")
-        for key, value in emu.env().items():
-            _print(f"  export {key}={value}")
-        await anyio.sleep_forever()
-    return 0
-
-
 class HelpFormatter(argparse.HelpFormatter):
     """Help that shows each option's default (when it has one) and keeps multi-line text as is."""
 
@@ -173,19 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--emulator", action="store_true", help="talk to the embedded emulator (no keys needed)"
     )
 
-    emu = sub.add_parser(
-        "emulator",
-        help="serve the emulator of every provider",
-        description="Serve every provider's wire format on HOST:PORT and print the environment "
-        "that points a client (or aiollm chat / aiollm bench) at it.",
-        formatter_class=HelpFormatter,
+    from .testing._cli import add_arguments as add_emulator_arguments
+
+    add_emulator_arguments(
+        sub.add_parser(
+            "emulator",
+            help="serve the emulator of every provider",
+            description="Serve every provider's wire format on HOST:PORT and print the "
+            "environment that points a client (or aiollm chat / aiollm bench) at it.",
+            formatter_class=HelpFormatter,
+        )
     )
-    emu.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    emu.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
-    emu.add_argument(
-        "--first-token", type=float, default=0.0, metavar="S", help="time to the first token"
-    )
-    emu.add_argument("--per-token", type=float, default=0.0, metavar="S", help="time per token")
 
     from .bench._cli import add_arguments as add_bench_arguments
 
@@ -207,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_chat(args)
         if args.command == "emulator":
-            return anyio.run(run_emulator, args.host, args.port, args.first_token, args.per_token)
+            from .testing._cli import run as run_emulator
+
+            return run_emulator(args)
         if args.command == "bench":
             from .bench._cli import run_cli
 

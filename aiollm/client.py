@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from ._checks import check_call, check_client_config
 from .errors import ConfigurationError, ProtocolError
 from .events import Completion, Embeddings
-from .limits import Limits, ProviderLimiter, RetryPolicy
+from .hooks import CallObserver, HookObserver, Hooks, Observers
+from .limits import Limits, ProviderLimiter, RetryPolicy, quota_identity
 from .providers import Call, Provider, load_provider, split_model
 from .stream import Stream
 from .transport import Timeout, Transport
@@ -18,9 +20,14 @@ from .transport import Timeout, Transport
 if TYPE_CHECKING:
     import aiohttp
 
+    from .otel import Telemetry
+
 __all__ = ["Client"]
 
 Messages = Sequence[Mapping[str, Any]]
+
+_OFF = frozenset({"0", "false", "off", "no"})
+_ON = frozenset({"1", "true", "on", "yes"})
 
 
 class Client:
@@ -34,6 +41,12 @@ class Client:
       retries off).
     - ``session``: your own ``aiohttp.ClientSession`` (not closed by the client).
     - ``connection_limit``: the connector's total connection limit when the client owns the session.
+    - ``hooks``: :class:`~aiollm.Hooks` called at each call's requests, responses, retries and end.
+    - ``otel``: OpenTelemetry spans and metrics (``aiollm-client[otel]``): on by default once the
+      application has set a global tracer or meter provider, or when ``tracer_provider`` /
+      ``meter_provider`` are given; ``False`` (or ``AIOLLM_OTEL=off``) turns them off.
+    - ``propagate_trace``: send the call's W3C ``traceparent`` with each request (or
+      ``AIOLLM_OTEL_PROPAGATE=1``); off by default.
     """
 
     def __init__(
@@ -47,9 +60,26 @@ class Client:
         session: aiohttp.ClientSession | None = None,
         connection_limit: int = 256,
         env: Mapping[str, str] | None = None,
+        hooks: Sequence[Hooks] = (),
+        otel: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        propagate_trace: bool | None = None,
     ) -> None:
         check_client_config(providers, limits, timeout, retry, max_retries)
         self._env: Mapping[str, str] = os.environ if env is None else env
+        self._hooks = tuple(hooks)
+        if otel is None:
+            otel = self._env.get("AIOLLM_OTEL", "").strip().lower() not in _OFF
+        if propagate_trace is None:
+            propagate_trace = self._env.get("AIOLLM_OTEL_PROPAGATE", "").strip().lower() in _ON
+        self._otel = otel
+        self._propagate = propagate_trace
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._telemetry: tuple[object, Telemetry] | None = None
+        if otel and (tracer_provider is not None or meter_provider is not None):
+            self._get_telemetry()  # fail now if aiollm-client[otel] is not installed
         self._settings = {k: dict(v) for k, v in (providers or {}).items()}
         self._limits = dict(limits or {})
         self._retry = retry or RetryPolicy()
@@ -68,8 +98,10 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session (if the client created it)."""
+        """Close the HTTP session (if the client created it) and the shared-limits connections."""
         await self._transport.aclose()
+        for limiter in self._limiters.values():
+            await limiter.aclose()
 
     def __repr__(self) -> str:
         return f"<aiollm.Client providers={sorted(self._providers)}>"
@@ -88,8 +120,48 @@ class Client:
         limiter = self._limiters.get(name)
         if limiter is None:
             limits = self._limits.get(name) or Limits.from_env(name, self._env)
-            limiter = self._limiters[name] = ProviderLimiter(name, limits)
+            quota = quota_identity(self.provider(name)) if limits and limits.shared else ""
+            limiter = self._limiters[name] = ProviderLimiter(name, limits, quota_id=quota)
         return limiter
+
+    # -- observing calls (hooks, OpenTelemetry) --------------------------------------------
+    def _observe(self, provider: Provider, call: Call) -> CallObserver | None:
+        """The observer of one call: the hooks, OpenTelemetry, both, or None (nothing to pay)."""
+        telemetry = self._get_telemetry() if self._otel else None
+        hooks = HookObserver(self._hooks, provider.name, call) if self._hooks else None
+        if telemetry is None:
+            return hooks
+        spans = telemetry.observe(provider.name, call)
+        return spans if hooks is None else Observers([hooks, spans])
+
+    def _get_telemetry(self) -> Telemetry | None:
+        """The OpenTelemetry instruments, or None while OpenTelemetry is not in use."""
+        explicit = self._tracer_provider is not None or self._meter_provider is not None
+        if not explicit and "opentelemetry.trace" not in sys.modules:
+            return None  # not even imported: no provider can have been set
+        try:
+            from . import otel
+        except ImportError:
+            if explicit:
+                raise ConfigurationError(
+                    "tracer_provider / meter_provider need OpenTelemetry: "
+                    "pip install 'aiollm-client[otel]'"
+                ) from None
+            return None
+        key: object
+        if explicit:
+            key = (self._tracer_provider, self._meter_provider)
+        else:
+            key = otel.configured_providers()
+            if key is None:
+                return None
+        cached = self._telemetry
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tracer_provider, meter_provider = key
+        telemetry = otel.Telemetry(tracer_provider, meter_provider, propagate=self._propagate)
+        self._telemetry = (key, telemetry)
+        return telemetry
 
     # -- calls -------------------------------------------------------------------------------
     def _stream(

@@ -139,6 +139,28 @@ class Completion(msgspec.Struct, kw_only=True):
     tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
+    def to_message(self, *, reasoning: bool = False) -> dict[str, Any]:
+        """The assistant message to send back in the next turn of the conversation.
+
+        The shape is the OpenAI-style one every provider accepts from aiollm (each provider
+        sends it in its own wire shape): ``{"role": "assistant", "content": …}`` plus
+        ``tool_calls`` when the model called tools, and ``reasoning_content`` when
+        ``reasoning=True`` and there was reasoning text.
+        """
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": call.type,
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ]
+        if reasoning and self.reasoning:
+            message["reasoning_content"] = self.reasoning
+        return message
+
 
 class Embeddings(msgspec.Struct, kw_only=True):
     """Embedding vectors, in input order."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import anyio
 
+from ._redact import scrub_exception
 from .errors import (
     AiollmError,
     AuthenticationError,
@@ -36,6 +38,7 @@ from .transport import MAX_ERROR_BODY, Response, Timeout
 
 if TYPE_CHECKING:
     from .client import Client
+    from .hooks import CallObserver, Outcome
     from .limits import Lease, ProviderLimiter, RetryPolicy
     from .providers._base import Call, Codec, Provider
 
@@ -87,6 +90,11 @@ class Stream:
         self._completion: Completion | None = None
         self.attempts = 0
         """How many HTTP requests this stream has sent (retries included)."""
+        # observe: the call's hooks / OpenTelemetry observer (see aiollm.hooks), made at the
+        # first attempt; _observed_end makes its end() happen exactly once.
+        self._obs: CallObserver | None = None
+        self._observed = False
+        self._observed_end = False
 
     # -- public API ---------------------------------------------------------------------
     @property
@@ -127,8 +135,8 @@ class Stream:
     async def __aenter__(self) -> Stream:
         try:
             await self._ensure_open()
-        except BaseException:
-            await self.aclose()
+        except BaseException as exc:
+            self._close_now(exc)
             raise
         return self
 
@@ -171,9 +179,11 @@ class Stream:
                 await self._step()
             except AiollmError as exc:
                 await self._failed(exc)
-            except BaseException:
+            except Exception as exc:  # a bare error from an error path: typed here
+                await self._failed(self._decode_failure(exc))
+            except BaseException as exc:
                 # Cancellation or an unexpected bug: never leave the response open.
-                self._close_now()
+                self._close_now(exc)
                 raise
 
     async def aclose(self) -> None:
@@ -190,7 +200,7 @@ class Stream:
         return f"<Stream {self.provider}/{self.model} {state}>"
 
     # -- internals ------------------------------------------------------------------------
-    def _close_now(self) -> None:
+    def _close_now(self, exc: BaseException | None = None) -> None:
         if self._resp is not None:
             self._resp.close()
             self._resp = None
@@ -198,6 +208,31 @@ class Stream:
             self._lease.release()
             self._lease = None
         self._closed = True
+        if self._obs is not None and not self._observed_end:
+            self._observe_end(exc)
+
+    # observe: the end of an observed call (completed, failed, closed early or cancelled)
+    def _observe_end(self, exc: BaseException | None) -> None:
+        obs = self._obs
+        assert obs is not None
+        self._observed_end = True
+        error = self._error if self._error is not None else exc
+        outcome: Outcome
+        if self._finished and error is None:
+            outcome = "completed"
+        elif error is None:
+            outcome = "closed"
+        elif isinstance(error, anyio.get_cancelled_exc_class()):
+            outcome = "cancelled"
+        else:
+            outcome = "error"
+        try:
+            completion: Completion | None = self._build_completion()
+        except Exception:  # the completion of a broken response: observe the end anyway
+            completion = None
+        if outcome == "completed":
+            self._completion = completion
+        obs.end(outcome, completion, error)
 
     async def _ensure_open(self) -> None:
         if self._resp is not None or self._finished:
@@ -208,30 +243,52 @@ class Stream:
                 return
             except AiollmError as exc:
                 await self._failed(exc)
-                if self._error is not None:
-                    self._raise_error()
+            except Exception as exc:  # e.g. an error body or token answer nested too deep
+                await self._failed(self._decode_failure(exc))
+            if self._error is not None:
+                self._raise_error()
 
     async def _open(self) -> None:
         if self._closed:
             raise AiollmError("the stream is closed", provider=self.provider)
         provider = self._provider
+        if not self._observed:  # observe: one observer per call, from its first attempt
+            self._observed = True
+            self._obs = self._client._observe(provider, self._call)
+        obs = self._obs
+        if obs is not None:
+            cooling, started = self._limiter.cooling_down, time.monotonic()
         deadline = self._call_deadline()
         if self._lease is None:
-            self._lease = await self._limiter.acquire(deadline)
+            estimate = self._limiter.estimate(self._call)
+            self._lease = await self._limiter.acquire(estimate, deadline)
         elif self.attempts:
             await self._limiter.pace(deadline)
         transport = self._client._transport
         self._credential = None
+        if obs is not None:
+            obs.waited(time.monotonic() - started, cooling)
+            fetches, started = getattr(provider.auth, "fetches", None), time.monotonic()
         credential = await provider.auth.get(transport)
         request = provider.build_request(self._call, credential)
         self.attempts += 1
         self._credential = credential  # sent: the service may now reject it
+        extra_headers = self._extra_headers
+        if obs is not None:
+            if getattr(provider.auth, "fetches", None) != fetches:
+                obs.token_fetched(time.monotonic() - started)
+            added = obs.request(request, self.attempts)
+            if added:
+                extra_headers = {**(extra_headers or {}), **added}
         resp = await transport.open(
             request,
             timeout=self._attempt_timeout(deadline),
             provider=provider.name,
-            extra_headers=self._extra_headers,
+            extra_headers=extra_headers,
         )
+        self._limiter.observe(resp.headers)
+        if obs is not None:
+            obs.response(resp.status, resp.headers)
         codec = self._codec = provider.new_codec(self._call)
         codec.on_response(resp.status, resp.headers)
         if resp.status >= 300:
@@ -336,6 +393,8 @@ class Stream:
         self._delivered = True
         self._pending = iter(events)
         self._batches.append(events)
+        if self._obs is not None:
+            self._obs.chunk(events)
 
     def _last(self, kind: type[Usage] | type[Finish] | type[SafetyNotice]) -> Event | None:
         """The last delivered event of type ``kind`` (found from the end: they come last)."""
@@ -347,13 +406,20 @@ class Stream:
 
     def _finish_body(self) -> None:
         self._finished = True
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            usage = self._last(Usage)
+            if isinstance(usage, Usage):
+                lease.settle(usage.total_tokens)
         if self._resp is not None:
-            self._resp.finish()  # it gives the connection back itself
+            # It gives the connection back itself, and the lease when the exchange is over.
+            self._resp.finish(lease.release if lease is not None else None)
             self._resp = None
-        usage = self._last(Usage)
-        if isinstance(usage, Usage):
-            self._limiter.settle_tokens(usage.total_tokens)
+        elif lease is not None:
+            lease.release()
         self._limiter.succeeded()
+        if self._obs is not None and not self._observed_end:
+            self._observe_end(None)
 
     def _build_completion(self) -> Completion:
         codec = self._codec
@@ -396,6 +462,7 @@ class Stream:
 
     async def _failed(self, exc: AiollmError) -> None:
         """Retry if nothing reached the caller and the error allows it; else record it."""
+        scrub_exception(exc, self._secrets())
         if isinstance(exc, RateLimitError) and exc.status is not None:  # the server's answer
             self._limiter.throttled(exc.retry_after, self._retry.max_retry_after)
         if not self._delivered and not self._closed:
@@ -407,6 +474,8 @@ class Stream:
                 self._auth_refreshed = True
                 auth.invalidate(rejected)
                 log.debug("%s: token rejected, refreshing once", self.provider)
+                if self._obs is not None:
+                    self._obs.retry(exc, self.attempts, 0.0, True)
                 self._reset_attempt()
                 return
             self._attempt += 1
@@ -420,6 +489,8 @@ class Stream:
                     exc,
                     delay,
                 )
+                if self._obs is not None:
+                    self._obs.retry(exc, self.attempts, delay, False)
                 self._reset_attempt()
                 self._slept += delay
                 if not isinstance(exc, RateLimitError):
@@ -428,9 +499,15 @@ class Stream:
         self._error = exc
         self._close_now()
 
+    def _secrets(self) -> tuple[str, ...]:
+        """Every secret this client sent (an error must hold none of them)."""
+        secrets = self._client._transport.secrets
+        return (*secrets, self._credential) if self._credential else secrets
+
     def _raise_error(self) -> None:
         exc = self._error
         assert exc is not None
+        scrub_exception(exc, self._secrets())
         if self._delivered and not isinstance(exc, StreamInterrupted):
             partial = self._build_completion()
             raise StreamInterrupted(

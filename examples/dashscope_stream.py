@@ -61,9 +61,9 @@ async def main() -> None:
         async with emu.client() as client:
             await stream_once(client, model, result_format="message")
             # A gateway that ignores incremental_output and omits blank lines between frames:
-            emu.state["dashscope"].update(ignore_incremental=True, no_blank_lines=True)
+            emu.state.dashscope.ignore_incremental = emu.state.dashscope.no_blank_lines = True
             await stream_once(client, model)
-            emu.state["dashscope"].update(ignore_incremental=False, no_blank_lines=False)
+            emu.state.dashscope.ignore_incremental = emu.state.dashscope.no_blank_lines = False
             # The service stops mid-answer with an event:error frame (status 500):
             emu.script("dashscope", Fault("error", code="InternalError.Algo", after_tokens=5))
             await stream_once(client, model)

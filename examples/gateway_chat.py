@@ -54,7 +54,7 @@ async def main() -> None:
             await tour(client, model)
         return
     async with Emulator(cadence=Cadence(first_token=0.1, per_token=0.005)) as emu:
-        emu.state["gateway"]["token_lifetime"] = 2
+        emu.state.gateway.token_lifetime = 2
         async with emu.client() as client:
             await tour(client, model)
 

@@ -12,6 +12,7 @@ import aiollm
 from aiollm import Client, RetryPolicy, Timeout
 from aiollm.events import Finish, TextDelta, Usage
 from aiollm.testing import Cadence, Emulator, Fault
+from aiollm.testing.dashscope import DashScopeState
 
 pytestmark = pytest.mark.anyio
 
@@ -28,9 +29,8 @@ async def emu() -> Any:
 
 
 @pytest.fixture
-def ds(emu: Emulator) -> dict[str, Any]:
-    state: dict[str, Any] = emu.state["dashscope"]
-    return state
+def ds(emu: Emulator) -> DashScopeState:
+    return emu.state.dashscope
 
 
 def deltas(events: list[Any]) -> list[str]:
@@ -77,7 +77,7 @@ async def test_max_tokens_gives_length(client: Client) -> None:
 async def test_request_id_from_header_when_the_body_has_none(
     ds: dict[str, Any], client: Client
 ) -> None:
-    ds["omit_request_id"] = True
+    ds.omit_request_id = True
     reply = await client.chat(MODEL, MSGS)
     assert reply.request_id and reply.request_id.startswith("emu-")
     _, completion = await stream_events(client)
@@ -91,7 +91,7 @@ async def test_default_asks_for_incremental(
 ) -> None:
     events, completion = await stream_events(client, result_format=result_format)
     assert last_parameters(emu)["incremental_output"] is True
-    assert emu.state["dashscope"]["last_headers"]["X-DashScope-SSE"] == "enable"
+    assert emu.state.dashscope.last_headers["X-DashScope-SSE"] == "enable"
     assert deltas(events) == ["ha", " ha", " ha", " ha", " ha", " ha"]
     assert completion.text == REPLY and completion.finish_reason == "stop"
     assert completion.usage == Usage(1, 6, 7) and completion.extra["stream_mode"] == "incremental"
@@ -110,7 +110,7 @@ async def test_cumulative_when_asked(emu: Emulator, client: Client, result_forma
 
 
 async def test_server_that_ignores_incremental_output(ds: dict[str, Any], client: Client) -> None:
-    ds["ignore_incremental"] = True
+    ds.ignore_incremental = True
     events, completion = await stream_events(client)
     assert "".join(deltas(events)) == REPLY == completion.text
     assert completion.extra["stream_mode"] == "cumulative"
@@ -122,7 +122,7 @@ async def test_server_that_ignores_incremental_output(ds: dict[str, Any], client
 async def test_explicit_incremental_against_a_server_that_ignores_it(
     ds: dict[str, Any], client: Client
 ) -> None:
-    ds["ignore_incremental"] = True
+    ds.ignore_incremental = True
     events, completion = await stream_events(
         client, incremental_output=True, result_format="message"
     )
@@ -133,14 +133,14 @@ async def test_explicit_incremental_against_a_server_that_ignores_it(
 async def test_no_blank_lines_give_the_same_events(ds: dict[str, Any], client: Client) -> None:
     for params in ({}, {"incremental_output": False}, {"result_format": "message"}):
         normal, _ = await stream_events(client, **params)
-        ds["no_blank_lines"] = True
+        ds.no_blank_lines = True
         squeezed, completion = await stream_events(client, **params)
-        ds["no_blank_lines"] = False
+        ds.no_blank_lines = False
         assert squeezed == normal and completion.text == REPLY
 
 
 async def test_gzip(emu: Emulator, ds: dict[str, Any], client: Client) -> None:
-    ds["gzip"] = True
+    ds.gzip = True
     events, completion = await stream_events(client)
     assert completion.text == REPLY and events[-1] == Finish("stop")
     assert (await client.chat(MODEL, MSGS)).text == REPLY
@@ -207,7 +207,7 @@ async def test_in_stream_error_after_text(
 async def test_in_stream_error_before_text_is_raised_as_is(
     emu: Emulator, ds: dict[str, Any], client: Client
 ) -> None:
-    ds["errors_in_stream"] = True
+    ds.errors_in_stream = True
     emu.script(
         "dashscope",
         Fault("error", code="InvalidParameter", status=400, message="Role must be user"),
@@ -220,7 +220,7 @@ async def test_in_stream_error_before_text_is_raised_as_is(
 async def test_in_stream_throttle_before_text_is_retried(
     emu: Emulator, ds: dict[str, Any], client: Client
 ) -> None:
-    ds["errors_in_stream"] = True
+    ds.errors_in_stream = True
     emu.script("dashscope", Fault("error", code="Throttling.AllocationQuota", status=429))
     _, completion = await stream_events(client)
     assert completion.text == REPLY
@@ -286,7 +286,7 @@ async def test_invalid_key(emu: Emulator) -> None:
 
 
 async def test_workspace(emu: Emulator, ds: dict[str, Any]) -> None:
-    ds["workspace"] = "ws_1"
+    ds.workspace = "ws_1"
     async with emu.client() as c:
         with pytest.raises(aiollm.PermissionDeniedError):
             await c.chat(MODEL, MSGS)
@@ -294,7 +294,7 @@ async def test_workspace(emu: Emulator, ds: dict[str, Any]) -> None:
     settings["dashscope"]["workspace"] = "ws_1"
     async with Client(providers=settings, env={}) as c:
         assert (await c.chat(MODEL, MSGS)).text == REPLY
-    assert ds["last_headers"]["X-DashScope-WorkSpace"] == "ws_1"
+    assert ds.last_headers["X-DashScope-WorkSpace"] == "ws_1"
 
 
 @pytest.mark.parametrize(

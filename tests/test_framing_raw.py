@@ -1,4 +1,4 @@
-"""``SSEDecoder(raw_data=True)``: the same events, with the data left as undecoded bytes."""
+"""``SSEDecoder.feed_raw``: the same events as ``feed``, with the data left as undecoded bytes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from test_framing_sse import (
     Run,
     block_strategy,
     interesting_bytes,
-    modes,
     render,
     render_runs,
     run_strategy,
@@ -22,7 +21,7 @@ from test_framing_sse import (
 
 from aiollm.errors import APIError, ProtocolError
 from aiollm.events import Event, TextDelta
-from aiollm.framing import ServerSentEvent, SSEDecoder
+from aiollm.framing import ServerSentEvent, SSEDecoder, SSEItem, as_event
 from aiollm.providers import Call
 from aiollm.providers.dashscope import DashScopeCodec
 from aiollm.providers.openai import OpenAICodec
@@ -39,14 +38,27 @@ def decode(chunks: list[bytes], **kw: Any) -> list[ServerSentEvent]:
     return out + dec.close()
 
 
+def decode_raw(chunks: list[bytes], **kw: Any) -> list[SSEItem]:
+    dec = SSEDecoder(**kw)
+    out: list[SSEItem] = []
+    for chunk in chunks:
+        out += dec.feed_raw(chunk)
+    return out + dec.close_raw()
+
+
 def fields(events: list[ServerSentEvent]) -> list[Fields]:
     return [(e.event, e.text(), e.id, e.retry, e.comments) for e in events]
 
 
-def check_same(chunks: list[bytes], **kw: Any) -> list[ServerSentEvent]:
-    """Raw mode gives the default mode's events, with ``raw`` for ``data``; returns them."""
-    plain = decode(chunks, **kw)
-    raw = decode(chunks, raw_data=True, **kw)
+def check_same(chunks: list[bytes]) -> list[ServerSentEvent]:
+    """``feed_raw`` gives ``feed``'s events, with ``raw`` for ``data``; returns them."""
+    plain = decode(chunks)
+    items = decode_raw(chunks)
+    for item in items:  # plain events come as their bytes alone
+        if type(item) is not bytes:
+            assert isinstance(item, ServerSentEvent)
+            assert item.event != "message" or item.id or item.retry is not None or item.comments
+    raw = [as_event(item) for item in items]
     assert all(e.raw is None for e in plain)
     assert all(e.data == "" and type(e.raw) is bytes for e in raw)
     assert [e.data for e in plain] == [e.text() for e in raw]
@@ -107,37 +119,29 @@ BODIES: list[bytes] = [
     b'data: {"t":"caf\xc3"}\r\n\r\nid: \xff1\r\n:\xfe\r\ndata: \xe4\xbd\r\n\r\n'
     b"data: ok\r\rdata: \xff\n\n",
     "".join(dashscope_block(i, CJK) for i in range(1, 7)).replace("\n", "\r\n").encode(),
-    # A final data line without its line end (dispatched at close with data_line_events).
+    # A final JSON data line without its line end (dispatched at close), and one not JSON.
+    b'data: first\n\ndata: {"last":1}',
     b"data: first\n\ndata: last",
+    # Pretty-printed JSON frames without blank lines.
+    b'data: {\ndata:  "a": 1\ndata: }\ndata: [\ndata: 2]\n',
     b"",
     b"\xef\xbb\xbfdata: bom\n\n",
 ]
-MODES = [
-    {},
-    {"data_line_events": True},
-    {"json_line_events": True},
-    {"data_line_events": True, "json_line_events": True},
-]
 
 
-@pytest.mark.parametrize("kw", MODES)
 @pytest.mark.parametrize("body", BODIES)
-def test_raw_data_same_events(body: bytes, kw: dict[str, bool]) -> None:
-    whole = check_same([body], **kw)
+def test_raw_data_same_events(body: bytes) -> None:
+    whole = check_same([body])
     rng = random.Random(body)
     for _ in range(20):
-        assert fields(check_same(random_chunks(body, rng), **kw)) == fields(whole)
+        assert fields(check_same(random_chunks(body, rng))) == fields(whole)
     if len(body) < 400:
-        check_same([body[i : i + 1] for i in range(len(body))], **kw)
+        check_same([body[i : i + 1] for i in range(len(body))])
 
 
 def test_raw_bytes_are_the_data_field_bytes() -> None:
-    body = b'data: {"a":"\xe4\xbd\xa0"}\n\ndata:  two\ndata:x\n\n'
-    assert [e.raw for e in decode([body], raw_data=True)] == [b'{"a":"\xe4\xbd\xa0"}', b" two\nx"]
-    lines = decode([body], raw_data=True, data_line_events=True)
-    assert [e.raw for e in lines] == [b'{"a":"\xe4\xbd\xa0"}', b" two", b"x"]
-    json_line = decode([b'{"error_code":110}\n'], raw_data=True, json_line_events=True)
-    assert [e.raw for e in json_line] == [b'{"error_code":110}']
+    body = b'data: {"a":"\xe4\xbd\xa0"}\n\ndata:  two\ndata:x\n\n{"error_code":110}\n'
+    assert decode_raw([body]) == [b'{"a":"\xe4\xbd\xa0"}', b" two\nx", b'{"error_code":110}']
 
 
 def test_text_of_a_default_event_is_its_data() -> None:
@@ -147,7 +151,7 @@ def test_text_of_a_default_event_is_its_data() -> None:
 
 def test_raw_data_limits_still_apply() -> None:
     with pytest.raises(ProtocolError, match="max_event_bytes"):
-        decode([b"data: " + b"x" * 50 + b"\n\n"], raw_data=True, max_event_bytes=10)
+        decode_raw([b"data: " + b"x" * 50 + b"\n\n"], max_event_bytes=10)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -157,7 +161,6 @@ def test_raw_data_limits_still_apply() -> None:
     bom=st.booleans(),
     tail=st.sampled_from(["", "data: t", "data", ":c", '{"a":1}']),
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
-    modes=modes,
 )
 def test_raw_data_property_blocks(
     blocks: list[list[str]],
@@ -165,21 +168,19 @@ def test_raw_data_property_blocks(
     bom: bool,
     tail: str,
     points: list[int],
-    modes: dict[str, bool],
 ) -> None:
     body = render(blocks, ends, bom, tail)
-    check_same([body], **modes)
-    check_same(split_at(body, points), **modes)
+    check_same([body])
+    check_same(split_at(body, points))
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     body=interesting_bytes,
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
-    modes=modes,
 )
-def test_raw_data_property_bytes(body: bytes, points: list[int], modes: dict[str, bool]) -> None:
-    check_same(split_at(body, points), **modes)
+def test_raw_data_property_bytes(body: bytes, points: list[int]) -> None:
+    check_same(split_at(body, points))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,16 +188,13 @@ def test_raw_data_property_bytes(body: bytes, points: list[int], modes: dict[str
     runs=st.lists(run_strategy, min_size=1, max_size=5),
     crlf=st.booleans(),
     points=st.lists(st.integers(min_value=0, max_value=100_000), max_size=8),
-    modes=modes,
 )
-def test_raw_data_property_runs(
-    runs: list[Run], crlf: bool, points: list[int], modes: dict[str, bool]
-) -> None:
+def test_raw_data_property_runs(runs: list[Run], crlf: bool, points: list[int]) -> None:
     body = render_runs(runs)
     if crlf:
         body = body.replace(b"\n", b"\r\n")
-    check_same([body], **modes)
-    check_same(split_at(body, points), **modes)
+    check_same([body])
+    check_same(split_at(body, points))
 
 
 # -- codecs on raw events -----------------------------------------------------------------
@@ -206,9 +204,9 @@ def chat(model: str = "m") -> Call:
     return Call(op="chat", model=model, stream=True, messages=[])
 
 
-def run(codec: Any, body: bytes, **kw: bool) -> list[Event]:
+def run(codec: Any, body: bytes) -> list[Event]:
     out: list[Event] = []
-    for event in decode([body], raw_data=True, **kw):
+    for event in map(as_event, decode_raw([body])):
         out += codec.on_sse(event)
     return out
 
@@ -220,7 +218,7 @@ def texts(events: list[Event]) -> list[str]:
 def test_openai_invalid_utf8_reads_as_replacement() -> None:
     body = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"caf\xc3!"}}]}\n\n'
     codec = OpenAICodec(chat())
-    assert texts(run(codec, body + b"data: [DONE]\n\n", data_line_events=True)) == ["caf\ufffd!"]
+    assert texts(run(codec, body + b"data: [DONE]\n\n")) == ["caf\ufffd!"]
     assert codec.done and codec.request_id == "c1"
 
 
@@ -239,9 +237,9 @@ def test_qianfan_invalid_utf8_reads_as_replacement() -> None:
         + b'\xff"}\n\n'
     )
     codec = QianfanCodec(chat())
-    assert texts(run(codec, body, data_line_events=True, json_line_events=True)) == ["以下\ufffd"]
+    assert texts(run(codec, body)) == ["以下\ufffd"]
     with pytest.raises(ProtocolError, match="malformed JSON frame"):
-        run(QianfanCodec(chat()), b"data: {bad\xff\n\n", data_line_events=True)
+        run(QianfanCodec(chat()), b"data: {bad\xff\n\n")
 
 
 def test_dashscope_invalid_utf8_reads_as_replacement() -> None:
@@ -250,7 +248,7 @@ def test_dashscope_invalid_utf8_reads_as_replacement() -> None:
         b'"text":"\xe4\xbd\xa0\xe4\xbd"},"request_id":"r"}\n\n'
     )
     codec = DashScopeCodec(chat("qwen-turbo"))
-    assert texts(run(codec, body, data_line_events=True)) == ["你\ufffd"]
+    assert texts(run(codec, body)) == ["你\ufffd"]
     with pytest.raises(ProtocolError, match="malformed JSON frame in event id '2'"):
         run(DashScopeCodec(chat("qwen-turbo")), b"id:2\ndata:{bad\xff\n\n")
     with pytest.raises(APIError, match="not json"):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiollm.errors import AiollmError, ProtocolError
-from aiollm.framing import ServerSentEvent, SSEDecoder
+from aiollm.framing import COMMENT_COST, ServerSentEvent, SSEDecoder
 
 SSE = ServerSentEvent
 
@@ -39,70 +41,90 @@ def parse(body: bytes, **kw: object) -> list[SSE]:
     return whole
 
 
-def reference(
-    body: bytes, *, data_line_events: bool = False, json_line_events: bool = False
-) -> list[SSE]:
-    """A direct, line-at-a-time transcription of the rules, for comparison."""
-    text = body.decode("utf-8", "replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = re.split("\r\n|\r|\n", text)
+def is_json(data: bytes) -> bool:
+    """Whether ``data`` is one complete JSON object or array (rule 1)."""
+    if data.lstrip(b" \t\r\n")[:1] not in (b"{", b"["):
+        return False
+    try:
+        msgspec.json.decode(data, type=msgspec.Raw)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
+
+
+def reference(body: bytes) -> list[SSE]:
+    """A direct, line-at-a-time transcription of the rules (SSEDecoder's docstring)."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    lines = re.split(b"\r\n|\r|\n", body)
     last = lines.pop()  # unterminated (possibly empty)
     out: list[SSE] = []
-    data: list[str] = []
-    event = ""
-    comments: list[str] = []
+    data: list[bytes] | None = None
+    event: bytes | None = None
+    comments: list[bytes] = []
     retry: int | None = None
     last_id = ""
+    frozen: tuple[bytes | None, int | None, list[bytes], str] | None = None
 
-    def dispatch() -> None:
-        nonlocal event, retry, data, comments
-        if data:
-            out.append(SSE(event or "message", "\n".join(data), last_id, retry, tuple(comments)))
-        data = []
-        event = ""
-        retry = None
-        comments = []
+    def text(b: bytes) -> str:
+        return b.decode("utf-8", "replace")
 
-    def process(line: str) -> None:
-        nonlocal event, retry, last_id
-        if line == "":
-            dispatch()
+    def emit(ev: bytes | None, rt: int | None, cm: list[bytes], lid: str) -> None:
+        assert data is not None
+        name = text(ev) if ev else "message"
+        out.append(SSE(name, text(b"\n".join(data)), lid, rt, tuple(text(c) for c in cm)))
+
+    def process(line: bytes) -> None:
+        nonlocal data, event, comments, retry, last_id, frozen
+        if line == b"":
+            if data is not None:
+                if frozen is not None:
+                    event = event if event is not None else frozen[0]
+                    retry = retry if retry is not None else frozen[1]
+                    comments = frozen[2] + comments
+                emit(event, retry, comments, last_id)
+            data, event, comments, retry, frozen = None, None, [], None, None
             return
-        if line.startswith(":"):
-            comments.append(line[1:])
-            return
-        if json_line_events and line.startswith("{"):
-            out.append(SSE("message", line, last_id))
-            return
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
+        if data is not None and frozen is None and is_json(b"\n".join(data)):
+            frozen = (event, retry, comments, last_id)
+            event, retry, comments = None, None, []
+        name, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
             value = value[1:]
-        if name == "data":
-            data.append(value)
-            if data_line_events:
-                dispatch()
-        elif name == "event":
+        if frozen is not None and (
+            line.startswith(b"{") or (name == b"data" and value.strip(b" \t"))
+        ):
+            emit(*frozen)
+            data, frozen = None, None
+        if line.startswith(b":"):
+            comments.append(line[1:])
+        elif line.startswith(b"{"):
+            out.append(SSE("message", text(line), last_id))
+        elif name == b"data":
+            data = [*(data or []), value]
+        elif name == b"event":
             event = value
-        elif name == "id":
-            if "\0" not in value:
-                last_id = value
-        elif name == "retry":
-            if value and all(c in "0123456789" for c in value):
+        elif name == b"id":
+            if b"\0" not in value:
+                last_id = text(value)
+        elif name == b"retry":
+            if value and all(c in b"0123456789" for c in value) and len(value.lstrip(b"0")) <= 18:
                 retry = int(value)
 
     for line in lines:
         process(line)
-    if (data_line_events and last.partition(":")[0] == "data") or (
-        json_line_events and last.startswith("{")
-    ):
+    if last:
         process(last)
+    if frozen is not None:
+        emit(*frozen)
+    elif data is not None and is_json(b"\n".join(data)):
+        emit(event, retry, comments, last_id)
     return out
 
 
 def check(body: bytes, expected: list[SSE], **kw: object) -> None:
     assert parse(body, **kw) == expected
-    assert reference(body, **kw) == expected  # type: ignore[arg-type]
+    assert reference(body) == expected
 
 
 # -- line ends ----------------------------------------------------------------------------
@@ -139,8 +161,9 @@ def test_cr_cr_is_two_line_ends() -> None:
 
 def test_lone_cr_at_end_of_body() -> None:
     check(b"data: a\r\r", [SSE(data="a")])
-    dec = SSEDecoder(data_line_events=True)
-    assert dec.feed(b"data: a\r") == [SSE(data="a")]
+    dec = SSEDecoder()
+    assert dec.feed(b"data: {}\r") == []
+    assert dec.close() == [SSE(data="{}")]
     assert dec.close() == []
 
 
@@ -395,33 +418,30 @@ def dashscope_expected(n: int, start: int = 1) -> list[SSE]:
     ]
 
 
-@pytest.mark.parametrize("data_line_events", [False, True])
-def test_dashscope_stream_many_events(data_line_events: bool) -> None:
+def test_dashscope_stream_many_events() -> None:
     # Enough events in one chunk for the column-at-a-time path, then split everywhere.
     body = dashscope_events(12)
-    check(body, dashscope_expected(12), data_line_events=data_line_events)
+    check(body, dashscope_expected(12))
     big = dashscope_events(3000)
     expected = dashscope_expected(3000)
     for size in (7, 200, 4096, 65536):
         chunks = [big[i : i + size] for i in range(0, len(big), size)]
-        assert feed_chunks(chunks, data_line_events=data_line_events) == expected, size
+        assert feed_chunks(chunks) == expected, size
 
 
-@pytest.mark.parametrize("data_line_events", [False, True])
-def test_dashscope_stream_shares_event_type_and_comments(data_line_events: bool) -> None:
+def test_dashscope_stream_shares_event_type_and_comments() -> None:
     # Repeated "event:result" and ":HTTP_STATUS/200" lines reuse one string and one tuple.
-    events = SSEDecoder(data_line_events=data_line_events).feed(dashscope_events(500))
+    events = SSEDecoder().feed(dashscope_events(500))
     assert len(events) == 500
     assert len({id(e.comments) for e in events}) == 1
     assert len({id(e.event) for e in events}) == 1
-    small = SSEDecoder(data_line_events=data_line_events)
+    small = SSEDecoder()
     one_at_a_time = [e for i in range(1, 6) for e in small.feed(dashscope_events(1, i))]
     assert one_at_a_time == dashscope_expected(5)
     assert len({id(e.comments) for e in one_at_a_time}) == 1
 
 
-@pytest.mark.parametrize("data_line_events", [False, True])
-def test_runs_of_blocks_with_odd_blocks_between(data_line_events: bool) -> None:
+def test_runs_of_blocks_with_odd_blocks_between() -> None:
     odd = [
         b": keepalive\n\n",
         b"id:77\nevent:error\n:HTTP_STATUS/429\ndata:{}\n\n",
@@ -439,114 +459,144 @@ def test_runs_of_blocks_with_odd_blocks_between(data_line_events: bool) -> None:
     for k, block in enumerate(odd):
         body += dashscope_events(5 + k, 100 * k) + block
     body += dashscope_events(9, 5000)
-    expected = reference(body, data_line_events=data_line_events)
+    expected = reference(body)
     assert len(expected) > 100
     for size in (len(body), 1000, 333, 64):
         chunks = [body[i : i + size] for i in range(0, len(body), size)]
-        assert feed_chunks(chunks, data_line_events=data_line_events) == expected, size
+        assert feed_chunks(chunks) == expected, size
 
 
-@pytest.mark.parametrize("data_line_events", [False, True])
-def test_runs_of_blocks_invalid_utf8_and_spaces(data_line_events: bool) -> None:
+def test_runs_of_blocks_invalid_utf8_and_spaces() -> None:
     # Ids and data with invalid UTF-8, "id: " and "data: " with one space stripped.
     blocks = [b"id: \xe4\xbd%d\n: c\xff\ndata: \xc3x %d\n\n" % (i, i) for i in range(40)]
     expected = [
         SSE(data=f"\ufffdx {i}", id=f"\ufffd{i}", comments=(" c\ufffd",)) for i in range(40)
     ]
-    check(b"".join(blocks[:8]), expected[:8], data_line_events=data_line_events)
-    assert feed_chunks([b"".join(blocks)], data_line_events=data_line_events) == expected
+    check(b"".join(blocks[:8]), expected[:8])
+    assert feed_chunks([b"".join(blocks)]) == expected
 
 
-@pytest.mark.parametrize("data_line_events", [False, True])
-def test_runs_of_blocks_respect_limits(data_line_events: bool) -> None:
+def test_runs_of_blocks_respect_limits() -> None:
     body = dashscope_events(50)
-    size = max(len(b) + 2 for b in body.split(b"\n\n"))
-    dec = SSEDecoder(data_line_events=data_line_events, max_event_bytes=size)
+    # An event counts its data (with a newline per line) and each comment line plus COMMENT_COST.
+    size = max(len(b.rpartition(b"data:")[2]) + 1 for b in body.split(b"\n\n"))
+    size += len(":HTTP_STATUS/200") + COMMENT_COST
+    dec = SSEDecoder(max_event_bytes=size)
     assert len(dec.feed(body)) == 50
     big = body + b"id:51\nevent:result\n:HTTP_STATUS/200\ndata:" + b"x" * size + b"\n\n"
-    dec = SSEDecoder(data_line_events=data_line_events, max_event_bytes=size)
+    for kw in ({"max_event_bytes": size}, {"max_line_bytes": size}):
+        dec = SSEDecoder(**kw)  # type: ignore[arg-type]
+        assert len(dec.feed(big)) == 50  # the events before the error come first
+        with pytest.raises(ProtocolError, match=next(iter(kw))):
+            dec.close()
+        with pytest.raises(ProtocolError, match="after close"):
+            dec.feed(b"data: x\n\n")
+    dec = SSEDecoder(max_event_bytes=size - 1)
+    assert len(dec.feed(body)) == 9  # ids 1-9 are one byte shorter
     with pytest.raises(ProtocolError, match="max_event_bytes"):
-        dec.feed(big)
-    dec = SSEDecoder(data_line_events=data_line_events, max_line_bytes=size)
-    with pytest.raises(ProtocolError, match="max_line_bytes"):
-        dec.feed(big)
+        dec.close()
 
 
-# -- data_line_events ----------------------------------------------------------------------
+# -- frames without blank lines, bare JSON lines (rules 1-3) ---------------------------------
 
 
-def test_data_line_events_without_blank_lines() -> None:
-    frames = [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+def test_frames_without_blank_lines() -> None:
+    frames = [b'{"a":1}', b'[{"b":2}]', b'{"c":"x\\ny"}']
     well_formed = b"".join(b"data: " + f + b"\n\n" for f in frames)
     packed = b"".join(b"data: " + f + b"\n" for f in frames)
     expected = [SSE(data=f.decode()) for f in frames]
-    assert parse(well_formed) == expected
-    check(well_formed, expected, data_line_events=True)
-    check(packed, expected, data_line_events=True)
-    check(packed.replace(b"data: ", b"data:"), expected, data_line_events=True)
-    check(packed.replace(b"\n", b"\r\n"), expected, data_line_events=True)
+    check(well_formed, expected)
+    check(packed, expected)  # the last one at the end of the body (rule 3)
+    check(packed[:-1], expected)  # even without its line end
+    check(packed.replace(b"data: ", b"data:"), expected)
+    check(packed.replace(b"\n", b"\r\n"), expected)
+    check(packed.replace(b"\n", b"\r"), expected)
+    # [DONE] is not JSON: at the end of the body without its blank line it is discarded
+    check(packed + b"data: [DONE]\n", expected)
+    check(packed + b"data: [DONE]\n\n", [*expected, SSE(data="[DONE]")])
 
 
-def test_data_line_events_carry_block_fields() -> None:
-    body = b"id: 1\nevent: e\nretry: 5\n: c\ndata: a\ndata: b\n\nevent: f\n\ndata: c\n"
+def test_json_over_several_data_lines_is_joined() -> None:
+    pretty = b'data: {\ndata:   "a": [\ndata:     1,\ndata:     2\ndata:   ]\ndata: }\n'
+    expected = SSE(data='{\n  "a": [\n    1,\n    2\n  ]\n}')
+    check(pretty + b"\n", [expected])
+    check(pretty + pretty, [expected, expected])  # no blank lines at all
+    split = b'data: {"choices":[{"delta":\ndata: {"content":"hi"}}]}\n'
+    check(split * 2, [SSE(data='{"choices":[{"delta":\n{"content":"hi"}}]}')] * 2)
+    # a brace inside a string does not close the value
+    check(b'data: {"t":"}"\ndata: }\n\n', [SSE(data='{"t":"}"\n}')])
+    # a closed value followed by more text on the same data line is not one JSON value
+    check(b"data: {} x\ndata: {}\n\n", [SSE(data="{} x\n{}")])
+    # text that is not JSON is joined, as WHATWG says
+    check(b"data: YHOO\ndata: +2\ndata: 10\n\n", [SSE(data="YHOO\n+2\n10")])
+    check(b"data: 1\ndata: 2\n\n", [SSE(data="1\n2")])  # scalars are never split
+    check(b"data: [x]\ndata: y\n\n", [SSE(data="[x]\ny")])  # balanced but not JSON
+    # a blank value does not start a frame: it joins
+    check(b"data: {}\ndata:\ndata: \t\n\n", [SSE(data="{}\n\n\t")])
+
+
+def test_fields_after_complete_json() -> None:
+    # With the blank line, fields after the data belong to the event (WHATWG)
+    check(
+        b'data: {"a":1}\nid: 9\nevent: e\nretry: 5\n: c\n\n',
+        [SSE(event="e", data='{"a":1}', id="9", retry=5, comments=(" c",))],
+    )
+    # without it, they belong to the next frame
+    body = (
+        b"id:1\nevent:result\n:HTTP_STATUS/200\ndata:{}\n"
+        b"id:2\nevent:error\n:HTTP_STATUS/500\nretry: 7\ndata:[]\n"
+        b"id:3\n: trailing\n"
+    )
     check(
         body,
         [
-            SSE(event="e", data="a", id="1", retry=5, comments=(" c",)),
-            SSE(data="b", id="1"),
-            SSE(data="c", id="1"),
+            SSE(event="result", data="{}", id="1", comments=("HTTP_STATUS/200",)),
+            SSE(event="error", data="[]", id="2", retry=7, comments=("HTTP_STATUS/500",)),
         ],
-        data_line_events=True,
     )
+    dec = SSEDecoder()
+    dec.feed(body)
+    dec.close()
+    assert dec.last_event_id == "3"
 
 
-def test_data_line_events_trailing_line_dispatched_at_close() -> None:
-    check(b"data: a\ndata: b", [SSE(data="a"), SSE(data="b")], data_line_events=True)
-    check(b"data: a\ndata", [SSE(data="a"), SSE(data="")], data_line_events=True)
-    # but only a data line; and never in the default mode
-    check(b"data: a\nevent: b", [SSE(data="a")], data_line_events=True)
-    check(b"data: a\ndatax: b", [SSE(data="a")], data_line_events=True)
-    check(b"data: a\n\ndata: b", [SSE(data="a")])
-    dec = SSEDecoder(data_line_events=True)
-    assert dec.feed(b"data: x") == []
-    assert dec.close() == [SSE(data="x")]
-    assert dec.close() == []
-
-
-def test_json_line_events() -> None:
-    body = (
-        b'data: {"a":1}\n\n'
-        b'{"error_code":110,"error_msg":"Access token invalid"}\n'
-        b"id: 4\n"
-        b'{"error_code":18}\n\n'
-        b'{"error_code":336003}'
-    )
-    err = '{"error_code":110,"error_msg":"Access token invalid"}'
+def test_bare_json_lines() -> None:
+    err = b'{"error_code":110,"error_msg":"Access token invalid"}'
+    body = b'data: {"a":1}\n\n' + err + b"\nid: 4\n" + b'{"error_code":18}\n\n{"error_code":336003}'
     check(
         body,
         [
             SSE(data='{"a":1}'),
-            SSE(data=err),
+            SSE(data=err.decode()),
             SSE(data='{"error_code":18}', id="4"),
-            SSE(data='{"error_code":336003}', id="4"),  # dispatched at close without LF
+            SSE(data='{"error_code":336003}', id="4"),  # at the end without its line end
         ],
-        json_line_events=True,
     )
-    # without the option such lines are unknown fields, ignored
-    check(body, [SSE(data='{"a":1}')])
-    # a JSON line does not disturb the event being built around it
-    check(
-        b"event: e\ndata: 1\n{}\ndata: 2\n\n",
-        [SSE(data="{}"), SSE(event="e", data="1\n2")],
-        json_line_events=True,
-    )
-    # both options together: a JSON body with no SSE framing at all
-    check(
-        b'{"x":1}\n{"y":2}',
-        [SSE(data='{"x":1}'), SSE(data='{"y":2}')],
-        data_line_events=True,
-        json_line_events=True,
-    )
+    # after complete JSON data without a blank line: the pending event first
+    check(b'data: {"a":1}\n' + err + b"\n", [SSE(data='{"a":1}'), SSE(data=err.decode())])
+    # an event being built around it continues
+    check(b"event: e\ndata: 1\n{}\ndata: 2\n\n", [SSE(data="{}"), SSE(event="e", data="1\n2")])
+    # a JSON body with no event-stream framing at all
+    check(b'{"x":1}\n{"y":2}', [SSE(data='{"x":1}'), SSE(data='{"y":2}')])
+
+
+def test_old_mode_flags_are_accepted_and_ignored() -> None:
+    body = b'data: {"a":1}\ndata: {"b":2}\n\ndata: x\ndata: y\n\n{"e":1}\n'
+    expected = feed_chunks([body])
+    assert len(expected) == 4
+    for kw in ({"data_line_events": True}, {"json_line_events": True}, {"raw_data": True}):
+        assert feed_chunks([body], **kw) == expected
+
+
+def test_end_of_body_rules() -> None:
+    check(b"data: a\n\ndata: b", [SSE(data="a")])  # not JSON: discarded
+    check(b"data: a\n\ndata: {", [SSE(data="a")])  # incomplete JSON: discarded
+    check(b"data: a\n\ndata: {}", [SSE(data="a"), SSE(data="{}")])
+    check(b"event: x\ndata: {}\n", [SSE(event="x", data="{}")])
+    dec = SSEDecoder()
+    assert dec.feed(b"data: {}") == []
+    assert dec.close() == [SSE(data="{}")]
+    assert dec.close() == []
 
 
 # -- lifecycle and limits -------------------------------------------------------------------
@@ -568,9 +618,8 @@ def test_line_limit_in_one_chunk() -> None:
         dec.feed(b"data: a\n\n")  # unusable after an error
 
 
-@pytest.mark.parametrize("data_line_events", [False, True])
-def test_line_limit_in_small_chunks(data_line_events: bool) -> None:
-    dec = SSEDecoder(max_line_bytes=1000, data_line_events=data_line_events)
+def test_line_limit_in_small_chunks() -> None:
+    dec = SSEDecoder(max_line_bytes=1000)
     dec.feed(b"data: ok\n\n")
     with pytest.raises(ProtocolError, match="max_line_bytes") as info:
         for _ in range(200):
@@ -627,7 +676,9 @@ FIELD_NAMES = ["data", "data", "data", "event", "id", "retry", "", "x", "dat"]
 value_text = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"),
     max_size=12,
-) | st.sampled_from(["", " ", "1000", "42", "a\0b", ":", " data: x"])
+) | st.sampled_from(
+    ["", " ", "1000", "42", "a\0b", ":", " data: x", "{}", "[1]", '{"a":', "1}", "[", "]", '"}"']
+)
 line_strategy = st.one_of(
     st.tuples(
         st.sampled_from(FIELD_NAMES), st.sampled_from([":", ": ", ":  ", ""]), value_text
@@ -636,11 +687,6 @@ line_strategy = st.one_of(
     st.sampled_from(['{"error_code":110,"error_msg":"x"}', "{", "{:"]),
 )
 block_strategy = st.lists(line_strategy, max_size=5)
-
-
-modes = st.fixed_dictionaries(
-    {"data_line_events": st.booleans(), "json_line_events": st.booleans()}
-)
 
 
 def render(blocks: list[list[str]], ends: list[str], bom: bool, tail: str) -> bytes:
@@ -666,7 +712,6 @@ def split_at(body: bytes, points: list[int]) -> list[bytes]:
     bom=st.booleans(),
     tail=st.sampled_from(["", "data: t", "data", ":c", "event: e", '{"a":1}']),
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
-    modes=modes,
 )
 def test_chunking_invariance_and_reference(
     blocks: list[list[str]],
@@ -674,29 +719,46 @@ def test_chunking_invariance_and_reference(
     bom: bool,
     tail: str,
     points: list[int],
-    modes: dict[str, bool],
 ) -> None:
     body = render(blocks, ends, bom, tail)
-    whole = feed_chunks([body], **modes)
-    assert whole == reference(body, **modes)
-    assert feed_chunks(split_at(body, points), **modes) == whole
+    whole = feed_chunks([body])
+    assert whole == reference(body)
+    assert feed_chunks(split_at(body, points)) == whole
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    frames=st.lists(value_text, min_size=1, max_size=20),
-    sep=st.sampled_from(["\n\n", "\n", "\r\n", "\r\n\r\n", "\r"]),
+    frames=st.lists(
+        st.lists(json_value, max_size=3) | st.dictionaries(st.text(max_size=4), json_value),
+        min_size=1,
+        max_size=12,
+    ),
+    end=st.sampled_from(["\n", "\r\n", "\r"]),
     space=st.sampled_from(["", " "]),
+    indent=st.sampled_from([None, 0, 2]),
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
 )
-def test_data_line_events_equal_well_formed(
-    frames: list[str], sep: str, space: str, points: list[int]
+def test_json_frames_without_blank_lines_equal_well_formed(
+    frames: list[object], end: str, space: str, indent: int | None, points: list[int]
 ) -> None:
-    well_formed = "".join(f"data:{space}{f}\n\n" for f in frames).encode()
-    packed = "".join(f"data:{space}{f}{sep}" for f in frames).encode()
-    expected = feed_chunks([well_formed])
-    assert feed_chunks(split_at(packed, points), data_line_events=True) == expected
-    assert feed_chunks([packed], data_line_events=True) == expected
+    """JSON frames, pretty-printed or not, with or without blank lines: the same events."""
+    docs = [json.dumps(f, indent=indent, ensure_ascii=False) for f in frames]
+    blocks = ["".join(f"data:{space}{line}{end}" for line in doc.split("\n")) for doc in docs]
+    well_formed = "".join(block + end for block in blocks).encode()
+    packed = "".join(blocks).encode()
+    expected = [SSE(data=doc if space else doc.replace("\n ", "\n")) for doc in docs]
+    assert feed_chunks([well_formed]) == expected
+    assert feed_chunks(split_at(packed, points)) == expected
+    assert feed_chunks([packed]) == expected
 
 
 interesting_bytes = st.lists(
@@ -733,29 +795,25 @@ interesting_bytes = st.lists(
 @given(
     body=interesting_bytes,
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
-    modes=modes,
 )
-def test_arbitrary_bytes_match_reference(
-    body: bytes, points: list[int], modes: dict[str, bool]
-) -> None:
-    whole = feed_chunks([body], **modes)
-    assert whole == reference(body, **modes)
-    assert feed_chunks(split_at(body, points), **modes) == whole
+def test_arbitrary_bytes_match_reference(body: bytes, points: list[int]) -> None:
+    whole = feed_chunks([body])
+    assert whole == reference(body)
+    assert feed_chunks(split_at(body, points)) == whole
 
 
 @settings(max_examples=400, deadline=None)
 @given(
     body=interesting_bytes | st.binary(max_size=200),
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
-    modes=modes,
     max_line=st.integers(min_value=1, max_value=40),
     max_event=st.integers(min_value=1, max_value=40),
 )
 def test_arbitrary_bytes_only_protocol_error(
-    body: bytes, points: list[int], modes: dict[str, bool], max_line: int, max_event: int
+    body: bytes, points: list[int], max_line: int, max_event: int
 ) -> None:
-    dec = SSEDecoder(**modes, max_line_bytes=max_line, max_event_bytes=max_event)
-    bound = max(max_line, max_event) if modes["json_line_events"] else max_event
+    dec = SSEDecoder(max_line_bytes=max_line, max_event_bytes=max_event)
+    bound = max(max_line, max_event)  # a bare JSON line is bounded by max_line_bytes
     try:
         for chunk in split_at(body, points):
             for ev in dec.feed(chunk):
@@ -813,17 +871,15 @@ def render_runs(runs: list[Run]) -> bytes:
     runs=st.lists(run_strategy, min_size=1, max_size=5),
     crlf=st.booleans(),
     points=st.lists(st.integers(min_value=0, max_value=100_000), max_size=8),
-    modes=modes,
 )
 def test_runs_of_blocks_match_reference(
     runs: list[Run],
     crlf: bool,
     points: list[int],
-    modes: dict[str, bool],
 ) -> None:
     body = render_runs(runs)
     if crlf:
         body = body.replace(b"\n", b"\r\n")
-    expected = reference(body, **modes)
-    assert feed_chunks([body], **modes) == expected
-    assert feed_chunks(split_at(body, points), **modes) == expected
+    expected = reference(body)
+    assert feed_chunks([body]) == expected
+    assert feed_chunks(split_at(body, points)) == expected

@@ -15,7 +15,7 @@ import aiollm
 from aiollm import Client, Finish, RetryPolicy, TextDelta, Usage
 from aiollm.providers.gateway import GATEWAY_ERRORS, GatewayToken
 from aiollm.testing import Emulator, Fault
-from aiollm.testing.gateway import make_jwt, revoke_tokens
+from aiollm.testing.gateway import GatewayState, make_jwt, revoke_tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -24,9 +24,8 @@ MSGS = [{"role": "user", "content": "Hello! What is your name?"}]
 FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
 
 
-def gw(emu: Emulator) -> dict[str, Any]:
-    state: dict[str, Any] = emu.state["gateway"]
-    return state
+def gw(emu: Emulator) -> GatewayState:
+    return emu.state.gateway
 
 
 # -- request shapes (no server) ----------------------------------------------------------------------
@@ -128,7 +127,7 @@ async def test_settings_from_the_environment(emu: Emulator) -> None:
     "shape", ["data.accessToken", "data.token", "data", "token", "accessToken", "text"]
 )
 async def test_every_token_shape(emu: Emulator, client: Client, shape: str) -> None:
-    gw(emu)["token_shape"] = shape
+    gw(emu).token_shape = shape
     assert (await client.chat(MODEL, MSGS)).text
 
 
@@ -148,7 +147,7 @@ async def test_token_single_flight(emu: Emulator, client: Client) -> None:
 
 
 async def test_token_refreshed_before_expiry(emu: Emulator, client: Client) -> None:
-    gw(emu)["token_lifetime"] = 1.0
+    gw(emu).token_lifetime = 1.0
     await client.chat(MODEL, MSGS)
     auth = client.provider("gateway").auth
     assert isinstance(auth, GatewayToken) and auth.lifetime is not None
@@ -163,7 +162,7 @@ async def test_token_refreshed_before_expiry(emu: Emulator, client: Client) -> N
 
 
 async def test_expired_token_is_rejected_and_replaced_once(emu: Emulator) -> None:
-    gw(emu)["token_lifetime"] = 0.2
+    gw(emu).token_lifetime = 0.2
     async with emu.client(retry=FAST) as client:
         provider = client.provider("gateway")
         # a token source whose clock stands still never notices the expiry by itself
@@ -232,7 +231,7 @@ async def test_every_error_code_in_every_shape(
     code: int,
     cls: type[aiollm.APIError],
 ) -> None:
-    gw(emu)["error_shape"] = shape
+    gw(emu).error_shape = shape
     emu.script("gateway", Fault("error", code=code, message="scripted", status=status))
     with pytest.raises(cls) as info:
         await client.chat(MODEL, MSGS, max_retries=0)
@@ -291,7 +290,7 @@ async def test_stream_refused_without_retries_fails_then_falls_back(emu: Emulato
 
 
 async def test_streaming_gateway(emu: Emulator) -> None:
-    gw(emu)["allow_stream"] = True
+    gw(emu).allow_stream = True
     async with streaming_client(emu) as client:
         async with client.stream(MODEL, MSGS) as stream:
             events = [ev async for ev in stream]
@@ -339,7 +338,7 @@ async def test_token_and_secret_never_leak(emu: Emulator, caplog: pytest.LogCapt
     }
     shown += [record.getMessage() for record in caplog.records]
     text = "\n".join(shown)
-    tokens = gw(emu)["issued"]
+    tokens = gw(emu).issued
     assert len(tokens) >= 3
     for secret in [*tokens, emu.gateway_secret]:
         assert secret not in text

@@ -138,7 +138,7 @@ async def test_stream_end_to_end(client: Client) -> None:
 
 
 async def test_stream_without_done_ends_normally(emu: Emulator, client: Client) -> None:
-    emu.state["openai"]["send_done"] = False
+    emu.state.openai.send_done = False
     completion = await client.stream("openai/m", MSGS).final()
     assert completion.finish_reason == "stop" and len(completion.text.split()) == 24
     assert completion.usage == Usage(2, 24, 26)

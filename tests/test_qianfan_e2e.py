@@ -34,7 +34,7 @@ from aiollm import (
 from aiollm.events import Event
 from aiollm.providers.qianfan import SentenceOrderWarning
 from aiollm.testing import Cadence, Emulator, Fault
-from aiollm.testing.qianfan import QianfanFault, expire_tokens, revoke_tokens
+from aiollm.testing.qianfan import QianfanFault, QianfanState, expire_tokens, revoke_tokens
 
 MODEL = "qianfan/llama_2_7b"
 HI = [{"role": "user", "content": "hi"}]
@@ -47,9 +47,8 @@ def requests(emu: Emulator) -> tuple[int, int]:
     return emu.stats.requests["qianfan.token"], emu.stats.requests["qianfan.chat"]
 
 
-def qstate(emu: Emulator) -> dict[str, Any]:
-    state: dict[str, Any] = emu.state["qianfan"]
-    return state
+def qstate(emu: Emulator) -> QianfanState:
+    return emu.state.qianfan
 
 
 async def collect(
@@ -69,7 +68,7 @@ async def static_client(emu: Emulator) -> AsyncIterator[Client]:
     """A client with a ready access token (not refreshable) issued by the emulator."""
     async with emu.client() as c:
         await c.chat(MODEL, HI)
-        token = next(iter(qstate(emu)["tokens"]))
+        token = next(iter(qstate(emu).tokens))
     emu.stats.reset()
     settings = {"access_token": token, "base_url": emu.url}
     async with Client(
@@ -142,7 +141,7 @@ async def test_prompt_and_truncation(emu: Emulator, client: Client) -> None:
 
 # -- the access token -------------------------------------------------------------------------------
 async def test_concurrent_first_calls_make_one_token_request(emu: Emulator, client: Client) -> None:
-    qstate(emu)["token_delay"] = 0.05
+    qstate(emu).token_delay = 0.05
     results: list[Completion] = []
 
     async def one(i: int) -> None:
@@ -159,7 +158,7 @@ async def test_concurrent_first_calls_make_one_token_request(emu: Emulator, clie
 
 
 async def test_token_refreshed_ahead_of_expiry(emu: Emulator, client: Client) -> None:
-    qstate(emu)["token_lifetime"] = 0.3
+    qstate(emu).token_lifetime = 0.3
     await client.chat(MODEL, HI)
     await anyio.sleep(0.32)  # the server now rejects the first token
     await client.chat(MODEL, HI)
@@ -187,7 +186,7 @@ async def test_concurrent_calls_after_expiry_share_one_refresh(
 ) -> None:
     await client.chat(MODEL, HI)
     expire_tokens(emu)
-    qstate(emu)["token_delay"] = 0.05
+    qstate(emu).token_delay = 0.05
     results: list[Completion] = []
 
     async def one() -> None:
@@ -381,7 +380,7 @@ async def test_stall_mid_stream_hits_the_idle_timeout(emu: Emulator, client: Cli
 
 # -- sentence ids, safety -----------------------------------------------------------------------------
 async def test_sentence_id_anomalies_warn_and_keep_text(emu: Emulator, client: Client) -> None:
-    qstate(emu)["sentence_ids"] = [0, 1, 5, 6, 6]
+    qstate(emu).sentence_ids = [0, 1, 5, 6, 6]
     with pytest.warns(SentenceOrderWarning):
         events, completion = await collect(client)
     assert completion.text == text_of(events) == "".join(emu.reply_tokens_for("hi"))
@@ -434,7 +433,7 @@ async def test_the_emulator_applies_the_messages_rules_itself(
     emu: Emulator, client: Client
 ) -> None:
     await client.chat(MODEL, HI)
-    token = next(iter(qstate(emu)["tokens"]))
+    token = next(iter(qstate(emu).tokens))
     url = f"{emu.url}/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/llama_2_7b"
     body = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
     async with aiohttp.ClientSession() as session:

@@ -185,7 +185,7 @@ async def test_whole_sessions_log_no_secrets(
             async with c.stream(MODEL, HI) as s:
                 await s.final()
         assert "qianfan" in repr(c) and "qianfan" in repr(s)
-        secrets = [emu.qianfan_ak, emu.qianfan_sk, *emu.state["qianfan"]["tokens"]]
+        secrets = [emu.qianfan_ak, emu.qianfan_sk, *emu.state.qianfan.tokens]
         for obj in (c, s, c.provider("qianfan").auth, info.value):
             for secret in secrets:
                 assert secret not in repr(obj)

@@ -145,3 +145,25 @@ def test_any_split_gives_the_same_pieces(reasoning: str, answer: str, cuts: list
     points = sorted({min(c, len(body)) for c in cuts})
     chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
     assert split_all(chunks) == split_all([body]) == (reasoning, answer)
+
+
+# -- the next turn ---------------------------------------------------------------------------
+def test_a_completion_becomes_the_assistant_message_of_the_next_turn() -> None:
+    completion = aiollm.Completion(
+        text="",
+        reasoning="need the weather",
+        tool_calls=[ToolCall(id="c1", name="get_weather", arguments='{"city":"北京"}')],
+    )
+    assert completion.to_message() == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"北京"}'},
+            }
+        ],
+    }
+    assert completion.to_message(reasoning=True)["reasoning_content"] == "need the weather"
+    assert aiollm.Completion(text="hi").to_message() == {"role": "assistant", "content": "hi"}

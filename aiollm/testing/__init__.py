@@ -14,6 +14,24 @@ In a test suite, ``pytest_plugins = ["aiollm.testing.pytest_plugin"]`` provides 
 
 from __future__ import annotations
 
-from ._emulator import Cadence, Emulator, Fault, Stats, split_tokens
+from ._emulator import Cadence, Emulator, EmulatorState
+from ._faults import FAULT_KINDS, Fault, FaultKind
+from ._quota import Quota
+from ._reply import Reply, ToolCall, split_tokens
+from ._stats import RequestRecord, SentFrame, Stats
 
-__all__ = ["Cadence", "Emulator", "Fault", "Stats", "split_tokens"]
+__all__ = [
+    "FAULT_KINDS",
+    "Cadence",
+    "Emulator",
+    "EmulatorState",
+    "Fault",
+    "FaultKind",
+    "Quota",
+    "Reply",
+    "RequestRecord",
+    "SentFrame",
+    "Stats",
+    "ToolCall",
+    "split_tokens",
+]

@@ -1,121 +1,74 @@
 """The embedded emulator: every provider's real wire format on 127.0.0.1.
 
-Providers register their routes (``aiollm/testing/<provider>.py`` define ``register(emu, app)``);
-this module holds what they share: the runner, the reply generator, the token cadence,
-scripted faults and the server-side statistics tests assert on.
+:class:`Emulator` runs one aiohttp application with a :class:`~._service.Service` per provider
+(``openai.py``, ``gateway.py``, ``dashscope.py``, ``qianfan.py``) and holds what they share:
+the reply, the cadence, scripted and random faults, quotas and the statistics tests assert on.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import importlib
-import re
-import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-__all__ = ["ROUTE_MODULES", "Cadence", "Emulator", "Fault", "Stats"]
+from ._faults import Fault, FaultKind, RandomFaults
+from ._quota import Quota
+from ._reply import Reply, default_tokens, split_tokens
+from ._service import Service
+from ._stats import LOG_LIMIT, Stats
+from .dashscope import DashScope, DashScopeState
+from .gateway import Gateway, GatewayState
+from .openai import OpenAI, OpenAIState
+from .qianfan import Qianfan, QianfanState
 
-ROUTE_MODULES = {
-    "dashscope": "aiollm.testing.dashscope",
-    "qianfan": "aiollm.testing.qianfan",
-    "gateway": "aiollm.testing.gateway",
-    "openai": "aiollm.testing.openai",
+if TYPE_CHECKING:
+    from ..client import Client
+
+__all__ = ["PROVIDERS", "Cadence", "Emulator", "EmulatorState"]
+
+PROVIDERS: dict[str, type[Service]] = {
+    "dashscope": DashScope,
+    "qianfan": Qianfan,
+    "gateway": Gateway,
+    "openai": OpenAI,
 }
-
-FaultKind = Literal["error", "http", "reset", "stall", "malformed", "truncate"]
+"""The emulated providers by name."""
 
 
 @dataclass
 class Cadence:
-    """Token timing: ``first_token`` seconds before the first token, ``per_token`` between tokens."""
+    """Token timing: ``first_token`` seconds before the first token, ``per_token`` between tokens.
+
+    Frames are due at ``start + first_token + i * per_token`` (``start``: when the response
+    head was sent), so delays do not accumulate.
+    """
 
     first_token: float = 0.0
     per_token: float = 0.0
 
 
 @dataclass
-class Fault:
-    """One scripted failure, consumed by the next matching request.
+class EmulatorState:
+    """Each provider's switches and server-side state (``emu.state.dashscope.gzip = True``)."""
 
-    - ``error``: the provider's own error (``code``, ``message``) in its real wire shape. With
-      ``after_tokens=0`` it answers the request (HTTP status ``status`` where the provider uses
-      one, else its usual 200); with ``after_tokens>0`` it comes inside the stream after that
-      many tokens.
-    - ``http``: a bare HTTP ``status`` (with ``Retry-After: retry_after`` when set).
-    - ``reset``: the connection is dropped after ``after_tokens`` tokens.
-    - ``stall``: the server stops sending after ``after_tokens`` tokens (until the client leaves).
-    - ``malformed``: a frame that is not valid JSON after ``after_tokens`` tokens.
-    - ``truncate``: the body ends cleanly after ``after_tokens`` tokens, without the final frame.
-    """
-
-    kind: FaultKind = "error"
-    code: str | int | None = None
-    message: str = "scripted fault"
-    status: int | None = None
-    retry_after: float | None = None
-    after_tokens: int = 0
-    route: str | None = None
-    """Only requests to this route name (e.g. ``"chat"``, ``"token"``) take the fault."""
-
-
-@dataclass
-class Stats:
-    """What the server saw."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    in_flight: int = 0
-    """Requests being handled now (streamed or not)."""
-    max_in_flight: int = 0
-    open_streams: int = 0
-    max_open_streams: int = 0
-    disconnects: int = 0
-    completed: int = 0
-    request_times: list[float] = field(default_factory=list)
-    bodies: list[Any] = field(default_factory=list)
-
-    def reset(self) -> None:
-        """Forget everything counted so far."""
-        self.requests.clear()
-        self.in_flight = self.max_in_flight = 0
-        self.open_streams = self.max_open_streams = self.disconnects = self.completed = 0
-        self.request_times.clear()
-        self.bodies.clear()
-
-
-_WORDS = (
-    "the quick brown fox jumps over a lazy dog while streams of tokens flow through "
-    "async pipelines and every frame arrives in order 你好 世界 模型 回答 问题"
-).split()
-
-_TOKEN_RE = re.compile(r"\s*\S+|\s+")
-
-
-def split_tokens(text: str) -> list[str]:
-    """Split text into tokens whose concatenation is exactly ``text`` (CJK per character)."""
-    tokens: list[str] = []
-    for piece in _TOKEN_RE.findall(text):
-        if any("\u3000" <= ch <= "\u9fff" for ch in piece) and len(piece.strip()) > 1:
-            tokens.extend(piece)
-        else:
-            tokens.append(piece)
-    return tokens
-
-
-class ClientGone(Exception):
-    """The client went away while the server was streaming."""
+    dashscope: DashScopeState = field(default_factory=DashScopeState)
+    qianfan: QianfanState = field(default_factory=QianfanState)
+    gateway: GatewayState = field(default_factory=GatewayState)
+    openai: OpenAIState = field(default_factory=OpenAIState)
 
 
 class Emulator:
     """Serve the providers on 127.0.0.1; ``async with Emulator() as emu: emu.url``.
 
     ``reply`` fixes the reply text; otherwise each prompt gets a deterministic reply of
-    ``reply_tokens`` tokens. ``cadence`` sets token timing. ``script()`` queues faults.
+    ``reply_tokens`` tokens (:meth:`set_reply` and :meth:`queue_reply` script richer replies).
+    ``cadence`` sets token timing. :meth:`script` queues faults; ``fault_rate`` injects random
+    faults into that share of requests, reproducibly for ``seed`` (:meth:`set_fault_rate`).
+    ``quotas`` limits providers' request rates (:meth:`set_quota`). ``emu.stats.log`` keeps
+    the last ``log_limit`` requests frame by frame (None: all of them; 0: none).
     """
 
     api_key = "emu-dashscope-key"
@@ -134,24 +87,40 @@ class Emulator:
         cadence: Cadence | None = None,
         reply: str | None = None,
         reply_tokens: int = 24,
-        providers: Iterable[str] = tuple(ROUTE_MODULES),
+        providers: Iterable[str] = tuple(PROVIDERS),
+        fault_rate: float = 0.0,
+        seed: int | None = None,
+        fault_kinds: Sequence[FaultKind] | None = None,
+        quotas: Mapping[str, Quota] | None = None,
+        log_limit: int | None = LOG_LIMIT,
     ) -> None:
         self.host = host
         self.port = port
         self.cadence = cadence or Cadence()
         self.reply = reply
         self.reply_tokens = reply_tokens
-        self.stats = Stats()
-        self.state: dict[str, Any] = {}
-        """Per-provider state the route modules keep (issued tokens and the like)."""
+        self.stats = Stats(log=deque(maxlen=log_limit))
+        self.state = EmulatorState()
+        self.replies: dict[str, Reply] = {}
+        """Scripted replies by model name (as the request names it)."""
+        self.random_faults: RandomFaults | None = None
         self._faults: dict[str, list[Fault]] = {}
+        self._queued_replies: dict[str, list[Reply]] = {}
         self._runner: web.AppRunner | None = None
+        self.providers = tuple(providers)
+        unknown = set(self.providers) - set(PROVIDERS)
+        if unknown:
+            raise ValueError(f"unknown providers: {sorted(unknown)}")
+        self.services: dict[str, Service] = {name: PROVIDERS[name](self) for name in PROVIDERS}
         self.app = web.Application(
             client_max_size=64 * 1024 * 1024, middlewares=[self._count_in_flight]
         )
-        self.providers = tuple(providers)
         for name in self.providers:
-            importlib.import_module(ROUTE_MODULES[name]).register(self, self.app)
+            self.services[name].add_routes(self.app)
+        if fault_rate:
+            self.set_fault_rate(fault_rate, seed=seed, kinds=fault_kinds)
+        for name, quota in (quotas or {}).items():
+            self.set_quota(name, quota)
 
     @web.middleware
     async def _count_in_flight(
@@ -226,14 +195,14 @@ class Emulator:
             "OPENAI_API_KEY": self.openai_key,
         }
 
-    def client(self, **kwargs: Any) -> Any:
+    def client(self, **kwargs: Any) -> Client:
         """An ``aiollm.Client`` for this emulator (extra keyword arguments pass through)."""
         from ..client import Client
 
         kwargs.setdefault("env", {})
         return Client(providers=self.settings(), **kwargs)
 
-    # -- faults -----------------------------------------------------------------------------
+    # -- faults and quotas --------------------------------------------------------------------
     def script(self, provider: str, *faults: Fault) -> None:
         """Queue faults for ``provider``: each is taken by the next request it matches."""
         self._faults.setdefault(provider, []).extend(faults)
@@ -256,94 +225,48 @@ class Emulator:
         """How many scripted faults are still waiting."""
         return len(self._faults.get(provider, ()))
 
+    def set_fault_rate(
+        self, rate: float, *, seed: int | None = None, kinds: Sequence[FaultKind] | None = None
+    ) -> None:
+        """Inject a random fault into a share ``rate`` of the calls (0 turns it off).
+
+        The faults come from each provider's menu (resets, stalls, keep-alive-only stalls,
+        429 with and without ``Retry-After``, 5xx, the provider's HTTP-200 and in-stream error
+        bodies, truncated and malformed frames, wrong content types); ``kinds`` keeps only
+        those kinds. The same ``seed`` gives each provider the same sequence of faults.
+        Token endpoints take scripted faults only.
+        """
+        self.random_faults = RandomFaults(rate, seed, kinds) if rate > 0 else None
+
+    def set_quota(self, provider: str, quota: Quota | None) -> None:
+        """Limit ``provider``'s calls to ``quota`` (None removes it); see :class:`Quota`."""
+        self.services[provider].set_quota(quota)
+
     # -- replies ------------------------------------------------------------------------------
+    def set_reply(self, model: str, reply: Reply | None) -> None:
+        """Answer every request for ``model`` with ``reply`` (None: the default text again)."""
+        if reply is None:
+            self.replies.pop(model, None)
+        else:
+            self.replies[model] = reply
+
+    def queue_reply(self, provider: str, *replies: Reply) -> None:
+        """Answer the next requests to ``provider``'s chat route with ``replies``, in order."""
+        self._queued_replies.setdefault(provider, []).extend(replies)
+
+    def next_reply(self, provider: str, model: str) -> Reply | None:
+        """The scripted reply for the next request (queued first, then by model), or None."""
+        queue = self._queued_replies.get(provider)
+        if queue:
+            return queue.pop(0)
+        return self.replies.get(model)
+
     def reply_tokens_for(self, prompt: str, max_tokens: int | None = None) -> list[str]:
         """The reply's tokens: :attr:`reply` split, or a deterministic function of ``prompt``."""
         if self.reply is not None:
             tokens = split_tokens(self.reply)
         else:
-            seed = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big")
-            n = len(_WORDS)
-            tokens = []
-            for i in range(self.reply_tokens):
-                word = _WORDS[(seed // (i + 1) + i * 7919) % n]
-                tokens.append(word if i == 0 else " " + word)
+            tokens = default_tokens(prompt, self.reply_tokens)
         if max_tokens is not None and max_tokens >= 0:
             tokens = tokens[:max_tokens]
         return tokens
-
-    # -- streaming helpers for route modules ---------------------------------------------------
-    def begin(self, route: str, body: Any = None) -> None:
-        """Count a request (call at the start of every handler)."""
-        self.stats.requests[route] += 1
-        self.stats.request_times.append(time.monotonic())
-        self.stats.bodies.append(body)
-
-    async def paced(
-        self, request: web.Request, tokens: list[str], fault: Fault | None
-    ) -> AsyncIterator[tuple[int, str]]:
-        """Yield ``(index, token)`` at the configured cadence, honouring stall/reset faults.
-
-        Route modules write each token in their own format; they handle ``error``,
-        ``malformed`` and ``truncate`` faults themselves by checking ``index`` against
-        ``fault.after_tokens``. A ``reset`` drops the connection; a ``stall`` waits until
-        the client leaves (then raises :class:`ClientGone`).
-        """
-        cadence = self.cadence
-        for i, token in enumerate(tokens):
-            if fault is not None and i == fault.after_tokens:
-                if fault.kind == "reset":
-                    self.drop(request)
-                    raise ClientGone("scripted reset")
-                if fault.kind == "stall":
-                    await self.wait_gone(request)
-            delay = cadence.first_token if i == 0 else cadence.per_token
-            if delay > 0:
-                await asyncio.sleep(delay)
-            yield i, token
-
-    @staticmethod
-    def drop(request: web.Request) -> None:
-        """Abort the connection at once (a reset mid-stream)."""
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-
-    @staticmethod
-    async def wait_gone(request: web.Request) -> None:
-        """Stall until the client closes the connection, then raise :class:`ClientGone`."""
-        while True:
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ClientGone("client left during a stall")
-            await asyncio.sleep(0.005)
-
-    async def open_stream(
-        self, request: web.Request, content_type: str, *, compress: bool = False, status: int = 200
-    ) -> web.StreamResponse:
-        """Prepare a streaming response and count it as an open stream."""
-        resp = web.StreamResponse(status=status, headers={"Content-Type": content_type})
-        if compress:
-            resp.enable_compression(force=web.ContentCoding.gzip)
-        await resp.prepare(request)
-        self.stats.open_streams += 1
-        self.stats.max_open_streams = max(self.stats.max_open_streams, self.stats.open_streams)
-        return resp
-
-    async def run_stream(
-        self, request: web.Request, resp: web.StreamResponse, frames: AsyncIterator[bytes]
-    ) -> web.StreamResponse:
-        """Write ``frames`` to an opened stream; count completion or the client leaving."""
-        try:
-            async for frame in frames:
-                await resp.write(frame)
-            await resp.write_eof()
-            self.stats.completed += 1
-        except (ClientGone, ConnectionError):
-            self.stats.disconnects += 1
-        except asyncio.CancelledError:
-            self.stats.disconnects += 1
-            raise
-        finally:
-            self.stats.open_streams -= 1
-        return resp

@@ -1,4 +1,4 @@
-"""Emulator routes for DashScope text generation.
+"""Emulator of DashScope text generation.
 
 ``POST /api/v1/services/aigc/text-generation/generation`` with ``Authorization: Bearer
 <Emulator.api_key>`` (else 401 ``InvalidApiKey``). ``input.messages`` (the last message's content
@@ -10,39 +10,33 @@ finish reason and empty text (incremental) or the whole text (cumulative). Every
 ``x-request-id`` header. ``chatyuan-large-v2`` answers like the real one: no ``usage`` and no
 ``finish_reason`` in a non-streamed result.
 
-Switches in ``emu.state["dashscope"]`` (all off by default):
+Scripted replies (:class:`~aiollm.testing.Reply`) in ``result_format=message`` send
+``message.reasoning_content`` and ``message.tool_calls`` (incremental pieces, or everything so far
+in cumulative mode) and finish with ``tool_calls``; the text format carries the text only. See
+``docs/wire/dashscope.md``.
 
-- ``no_blank_lines``: stream frames without the blank line between them (some gateways).
-- ``ignore_incremental``: always send cumulative frames (a server that ignores the parameter).
-- ``gzip``: gzip-encode response bodies.
-- ``errors_in_stream``: a streamed request that takes an ``error`` fault with ``after_tokens=0``
-  gets HTTP 200 and a first ``event:error`` frame (as the real service does for some errors)
-  instead of an HTTP error.
-- ``omit_request_id``: leave ``request_id`` out of bodies (the header still carries it).
-- ``workspace``: when set, requests must send this ``X-DashScope-WorkSpace`` (else 403
-  ``Workspace.AccessDenied``).
+Switches in ``emu.state.dashscope`` (:class:`DashScopeState`).
 
-``emu.state["dashscope"]["last_headers"]`` holds the last request's headers.
-
-Faults (route ``"generation"``): ``error`` with ``after_tokens=0`` is an HTTP error with the
+Faults (route ``"generation"``): ``error`` at ``after_tokens=0`` is an HTTP error with the
 DashScope body ``{code, message, request_id}`` (status ``fault.status`` or 400, ``Retry-After``
-when set); with ``after_tokens>0`` it is an ``event:error`` frame with
-``:HTTP_STATUS/<status or 500>`` inside the stream. ``http`` is a bare status with a text body.
-``reset``, ``stall``, ``malformed`` (a broken JSON frame) and ``truncate`` (no final frame) act
-after ``after_tokens`` tokens.
+when set); inside a stream it is an ``event:error`` frame with ``:HTTP_STATUS/<status or 500>``.
+``http`` is a bare status with a text body.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ._emulator import ClientGone, Emulator, Fault
+from ._faults import Fault, FaultChoice
+from ._reply import Answer
+from ._service import Call, Frame, Service, dumps, retry_after_header
 
-PROVIDER = "dashscope"
+__all__ = ["DashScope", "DashScopeState"]
+
 PATH = "/api/v1/services/aigc/text-generation/generation"
 ROUTE = "generation"
 _REQUEST_ID: Any = (
@@ -63,15 +57,26 @@ DEFAULT_CODES = {
     503: "ModelUnavailable",
 }
 
-_DEFAULTS: dict[str, Any] = {
-    "no_blank_lines": False,
-    "ignore_incremental": False,
-    "gzip": False,
-    "errors_in_stream": False,
-    "omit_request_id": False,
-    "workspace": None,
-    "last_headers": None,
-}
+
+@dataclass
+class DashScopeState:
+    """Switches of the DashScope service (all off by default)."""
+
+    no_blank_lines: bool = False
+    """Stream frames without the blank line between them (some gateways)."""
+    ignore_incremental: bool = False
+    """Always send cumulative frames (a server that ignores the parameter)."""
+    gzip: bool = False
+    """gzip-encode response bodies."""
+    errors_in_stream: bool = False
+    """A streamed request that takes an ``error`` fault at ``after_tokens=0`` gets HTTP 200 and
+    a first ``event:error`` frame (as the real service does for some errors)."""
+    omit_request_id: bool = False
+    """Leave ``request_id`` out of bodies (the header still carries it)."""
+    workspace: str | None = None
+    """When set, requests must send this ``X-DashScope-WorkSpace`` (else 403)."""
+    last_headers: dict[str, str] | None = None
+    """The last request's headers."""
 
 
 def prompt_text(body: dict[str, Any]) -> str:
@@ -89,183 +94,263 @@ def prompt_text(body: dict[str, Any]) -> str:
 
 def error_body(code: str | int | None, message: str, request_id: str) -> bytes:
     """A DashScope error object."""
-    return json.dumps(
-        {"code": code, "message": message, "request_id": request_id}, ensure_ascii=False
-    ).encode()
+    return dumps({"code": code, "message": message, "request_id": request_id})
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+class DashScope(Service):
+    """DashScope's native text-generation endpoint, streamed (SSE) or not."""
 
+    name = "dashscope"
+    stream_content_type = "text/event-stream;charset=UTF-8"
+    extra_faults = (
+        FaultChoice(Fault("error", code="Throttling.RateQuota", status=429, retry_after=0.05)),
+        FaultChoice(Fault("error", code="Throttling", status=429), "start"),
+        FaultChoice(Fault("error", code="InternalError", status=500), "start"),
+        FaultChoice(Fault("error", code="InternalError", status=500, message="in stream"), "mid"),
+        FaultChoice(Fault("error", code="Throttling", status=429, in_stream=True), "start"),
+    )
 
-def register(emu: Emulator, app: web.Application) -> None:
-    """Add the DashScope text-generation route."""
-    state: dict[str, Any] = emu.state.setdefault(PROVIDER, {})
-    for key, value in _DEFAULTS.items():
-        state.setdefault(key, value)
+    @property
+    def state(self) -> DashScopeState:
+        """The service's switches."""
+        return self.emu.state.dashscope
 
-    async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-        request_id = request.get(_REQUEST_ID)
-        if request_id:
-            response.headers["x-request-id"] = request_id
+    def add_routes(self, app: web.Application) -> None:
+        async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+            request_id = request.get(_REQUEST_ID)
+            if request_id:
+                response.headers["x-request-id"] = request_id
 
-    app.on_response_prepare.append(add_request_id)
+        app.on_response_prepare.append(add_request_id)
+        app.router.add_post(PATH, self.endpoint(ROUTE, self.generation))
 
-    def json_response(
-        request: web.Request, status: int, payload: bytes, headers: dict[str, str] | None = None
-    ) -> web.Response:
-        resp = web.Response(
-            status=status,
-            body=payload,
-            headers={"Content-Type": "application/json", **(headers or {})},
-        )
-        if state["gzip"]:
-            resp.enable_compression(force=web.ContentCoding.gzip)
-        return resp
+    def request_id(self, call: Call) -> str:
+        request_id = f"emu-{call.number:08d}-dash-scope-{id(call.request) & 0xFFFF:04x}"
+        call.request[_REQUEST_ID] = request_id
+        return request_id
 
-    def fail(request: web.Request, status: int, code: str, message: str) -> web.Response:
-        return json_response(request, status, error_body(code, message, request[_REQUEST_ID]))
+    def compress(self) -> bool:
+        return self.state.gzip
 
-    def fault_response(request: web.Request, fault: Fault) -> web.Response:
-        headers = {}
-        if fault.retry_after is not None:
-            headers["Retry-After"] = f"{fault.retry_after:g}"
-        if fault.kind == "http":
-            status = fault.status or 429
-            return web.Response(status=status, text=f"{status} {fault.message}", headers=headers)
+    def error_in_stream(self, fault: Fault) -> bool:
+        return fault.in_stream or self.state.errors_in_stream
+
+    def fail(self, call: Call, status: int, code: str, message: str) -> web.Response:
+        """An error answer with the DashScope body."""
+        return self.respond(call, self.json(status, error_body(code, message, call.request_id)))
+
+    @staticmethod
+    def json(status: int, payload: bytes, headers: dict[str, str] | None = None) -> web.Response:
+        """A JSON answer."""
+        head = {"Content-Type": "application/json", **(headers or {})}
+        return web.Response(status=status, body=payload, headers=head)
+
+    def error_response(self, call: Call, fault: Fault) -> web.Response:
         status = fault.status or 400
         code = fault.code if fault.code is not None else DEFAULT_CODES.get(status, "InternalError")
-        return json_response(
-            request, status, error_body(code, fault.message, request[_REQUEST_ID]), headers
-        )
+        body = error_body(code, fault.message, call.request_id)
+        return self.json(status, body, retry_after_header(fault.retry_after))
 
-    def error_frame(frame_id: int, fault: Fault, request_id: str, sep: bytes) -> bytes:
+    def throttle_response(self, call: Call, limit: str, retry_after: float | None) -> web.Response:
+        code, message = (
+            ("Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+            if limit == "rate"
+            else ("Throttling", "Too many requests in progress, please try again later.")
+        )
+        body = error_body(code, message, call.request_id)
+        return self.json(429, body, retry_after_header(retry_after))
+
+    def separator(self) -> bytes:
+        """What ends a frame: a blank line, or only a line end (``no_blank_lines``)."""
+        return b"\n" if self.state.no_blank_lines else b"\n\n"
+
+    def error_frame(self, call: Call, fault: Fault, position: int) -> bytes:
         status = fault.status or 500
         code = fault.code if fault.code is not None else DEFAULT_CODES.get(status, "InternalError")
-        return (
-            f"id:{frame_id}\nevent:error\n:HTTP_STATUS/{status}\ndata:".encode()
-            + error_body(code, fault.message, request_id)
-            + sep
+        head = f"id:{position + 1}\nevent:error\n:HTTP_STATUS/{status}\ndata:".encode()
+        return head + error_body(code, fault.message, call.request_id) + self.separator()
+
+    def malformed_frame(self, call: Call, position: int) -> bytes:
+        head = f"id:{position + 1}\nevent:result\n:HTTP_STATUS/200\n".encode()
+        return head + b'data:{"output":{"finish_reason":"null","text":' + self.separator()
+
+    # -- answers ------------------------------------------------------------------------------
+    def result(self, call: Call, output: dict[str, Any], usage: dict[str, Any] | None) -> bytes:
+        """A result object around ``output``."""
+        obj: dict[str, Any] = {"output": output}
+        if usage is not None:
+            obj["usage"] = usage
+        if not self.state.omit_request_id:
+            obj["request_id"] = call.request_id
+        return dumps(obj)
+
+    def usage(
+        self, call: Call, answer: Answer, output_tokens: int, reasoning: int
+    ) -> dict[str, Any]:
+        """The running ``usage`` after ``output_tokens`` tokens."""
+        input_tokens = max(1, len(prompt_text(call.body).split()))
+        usage: dict[str, Any] = {
+            "total_tokens": input_tokens + output_tokens,
+            "output_tokens": output_tokens,
+            "input_tokens": input_tokens,
+        }
+        if reasoning:
+            usage["output_tokens_details"] = {"reasoning_tokens": reasoning}
+        if answer.reply.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": answer.reply.cached_tokens}
+        return usage
+
+    @staticmethod
+    def message_format(call: Call) -> bool:
+        """Whether the request asked for ``result_format=message``."""
+        return bool(params_of(call).get("result_format") == "message")
+
+    def output(
+        self,
+        answer: Answer,
+        message_format: bool,
+        text: str,
+        reasoning: str,
+        calls: list[dict[str, Any]],
+        finish: str | None,
+    ) -> dict[str, Any]:
+        """The ``output`` object: ``text`` (text format) or ``choices[0].message``."""
+        if not message_format:
+            output: dict[str, Any] = {"text": text}
+            if finish is not None:
+                output["finish_reason"] = finish
+            return output
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if answer.reply.reasoning:
+            message["reasoning_content"] = reasoning
+        if calls:
+            message["tool_calls"] = calls
+        choice: dict[str, Any] = {"message": message}
+        if finish is not None:
+            choice = {"finish_reason": finish, "message": message}
+        return {"choices": [choice]}
+
+    def stream_frames(self, call: Call, answer: Answer) -> Iterator[Frame]:
+        params = params_of(call)
+        incremental = params.get("incremental_output") is True and not self.state.ignore_incremental
+        message_format = self.message_format(call)
+        sep = self.separator()
+        text = reasoning = ""
+        calls: list[dict[str, Any]] = []
+        count = thought = frame_id = 0
+        for piece in answer.pieces:
+            if piece.kind != "text" and not message_format:
+                continue
+            count += 1
+            frame_id += 1
+            new_text = new_reasoning = ""
+            new_calls: list[dict[str, Any]] = []
+            if piece.kind == "text":
+                text += piece.text
+                new_text = piece.text
+            elif piece.kind == "reasoning":
+                thought += 1
+                reasoning += piece.text
+                new_reasoning = piece.text
+            else:
+                call_ = answer.calls[piece.call]
+                if piece.first:
+                    calls.append(
+                        {
+                            "index": piece.call,
+                            "id": call_.id,
+                            "type": "function",
+                            "function": {"name": call_.name, "arguments": ""},
+                        }
+                    )
+                    new_calls = [calls[-1]]
+                else:
+                    calls[-1]["function"]["arguments"] += piece.text
+                    fragment = {"arguments": piece.text}
+                    new_calls = [
+                        {"index": piece.call, "id": "", "type": "function", "function": fragment}
+                    ]
+            output = (
+                self.output(answer, message_format, new_text, new_reasoning, new_calls, "null")
+                if incremental
+                else self.output(answer, message_format, text, reasoning, _copy(calls), "null")
+            )
+            head = f"id:{frame_id}\nevent:result\n:HTTP_STATUS/200\ndata:".encode()
+            usage = self.usage(call, answer, count, thought)
+            data = head + self.result(call, output, usage) + sep
+            tool = piece.text if piece.kind == "tool" else ""
+            yield Frame(data, text=new_text, reasoning=new_reasoning, tool=tool)
+        final = (
+            self.output(answer, message_format, "", "", [], answer.finish_reason)
+            if incremental
+            else self.output(answer, message_format, text, reasoning, calls, answer.finish_reason)
+        )
+        head = f"id:{frame_id + 1}\nevent:result\n:HTTP_STATUS/200\ndata:".encode()
+        usage = self.usage(call, answer, count, thought)
+        yield Frame(head + self.result(call, final, usage) + sep, paced=False)
+
+    def document(self, call: Call, answer: Answer) -> bytes:
+        message_format = self.message_format(call)
+        calls = [
+            {
+                "index": i,
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for i, c in enumerate(answer.calls)
+        ]
+        if not message_format:
+            calls = []
+        if call.body.get("model") == "chatyuan-large-v2":
+            output = self.output(answer, message_format, answer.text, "", [], None)
+            return self.result(call, output, None)
+        reasoning = answer.reasoning if message_format else ""
+        output = self.output(
+            answer, message_format, answer.text, reasoning, calls, answer.finish_reason
+        )
+        tokens = sum(1 for p in answer.pieces if p.kind == "text" or message_format)
+        return self.result(
+            call, output, self.usage(call, answer, tokens, answer.count("reasoning"))
         )
 
-    async def generation(request: web.Request) -> web.StreamResponse:
-        n = emu.stats.requests[f"{PROVIDER}.{ROUTE}"] + 1
-        request_id = f"emu-{n:08d}-dash-scope-{id(request) & 0xFFFF:04x}"
-        request[_REQUEST_ID] = request_id
-        state["last_headers"] = dict(request.headers)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        emu.begin(f"{PROVIDER}.{ROUTE}", body)
-        if request.headers.get("Authorization") != f"Bearer {emu.api_key}":
-            return fail(request, 401, "InvalidApiKey", "Invalid API-key provided.")
+    async def generation(self, call: Call) -> web.StreamResponse:
+        request = call.request
+        self.state.last_headers = dict(request.headers)
+        if request.headers.get("Authorization") != f"Bearer {self.emu.api_key}":
+            return self.fail(call, 401, "InvalidApiKey", "Invalid API-key provided.")
+        body = call.body
         if not isinstance(body, dict):
-            return fail(request, 400, "InvalidParameter", "The request body is not valid JSON.")
-        workspace = state["workspace"]
+            return self.fail(call, 400, "InvalidParameter", "The request body is not valid JSON.")
+        workspace = self.state.workspace
         if workspace and request.headers.get("X-DashScope-WorkSpace") != workspace:
-            return fail(request, 403, "Workspace.AccessDenied", "Workspace access denied.")
-        model = body.get("model")
-        if not model:
-            return fail(
-                request,
-                400,
-                "BadRequest.EmptyModel",
-                "Required parameter(model) missing or invalid.",
-            )
+            return self.fail(call, 403, "Workspace.AccessDenied", "Workspace access denied.")
+        if not body.get("model"):
+            message = "Required parameter(model) missing or invalid."
+            return self.fail(call, 400, "BadRequest.EmptyModel", message)
         input_ = body.get("input")
         if not isinstance(input_, dict) or not (input_.get("messages") or input_.get("prompt")):
-            return fail(
-                request,
-                400,
-                "BadRequest.EmptyInput",
-                "Required input parameter missing from request.",
-            )
+            message = "Required input parameter missing from request."
+            return self.fail(call, 400, "BadRequest.EmptyInput", message)
         params = body.get("parameters") or {}
         if not isinstance(params, dict):
-            return fail(request, 400, "InvalidParameter", "parameters must be an object.")
-        streamed = request.headers.get("X-DashScope-SSE", "").lower() == "enable"
-        fault = emu.take_fault(PROVIDER, ROUTE)
-        if fault is not None and fault.kind in ("error", "http") and fault.after_tokens == 0:
-            if not (streamed and fault.kind == "error" and state["errors_in_stream"]):
-                return fault_response(request, fault)
-        prompt = prompt_text(body)
+            return self.fail(call, 400, "InvalidParameter", "parameters must be an object.")
+        throttled = call.admit()
+        if throttled is not None:
+            return self.respond(call, throttled)
         max_tokens = params.get("max_tokens")
-        tokens = emu.reply_tokens_for(prompt, max_tokens if isinstance(max_tokens, int) else None)
-        finish = "length" if isinstance(max_tokens, int) and len(tokens) >= max_tokens else "stop"
-        message_format = params.get("result_format") == "message"
-        input_tokens = max(1, len(prompt.split()))
-        omit_id = state["omit_request_id"]
+        tokens = self.emu.reply_tokens_for(prompt_text(body))
+        answer = self.make_answer(call, tokens, max_tokens if isinstance(max_tokens, int) else None)
+        call.take_fault(len(answer.pieces))
+        streamed = request.headers.get("X-DashScope-SSE", "").lower() == "enable"
+        return await self.answer(call, answer, streamed)
 
-        def result(
-            text: str, finish_reason: str | None, output_tokens: int | None
-        ) -> dict[str, Any]:
-            output: dict[str, Any]
-            if message_format:
-                choice: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
-                if finish_reason is not None:
-                    choice["finish_reason"] = finish_reason
-                output = {"choices": [choice]}
-            else:
-                output = {"text": text}
-                if finish_reason is not None:
-                    output["finish_reason"] = finish_reason
-            obj: dict[str, Any] = {"output": output}
-            if output_tokens is not None:
-                obj["usage"] = {
-                    "total_tokens": input_tokens + output_tokens,
-                    "output_tokens": output_tokens,
-                    "input_tokens": input_tokens,
-                }
-            if not omit_id:
-                obj["request_id"] = request_id
-            return obj
 
-        if not streamed:
-            parts: list[str] = []
-            try:
-                async for _, token in emu.paced(request, tokens, fault):
-                    parts.append(token)
-            except ClientGone:
-                emu.stats.disconnects += 1
-                return web.Response(status=499)
-            bare = model == "chatyuan-large-v2"
-            emu.stats.completed += 1
-            payload = result("".join(parts), None if bare else finish, None if bare else len(parts))
-            return json_response(request, 200, _dumps(payload))
+def params_of(call: Call) -> dict[str, Any]:
+    """The request's ``parameters`` (checked to be an object before answering)."""
+    params = call.body.get("parameters")
+    return params if isinstance(params, dict) else {}
 
-        incremental = params.get("incremental_output") is True and not state["ignore_incremental"]
-        sep = b"\n" if state["no_blank_lines"] else b"\n\n"
-        resp = await emu.open_stream(
-            request, "text/event-stream;charset=UTF-8", compress=bool(state["gzip"])
-        )
 
-        def frame(frame_id: int, obj: dict[str, Any]) -> bytes:
-            head = f"id:{frame_id}\nevent:result\n:HTTP_STATUS/200\ndata:".encode()
-            return head + _dumps(obj) + sep
-
-        async def frames() -> AsyncIterator[bytes]:
-            if fault is not None and fault.kind == "error" and fault.after_tokens == 0:
-                yield error_frame(1, fault, request_id, sep)
-                return
-            text = ""
-            count = 0
-            async for i, token in emu.paced(request, tokens, fault):
-                if fault is not None and i == fault.after_tokens:
-                    if fault.kind == "error":
-                        yield error_frame(i + 1, fault, request_id, sep)
-                        return
-                    if fault.kind == "malformed":
-                        yield f"id:{i + 1}\nevent:result\n:HTTP_STATUS/200\n".encode()
-                        yield b'data:{"output":{"finish_reason":"null","text":' + sep
-                        return
-                    if fault.kind == "truncate":
-                        return
-                text += token
-                count += 1
-                yield frame(i + 1, result(token if incremental else text, "null", count))
-            yield frame(count + 1, result("" if incremental else text, finish, count))
-
-        return await emu.run_stream(request, resp, frames())
-
-    app.router.add_post(PATH, generation)
+def _copy(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**c, "function": dict(c["function"])} for c in calls]

@@ -1,11 +1,11 @@
-"""Emulator routes for the token-protected OpenAI-compatible gateway.
+"""Emulator of the token-protected OpenAI-compatible gateway.
 
 - ``GET /api/v1/ability_sub/external/getToken?appid=..&secret=..`` with
   :attr:`Emulator.gateway_appid` / :attr:`Emulator.gateway_secret` issues a signed JWT (HS256)
   whose payload carries ``abilityId`` (:attr:`Emulator.gateway_ability`), ``abilityName``,
   ``appId``, ``iat`` and ``exp = iat + token_lifetime`` (fractional seconds when the lifetime
   is). Wrong credentials: HTTP 401 ``{"code": 401, "msg": ...}``. Each issued token is counted
-  (``emu.stats.requests["gateway.token"]``, ``state["issued"]``).
+  (``emu.stats.tokens_issued["gateway"]``, ``emu.state.gateway.issued``).
 - ``POST /{ability}/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` with
   ``?accessToken=<token>``. A missing, forged, revoked or expired token gets HTTP 401 and
   ``{code: 401, msg: "accessToken expired"|"invalid accessToken"}`` in the current error
@@ -13,26 +13,15 @@
   ``"stream": true`` gets error -98434 (``INVALID_RESPONSE_CONTENT_TYPE``) unless
   ``allow_stream`` is on, then chat streams OpenAI chunks.
 
-Switches in ``emu.state["gateway"]``:
-
-- ``token_lifetime`` (seconds, default 3600);
-- ``token_shape``: how getToken answers — ``"data.accessToken"`` (default,
-  ``{"code": 0, "msg": "success", "data": {"accessToken": ..}}``), ``"data.token"``,
-  ``"data"`` (``{"code": 200, "data": "<jwt>"}``), ``"token"``, ``"accessToken"``, or
-  ``"text"`` (the bare token as ``text/plain``);
-- ``error_shape``: the body of every error — ``"code_msg"`` (default, ``{"code", "msg"}``),
-  ``"code_message"`` (``{"code", "message"}``) or ``"openai"``
-  (``{"error": {"code", "message", "type"}}``);
-- ``allow_stream`` (default False): honour ``"stream": true`` on chat instead of -98434.
+Switches in ``emu.state.gateway`` (:class:`GatewayState`).
 
 Faults (routes ``"token"``, ``"chat"``, ``"completions"``, ``"embeddings"``; a fault without a
-route is taken by the next call, never by a token request): ``error`` answers
-``fault.code`` / ``fault.message`` in the current ``error_shape``, with HTTP status
-``fault.status`` — or 200 when it is None, as the gateway puts its codes in 200 bodies;
-``http`` is a bare ``fault.status`` (default 502) with a plain-text body and ``Retry-After``
-when ``retry_after`` is set; ``reset`` and ``stall`` act after ``after_tokens`` tokens;
-``malformed`` answers a broken JSON body and ``truncate`` a JSON body cut short.
-:func:`revoke_tokens` makes every token issued so far invalid.
+route is taken by the next call, never by a token request): ``error`` answers ``fault.code`` /
+``fault.message`` in the current ``error_shape``, with HTTP status ``fault.status`` — or 200
+when it is None, as the gateway puts its codes in 200 bodies; ``http`` is a bare
+``fault.status`` (default 502) with a plain-text body; ``malformed`` answers a broken JSON body
+and ``truncate`` a JSON body cut short. :func:`revoke_tokens` makes every token issued so far
+invalid.
 """
 
 from __future__ import annotations
@@ -42,23 +31,29 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from ._emulator import ClientGone, Emulator, Fault
+from ._faults import Fault, FaultChoice
+from ._reply import Answer
+from ._service import Call, Frame, Service, dumps, retry_after_header
 from .openai import (
+    chat_frames,
     chat_result,
-    chunk,
     completion_result,
     embedding_result,
-    finish_for,
+    max_tokens_of,
     prompt_text,
-    usage_for,
 )
 
-PROVIDER = "gateway"
+if TYPE_CHECKING:
+    from ._emulator import Emulator
+
+__all__ = ["Gateway", "GatewayState", "make_jwt", "read_jwt", "revoke_tokens"]
+
 TOKEN_PATH = "/api/v1/ability_sub/external/getToken"
 ERROR_NAMES = {
     -98432: "SENSITIVE_WORD_ERROR",
@@ -69,6 +64,32 @@ ERROR_NAMES = {
     401: "UNAUTHORIZED",
 }
 _SIGNING_KEY = b"aiollm-emulator-gateway-signing-key"
+
+TokenShape = Literal["data.accessToken", "data.token", "data", "token", "accessToken", "text"]
+ErrorShape = Literal["code_msg", "code_message", "openai"]
+
+
+@dataclass
+class GatewayState:
+    """Switches and issued tokens of the gateway."""
+
+    token_lifetime: float = 3600.0
+    """Seconds a token lives."""
+    token_shape: TokenShape = "data.accessToken"
+    """How getToken answers: ``{"code": 0, "msg": "success", "data": {"accessToken": ..}}``
+    (default), ``data.token``, ``data`` (``{"code": 200, "data": "<jwt>"}``), ``token``,
+    ``accessToken`` (a top-level key) or ``text`` (the bare token as ``text/plain``)."""
+    error_shape: ErrorShape = "code_msg"
+    """The body of every error: ``{"code", "msg"}``, ``{"code", "message"}`` or OpenAI's
+    ``{"error": {"code", "message", "type"}}``."""
+    allow_stream: bool = False
+    """Honour ``"stream": true`` on chat instead of answering -98434."""
+    issued: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+
+    def revoke_tokens(self) -> None:
+        """Reject every token issued so far (as if the gateway restarted with a new key)."""
+        self.revoked.update(self.issued)
 
 
 def _b64(data: bytes) -> str:
@@ -102,65 +123,94 @@ def read_jwt(token: str, key: bytes = _SIGNING_KEY) -> dict[str, Any] | None:
 
 def revoke_tokens(emu: Emulator) -> None:
     """Reject every token issued so far (as if the gateway restarted with a new key)."""
-    state = emu.state[PROVIDER]
-    state["revoked"].update(state["issued"])
+    emu.state.gateway.revoke_tokens()
 
 
-def _state(emu: Emulator) -> dict[str, Any]:
-    state: dict[str, Any] = emu.state.setdefault(PROVIDER, {})
-    state.setdefault("token_lifetime", 3600.0)
-    state.setdefault("token_shape", "data.accessToken")
-    state.setdefault("error_shape", "code_msg")
-    state.setdefault("allow_stream", False)
-    state.setdefault("issued", [])
-    state.setdefault("revoked", set())
-    return state
+class Gateway(Service):
+    """The gateway: getToken, then JSON-only chat, completions and embeddings."""
 
-
-def error_response(
-    emu: Emulator, code: int | str | None, message: str, status: int | None = None
-) -> web.Response:
-    """A gateway error in the current ``error_shape`` (HTTP ``status``, default 200)."""
-    shape = _state(emu)["error_shape"]
-    obj: dict[str, Any]
-    if shape == "openai":
-        name = ERROR_NAMES.get(code, "gateway_error") if isinstance(code, int) else "gateway_error"
-        obj = {"error": {"code": code, "message": message, "type": name}}
-    elif shape == "code_message":
-        obj = {"code": code, "message": message}
-    else:
-        obj = {"code": code, "msg": message}
-    return web.Response(
-        body=json.dumps(obj, ensure_ascii=False).encode(),
-        status=status or 200,
-        content_type="application/json",
+    name = "gateway"
+    extra_faults = (
+        FaultChoice(Fault("http", status=429, retry_after=0.05, message="too many requests")),
+        FaultChoice(Fault("http", status=429, message="too many requests")),
+        FaultChoice(Fault("error", code=50002, message="CUDA_OUT_OF_MEMORY")),
+        FaultChoice(
+            Fault("error", code=401, status=401, message="accessToken expired", expire_token=True)
+        ),
     )
 
+    @property
+    def state(self) -> GatewayState:
+        """The gateway's switches and tokens."""
+        return self.emu.state.gateway
 
-def _fault_response(emu: Emulator, fault: Fault) -> web.Response:
-    if fault.kind == "error":
-        return error_response(emu, fault.code, fault.message, fault.status)
-    headers = {"Content-Type": "text/plain"}
-    if fault.retry_after is not None:
-        headers["Retry-After"] = f"{fault.retry_after:g}"
-    status = fault.status or 502
-    return web.Response(status=status, text=f"{status} {fault.message}", headers=headers)
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(TOKEN_PATH, self.endpoint("token", self.get_token, query=True))
+        for route in ("chat", "completions", "embeddings"):
+            path = f"/{{ability}}/v1/{'chat/completions' if route == 'chat' else route}"
+            app.router.add_post(path, self.endpoint(route, self.call))
 
+    def request_id(self, call: Call) -> str:
+        prefix = "chatcmpl" if call.route == "chat" else "cmpl"
+        return "" if call.route == "token" else f"{prefix}-gw{call.number}"
 
-def register(emu: Emulator, app: web.Application) -> None:
-    """Add the gateway routes."""
-    state = _state(emu)
+    def error(self, code: int | str | None, message: str, status: int | None) -> web.Response:
+        """A gateway error in the current ``error_shape`` (HTTP ``status``, default 200)."""
+        body = self.error_body(code, message)
+        return web.Response(body=body, status=status or 200, content_type="application/json")
 
-    async def get_token(request: web.Request) -> web.Response:
-        emu.begin("gateway.token", dict(request.query))
-        fault = emu.take_fault(PROVIDER, "token", exact=True)
+    def error_body(self, code: int | str | None, message: str) -> bytes:
+        """The body of a gateway error in the current ``error_shape``."""
+        shape = self.state.error_shape
+        obj: dict[str, Any]
+        if shape == "openai":
+            name = ERROR_NAMES.get(code, "gateway_error") if isinstance(code, int) else None
+            obj = {"error": {"code": code, "message": message, "type": name or "gateway_error"}}
+        elif shape == "code_message":
+            obj = {"code": code, "message": message}
+        else:
+            obj = {"code": code, "msg": message}
+        return dumps(obj)
+
+    def error_response(self, call: Call, fault: Fault) -> web.Response:
+        return self.error(fault.code, fault.message, fault.status)
+
+    def http_response(self, call: Call, fault: Fault) -> web.Response:
+        status = fault.status or 502
+        headers = {"Content-Type": "text/plain", **retry_after_header(fault.retry_after)}
+        return web.Response(status=status, text=f"{status} {fault.message}", headers=headers)
+
+    def throttle_response(self, call: Call, limit: str, retry_after: float | None) -> web.Response:
+        resp = self.error(429, "too many requests", 429)
+        resp.headers.update(retry_after_header(retry_after))
+        return resp
+
+    def error_frame(self, call: Call, fault: Fault, position: int) -> bytes:
+        return b"data: " + self.error_body(fault.code, fault.message) + b"\n\n"
+
+    def stream_frames(self, call: Call, answer: Answer) -> Iterator[Frame]:
+        return chat_frames(call.request_id, call.body, answer, usage=True, done=True)
+
+    def document(self, call: Call, answer: Answer) -> bytes:
+        build = chat_result if call.route == "chat" else completion_result
+        return dumps(build(call.request_id, call.body, answer))
+
+    def expire(self, token: str) -> None:
+        self.state.revoked.add(token)
+
+    async def get_token(self, call: Call) -> web.StreamResponse:
+        fault = call.take_fault(0, exact=True)
         if fault is not None and fault.kind in ("error", "http"):
-            return _fault_response(emu, fault)
-        query = request.query
+            return self.respond(call, self.fault_response(call, fault))
+        query = call.request.query
+        emu = self.emu
         if query.get("appid") != emu.gateway_appid or query.get("secret") != emu.gateway_secret:
-            return web.json_response({"code": 401, "msg": "appid or secret is invalid"}, status=401)
+            rejection = web.json_response({"code": 401, "msg": "appid or secret is invalid"})
+            rejection.set_status(401)
+            return self.respond(call, rejection)
+        state = self.state
         now = time.time()
-        lifetime = float(state["token_lifetime"])
+        lifetime = float(state.token_lifetime)
         exp: float = now + lifetime
         iat: float = now
         if lifetime.is_integer():
@@ -176,11 +226,12 @@ def register(emu: Emulator, app: web.Application) -> None:
                 "userName": "emulator",
                 "exp": exp,
                 "iat": iat,
-                "jti": len(state["issued"]) + 1,
+                "jti": len(state.issued) + 1,
             }
         )
-        state["issued"].append(token)
-        shape = state["token_shape"]
+        state.issued.append(token)
+        emu.stats.tokens_issued[self.name] += 1
+        shape = state.token_shape
         if shape == "text":
             return web.Response(text=token, content_type="text/plain")
         if shape == "data":
@@ -190,86 +241,42 @@ def register(emu: Emulator, app: web.Application) -> None:
         key = "token" if shape == "data.token" else "accessToken"
         return web.json_response({"code": 0, "msg": "success", "data": {key: token}})
 
-    def token_rejection(request: web.Request) -> web.Response | None:
-        token = request.query.get("accessToken", "")
+    def token_rejection(self, call: Call) -> web.Response | None:
+        """The answer to a call whose access token is missing, forged, revoked or expired."""
+        token = call.request.query.get("accessToken", "")
+        call.token = token or None
         claims = read_jwt(token) if token else None
-        if claims is None or token in state["revoked"]:
-            return error_response(emu, 401, "invalid accessToken", 401)
+        if claims is None or token in self.state.revoked:
+            return self.error(401, "invalid accessToken", 401)
         if float(claims.get("exp", 0)) <= time.time():
-            return error_response(emu, 401, "accessToken expired", 401)
-        if claims.get("abilityId") != request.match_info["ability"]:
-            return error_response(emu, 403, "the token is not for this ability", 403)
+            return self.error(401, "accessToken expired", 401)
+        if claims.get("abilityId") != call.request.match_info["ability"]:
+            return self.error(403, "the token is not for this ability", 403)
         return None
 
-    async def answer(request: web.Request, route: str) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        emu.begin(f"gateway.{route}", body)
-        rejected = token_rejection(request)
+    async def call(self, call: Call) -> web.StreamResponse:
+        rejected = self.token_rejection(call)
         if rejected is not None:
-            return rejected
+            return self.respond(call, rejected)
+        body = call.body
         if not isinstance(body, dict):
-            return error_response(emu, 400, "the body must be a JSON object", 400)
-        fault = emu.take_fault(PROVIDER, route)
-        if fault is not None and fault.kind in ("error", "http"):
-            return _fault_response(emu, fault)
-        if body.get("stream") and not (route == "chat" and state["allow_stream"]):
-            return error_response(emu, -98434, "INVALID_RESPONSE_CONTENT_TYPE")
+            return self.respond(call, self.error(400, "the body must be a JSON object", 400))
+        throttled = call.admit()
+        if throttled is not None:
+            return self.respond(call, throttled)
+        route = call.route
+        streamed = bool(body.get("stream"))
         if route == "embeddings":
-            emu.stats.completed += 1
-            return web.json_response(embedding_result(body))
-        tokens = emu.reply_tokens_for(prompt_text(body), body.get("max_tokens"))
-        prefix = "chatcmpl" if route == "chat" else "cmpl"
-        cid = f"{prefix}-gw{emu.stats.requests[f'gateway.{route}']}"
-        if body.get("stream"):
-            return await stream_chat(request, cid, body, tokens, fault)
-        text: list[str] = []
-        try:
-            async for _, token in emu.paced(request, tokens, fault):
-                text.append(token)
-        except ClientGone:
-            emu.stats.disconnects += 1
-            return web.Response(status=499)
-        build = chat_result if route == "chat" else completion_result
-        document = json.dumps(build(cid, body, text), ensure_ascii=False).encode()
-        if fault is not None and fault.kind == "malformed":
-            document = b'{"id": "broken", "choices": [{"message": oops}]}'
-        elif fault is not None and fault.kind == "truncate":
-            document = document[: len(document) // 2]
-        emu.stats.completed += 1
-        return web.Response(body=document, content_type="application/json")
-
-    async def stream_chat(
-        request: web.Request, cid: str, body: dict[str, Any], tokens: list[str], fault: Fault | None
-    ) -> web.StreamResponse:
-        model = str(body.get("model", ""))
-        resp = await emu.open_stream(request, "text/event-stream; charset=utf-8")
-
-        async def frames() -> AsyncIterator[bytes]:
-            async for i, token in emu.paced(request, tokens, fault):
-                if fault is not None and i == fault.after_tokens and fault.kind == "truncate":
-                    return
-                yield chunk(cid, model, token, None)
-            yield chunk(cid, model, None, finish_for(body, tokens))
-            usage = usage_for(body, tokens)
-            final = {"id": cid, "object": "chat.completion.chunk", "choices": [], "usage": usage}
-            yield b"data: " + json.dumps(final).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
-
-        return await emu.run_stream(request, resp, frames())
-
-    async def chat(request: web.Request) -> web.StreamResponse:
-        return await answer(request, "chat")
-
-    async def completions(request: web.Request) -> web.StreamResponse:
-        return await answer(request, "completions")
-
-    async def embeddings(request: web.Request) -> web.StreamResponse:
-        return await answer(request, "embeddings")
-
-    app.router.add_get(TOKEN_PATH, get_token)
-    app.router.add_post("/{ability}/v1/chat/completions", chat)
-    app.router.add_post("/{ability}/v1/completions", completions)
-    app.router.add_post("/{ability}/v1/embeddings", embeddings)
+            fault = call.take_fault(0, random=False)
+            if fault is not None and fault.kind in ("error", "http"):
+                return self.respond(call, self.fault_response(call, fault))
+            self.emu.stats.completed += 1
+            return self.respond(call, web.json_response(embedding_result(body)), "completed")
+        tokens = self.emu.reply_tokens_for(prompt_text(body))
+        answer = self.make_answer(call, tokens, max_tokens_of(body))
+        fault = call.take_fault(len(answer.pieces))
+        if fault is not None and fault.kind in ("error", "http"):
+            return self.respond(call, self.fault_response(call, fault))
+        if streamed and not (route == "chat" and self.state.allow_stream):
+            return self.respond(call, self.error(-98434, "INVALID_RESPONSE_CONTENT_TYPE", None))
+        return await self.answer(call, answer, streamed)

@@ -1,35 +1,46 @@
-"""Emulator routes for a standard OpenAI-compatible server (``/v1/...``, Bearer key).
+"""Emulator of a standard OpenAI-compatible server (``/v1/...``, Bearer key).
 
 ``POST /v1/chat/completions`` (SSE ``chat.completion.chunk``s when ``stream`` is true, with a
 final usage chunk when ``stream_options.include_usage`` is set, then ``data: [DONE]``),
 ``/v1/completions`` and ``/v1/embeddings`` (vectors listed in reverse order, to test that the
 client restores input order). ``Authorization: Bearer <Emulator.openai_key>`` or 401.
 
-Switches in ``emu.state["openai"]``:
+Scripted replies (:class:`~aiollm.testing.Reply`) stream reasoning as ``delta.reasoning_content``
+(or ``delta.reasoning``), tool calls as ``delta.tool_calls`` fragments (or the legacy
+``delta.function_call``) and report ``completion_tokens_details.reasoning_tokens`` and
+``prompt_tokens_details.cached_tokens``; see ``docs/wire/openai.md``.
 
-- ``send_done`` (default True): False ends the stream right after the last chunk (finish and
-  usage), without ``[DONE]``, as some servers do.
+Switches in ``emu.state.openai`` (:class:`OpenAIState`).
 
-Faults (routes ``"chat"``, ``"completions"``, ``"embeddings"``): ``error`` with
-``after_tokens=0`` and ``http`` answer with an OpenAI error body ``{"error": {message, type,
-code}}``, status ``fault.status`` (default 400 for ``error``, 429 for ``http``) and
-``Retry-After`` when ``retry_after`` is set; inside a stream (``after_tokens>0``) ``error`` is a
-``data: {"error": ...}`` frame. ``reset``, ``stall``, ``malformed`` and ``truncate`` act after
-``after_tokens`` tokens.
+Faults (routes ``"chat"``, ``"completions"``, ``"embeddings"``): ``error`` at ``after_tokens=0``
+and ``http`` answer an OpenAI error body ``{"error": {message, type, code}}`` with status
+``fault.status`` (default 400 for ``error``, 429 for ``http``) and ``Retry-After`` when
+``retry_after`` is set; inside a stream ``error`` is a ``data: {"error": ...}`` frame.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ._emulator import ClientGone, Emulator, Fault
+from ._faults import Fault, FaultChoice
+from ._reply import Answer, Piece
+from ._service import Call, Frame, Service, dumps, retry_after_header
 
-PROVIDER = "openai"
+__all__ = ["OpenAI", "OpenAIState"]
+
+
+@dataclass
+class OpenAIState:
+    """Switches of the OpenAI-compatible server."""
+
+    send_done: bool = True
+    """False ends a stream right after its last chunk, without ``[DONE]`` (some servers)."""
 
 
 def prompt_text(body: dict[str, Any]) -> str:
@@ -47,18 +58,46 @@ def error_body(code: str | int | None, message: str, type_: str = "invalid_reque
     return json.dumps({"error": {"message": message, "type": type_, "code": code}}).encode()
 
 
-def fault_response(fault: Fault) -> web.Response:
-    """The HTTP answer for a request-level ``error`` or ``http`` fault."""
-    status = fault.status or (429 if fault.kind == "http" else 400)
-    headers = {"Content-Type": "application/json"}
-    if fault.retry_after is not None:
-        headers["Retry-After"] = f"{fault.retry_after:g}"
-    return web.Response(status=status, body=error_body(fault.code, fault.message), headers=headers)
+def usage_for(body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """The ``usage`` object of ``answer`` to ``body``."""
+    prompt = len(prompt_text(body).split())
+    completion = len(answer.pieces)
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    reasoning = answer.count("reasoning")
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    if answer.reply.cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": answer.reply.cached_tokens}
+    return usage
 
 
-def chunk(cid: str, model: str, content: str | None, finish: str | None) -> bytes:
+def delta_of(answer: Answer, piece: Piece) -> dict[str, Any]:
+    """The ``delta`` of the chunk carrying ``piece``."""
+    reply = answer.reply
+    if piece.kind == "text":
+        return {"content": piece.text}
+    if piece.kind == "reasoning":
+        return {reply.reasoning_field: piece.text}
+    call = answer.calls[piece.call]
+    function: dict[str, Any] = {"arguments": piece.text}
+    if piece.first:
+        function = {"name": call.name, "arguments": ""}
+    if reply.legacy_function_call:
+        return {"function_call": function}
+    index = 0 if reply.tool_index == "zero" else piece.call
+    entry: dict[str, Any] = {"index": index}
+    if piece.first:
+        entry.update(id=call.id, type="function")
+    entry["function"] = function
+    return {"tool_calls": [entry]}
+
+
+def chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None) -> bytes:
     """One ``chat.completion.chunk`` frame."""
-    delta: dict[str, Any] = {} if content is None else {"content": content}
     obj = {
         "id": cid,
         "object": "chat.completion.chunk",
@@ -69,39 +108,69 @@ def chunk(cid: str, model: str, content: str | None, finish: str | None) -> byte
     return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
 
-def usage_for(body: dict[str, Any], tokens: list[str]) -> dict[str, int]:
-    """The ``usage`` object of a reply of ``tokens`` to ``body``."""
-    usage = {"prompt_tokens": len(prompt_text(body).split()), "completion_tokens": len(tokens)}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return usage
+def chat_frames(
+    cid: str, body: dict[str, Any], answer: Answer, *, usage: bool, done: bool
+) -> Iterator[Frame]:
+    """The frames of a streamed chat answer."""
+    model = str(body.get("model", ""))
+    for piece in answer.pieces:
+        data = chunk(cid, model, delta_of(answer, piece), None)
+        if piece.kind == "text":
+            yield Frame(data, text=piece.text)
+        elif piece.kind == "reasoning":
+            yield Frame(data, reasoning=piece.text)
+        else:
+            yield Frame(data, tool=piece.text)
+    yield Frame(chunk(cid, model, {}, answer.finish_reason), paced=False)
+    if usage:
+        final = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": usage_for(body, answer),
+        }
+        yield Frame(b"data: " + json.dumps(final).encode() + b"\n\n", paced=False)
+    if done:
+        yield Frame(b"data: [DONE]\n\n", paced=False)
 
 
-def finish_for(body: dict[str, Any], tokens: list[str]) -> str:
-    """``length`` when ``max_tokens`` cut the reply, else ``stop``."""
-    limit = body.get("max_tokens")
-    return "length" if limit is not None and len(tokens) >= limit else "stop"
+def message_of(answer: Answer) -> dict[str, Any]:
+    """The assistant ``message`` of a whole chat answer."""
+    calls = answer.calls
+    text = answer.text
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if answer.reasoning:
+        message[answer.reply.reasoning_field] = answer.reasoning
+    if calls and answer.reply.legacy_function_call:
+        message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+    elif calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for c in calls
+        ]
+    return message
 
 
-def chat_result(cid: str, body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
-    """A whole ``chat.completion`` answering ``body`` with ``tokens``."""
+def chat_result(cid: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """A whole ``chat.completion``."""
     return {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model"),
         "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(tokens)},
-                "finish_reason": finish_for(body, tokens),
-            }
+            {"index": 0, "message": message_of(answer), "finish_reason": answer.finish_reason}
         ],
-        "usage": usage_for(body, tokens),
+        "usage": usage_for(body, answer),
     }
 
 
-def completion_result(cid: str, body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
-    """A whole ``text_completion`` answering ``body`` with ``tokens``."""
+def completion_result(cid: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """A whole ``text_completion``."""
     return {
         "id": cid,
         "object": "text_completion",
@@ -110,108 +179,17 @@ def completion_result(cid: str, body: dict[str, Any], tokens: list[str]) -> dict
         "choices": [
             {
                 "index": 0,
-                "text": "".join(tokens),
+                "text": answer.text,
                 "logprobs": None,
-                "finish_reason": finish_for(body, tokens),
+                "finish_reason": answer.finish_reason,
             }
         ],
-        "usage": usage_for(body, tokens),
+        "usage": usage_for(body, answer),
     }
 
 
-def register(emu: Emulator, app: web.Application) -> None:
-    """Add the OpenAI-compatible routes."""
-    state = emu.state.setdefault(PROVIDER, {})
-    state.setdefault("send_done", True)
-
-    def authorized(request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {emu.openai_key}"
-
-    async def chat(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        emu.begin("openai.chat", body)
-        if not authorized(request):
-            return web.Response(
-                status=401,
-                body=error_body("invalid_api_key", "Incorrect API key provided"),
-                content_type="application/json",
-            )
-        fault = emu.take_fault(PROVIDER, "chat")
-        if fault is not None and fault.kind in ("error", "http") and fault.after_tokens == 0:
-            return fault_response(fault)
-        model = str(body.get("model", ""))
-        tokens = emu.reply_tokens_for(prompt_text(body), body.get("max_tokens"))
-        cid = f"chatcmpl-emu{emu.stats.requests['openai.chat']}"
-        usage = usage_for(body, tokens)
-        finish = finish_for(body, tokens)
-        if not body.get("stream"):
-            text = []
-            try:
-                async for _, token in emu.paced(request, tokens, fault):
-                    text.append(token)
-            except ClientGone:
-                emu.stats.disconnects += 1
-                return web.Response(status=499)
-            emu.stats.completed += 1
-            return web.json_response(chat_result(cid, body, text))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        resp = await emu.open_stream(request, "text/event-stream; charset=utf-8")
-
-        async def frames() -> AsyncIterator[bytes]:
-            async for i, token in emu.paced(request, tokens, fault):
-                if fault is not None and i == fault.after_tokens:
-                    if fault.kind == "error":
-                        yield b"data: " + error_body(fault.code, fault.message) + b"\n\n"
-                        return
-                    if fault.kind == "malformed":
-                        yield b'data: {"id": "broken", "choices": [\n\n'
-                        return
-                    if fault.kind == "truncate":
-                        return
-                yield chunk(cid, model, token, None)
-            yield chunk(cid, model, None, finish)
-            if include_usage:
-                final = {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "choices": [],
-                    "usage": usage,
-                }
-                yield b"data: " + json.dumps(final).encode() + b"\n\n"
-            if state["send_done"]:
-                yield b"data: [DONE]\n\n"
-
-        return await emu.run_stream(request, resp, frames())
-
-    async def completions(request: web.Request) -> web.Response:
-        body = await request.json()
-        emu.begin("openai.completions", body)
-        if not authorized(request):
-            return web.Response(status=401, body=error_body("invalid_api_key", "bad key"))
-        fault = emu.take_fault(PROVIDER, "completions")
-        if fault is not None and fault.kind in ("error", "http"):
-            return fault_response(fault)
-        tokens = emu.reply_tokens_for(str(body.get("prompt", "")), body.get("max_tokens"))
-        emu.stats.completed += 1
-        return web.json_response(completion_result("cmpl-emu", body, tokens))
-
-    async def embeddings(request: web.Request) -> web.Response:
-        body = await request.json()
-        emu.begin("openai.embeddings", body)
-        if not authorized(request):
-            return web.Response(status=401, body=error_body("invalid_api_key", "bad key"))
-        fault = emu.take_fault(PROVIDER, "embeddings")
-        if fault is not None and fault.kind in ("error", "http"):
-            return fault_response(fault)
-        return web.json_response(embedding_result(body))
-
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-
-
 def embedding_vector(text: str, dims: int = 8) -> list[float]:
-    """A deterministic unit-ish vector for ``text``."""
+    """A deterministic vector for ``text``."""
     seed = sum(text.encode()) or 1
     return [((seed * (i + 3)) % 997) / 997.0 for i in range(dims)]
 
@@ -231,3 +209,120 @@ def embedding_result(body: dict[str, Any]) -> dict[str, Any]:
         "model": body.get("model"),
         "usage": {"prompt_tokens": n, "total_tokens": n},
     }
+
+
+def max_tokens_of(body: dict[str, Any]) -> int | None:
+    """``max_tokens`` when it is an integer."""
+    value = body.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
+class OpenAI(Service):
+    """The OpenAI-compatible server: chat (streamed or not), completions, embeddings."""
+
+    name = "openai"
+    extra_faults = (
+        FaultChoice(Fault("http", status=429, retry_after=0.05, message="rate limited"), "start"),
+        FaultChoice(Fault("http", status=429, message="rate limited"), "start"),
+        FaultChoice(Fault("error", status=500, code="server_error", message="boom"), "start"),
+        FaultChoice(Fault("error", code="server_error", message="overloaded"), "mid"),
+    )
+
+    @property
+    def state(self) -> OpenAIState:
+        """This server's switches."""
+        return self.emu.state.openai
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.endpoint("chat", self.chat))
+        app.router.add_post("/v1/completions", self.endpoint("completions", self.completions))
+        app.router.add_post("/v1/embeddings", self.endpoint("embeddings", self.embeddings))
+
+    def request_id(self, call: Call) -> str:
+        prefix = "chatcmpl" if call.route == "chat" else "cmpl"
+        return f"{prefix}-emu{call.number}"
+
+    def error_response(self, call: Call, fault: Fault) -> web.Response:
+        status = fault.status or (429 if fault.kind == "http" else 400)
+        headers = {"Content-Type": "application/json", **retry_after_header(fault.retry_after)}
+        return web.Response(
+            status=status, body=error_body(fault.code, fault.message), headers=headers
+        )
+
+    http_response = error_response
+
+    def throttle_response(self, call: Call, limit: str, retry_after: float | None) -> web.Response:
+        message = (
+            "Rate limit reached for requests" if limit == "rate" else "Too many concurrent requests"
+        )
+        return web.Response(
+            status=429,
+            body=error_body("rate_limit_exceeded", message, "requests"),
+            headers={"Content-Type": "application/json", **retry_after_header(retry_after)},
+        )
+
+    def error_frame(self, call: Call, fault: Fault, position: int) -> bytes:
+        return b"data: " + error_body(fault.code, fault.message) + b"\n\n"
+
+    def stream_frames(self, call: Call, answer: Answer) -> Iterator[Frame]:
+        body = call.body
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return chat_frames(call.request_id, body, answer, usage=usage, done=self.state.send_done)
+
+    def document(self, call: Call, answer: Answer) -> bytes:
+        build = chat_result if call.route == "chat" else completion_result
+        return dumps(build(call.request_id, call.body, answer))
+
+    def rejection(self, call: Call) -> web.Response | None:
+        """401 for a wrong key, 400 for a body that is not an object, else the quota's answer."""
+        auth = call.request.headers.get("Authorization")
+        if auth != f"Bearer {self.emu.openai_key}":
+            return self.respond(
+                call,
+                web.Response(
+                    status=401,
+                    body=error_body("invalid_api_key", "Incorrect API key provided"),
+                    content_type="application/json",
+                ),
+            )
+        if not isinstance(call.body, dict):
+            return self.respond(
+                call,
+                web.Response(
+                    status=400,
+                    body=error_body(None, "the body must be a JSON object"),
+                    content_type="application/json",
+                ),
+            )
+        return call.admit()
+
+    async def chat(self, call: Call) -> web.StreamResponse:
+        rejected = self.rejection(call)
+        if rejected is not None:
+            return rejected
+        body = call.body
+        tokens = self.emu.reply_tokens_for(prompt_text(body))
+        answer = self.make_answer(call, tokens, max_tokens_of(body))
+        call.take_fault(len(answer.pieces))
+        return await self.answer(call, answer, bool(body.get("stream")))
+
+    async def completions(self, call: Call) -> web.StreamResponse:
+        rejected = self.rejection(call)
+        if rejected is not None:
+            return rejected
+        body = call.body
+        tokens = self.emu.reply_tokens_for(str(body.get("prompt", "")))
+        answer = self.make_answer(call, tokens, max_tokens_of(body))
+        call.take_fault(len(answer.pieces))
+        return await self.answer(call, answer, False)
+
+    async def embeddings(self, call: Call) -> web.StreamResponse:
+        rejected = self.rejection(call)
+        if rejected is not None:
+            return rejected
+        fault = call.take_fault(0, random=False)
+        if fault is not None and fault.kind in ("error", "http"):
+            return self.respond(call, self.fault_response(call, fault))
+        self.emu.stats.completed += 1
+        return self.respond(call, web.json_response(embedding_result(call.body)), "completed")

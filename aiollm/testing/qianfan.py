@@ -1,20 +1,20 @@
-"""Emulator routes for Baidu Qianfan (wenxinworkshop): the OAuth token endpoint and chat.
+"""Emulator of Baidu Qianfan (wenxinworkshop): the OAuth token endpoint and chat.
 
 - ``POST|GET /oauth/2.0/token?grant_type=client_credentials&client_id=..&client_secret=..``
   issues tokens for :attr:`Emulator.qianfan_ak` / :attr:`Emulator.qianfan_sk` that live
-  ``emu.state["qianfan"]["token_lifetime"]`` seconds (``expires_in``); a wrong client id or
-  secret is a 401 ``{"error":"invalid_client",...}``. Route name ``qianfan.token``.
+  ``emu.state.qianfan.token_lifetime`` seconds (``expires_in``); a wrong client id or secret is
+  a 401 ``{"error":"invalid_client",...}``. Route name ``qianfan.token``; issued tokens are
+  counted in ``emu.stats.tokens_issued["qianfan"]``.
 - ``POST /rpc/2.0/ai_custom/v1/wenxinworkshop/chat/{endpoint}?access_token=..`` checks the
   token (a missing one is error 100, an unknown or revoked one 110, an expired one 111, all as
   HTTP 200 JSON), the ``messages`` rules (336003) and streams one ``data:`` frame per token with
   ``sentence_id`` / ``is_end`` and a running ``usage``. Route name ``qianfan.chat``.
 
-Knobs in ``emu.state["qianfan"]``: ``token_lifetime`` (seconds), ``token_delay`` (seconds the
-token endpoint takes to answer), ``sentence_ids`` (a list of
-ids to send instead of 0, 1, 2 …; the last one repeats), ``unsafe_marker`` (a user message
-containing it sets ``need_clear_history``; in the last message the reply is empty and
-``ban_round`` is -1, in an earlier one ``ban_round`` is its round). :func:`expire_tokens` and
-:func:`revoke_tokens` make the service reject the tokens issued so far.
+Scripted replies (:class:`~aiollm.testing.Reply`) with tool calls answer ERNIE's
+``function_call`` (``name``, ``arguments``, and the reasoning as ``thoughts``; the first call
+only, as the API has one) with ``finish_reason: "function_call"``; see ``docs/wire/qianfan.md``.
+
+Switches in ``emu.state.qianfan`` (:class:`QianfanState`).
 
 Faults (``emu.script("qianfan", ...)``): the token endpoint takes only faults scripted with
 ``route="token"``; the chat route takes the others (``route=None`` or ``"chat"``). ``error`` answers
@@ -23,26 +23,28 @@ Faults (``emu.script("qianfan", ...)``): the token endpoint takes only faults sc
 inside the stream), ``body="html"`` (a ``text/html`` page; without a code, a page with no
 error code at all) or ``body="line"`` (a bare JSON line in a ``text/event-stream`` body).
 On the token route ``error`` answers ``{"error": code, "error_description": message}``.
-``http``, ``reset``, ``stall``, ``malformed`` and ``truncate`` work as everywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from ._emulator import ClientGone, Emulator, Fault
+from ._faults import Fault, FaultChoice
+from ._reply import Answer
+from ._service import HTML_PAGE, Call, ClientGone, Frame, Service, dumps, retry_after_header
 
-__all__ = ["QianfanFault", "expire_tokens", "register", "revoke_tokens"]
+if TYPE_CHECKING:
+    from ._emulator import Emulator
 
-PROVIDER = "qianfan"
+__all__ = ["Qianfan", "QianfanFault", "QianfanState", "expire_tokens", "revoke_tokens"]
+
 DEFAULT_TOKEN_LIFETIME = 2592000.0  # 30 days, as the service says
 
 CHAT_PATH = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/{endpoint}"
@@ -56,95 +58,62 @@ class QianfanFault(Fault):
     body: Literal["json", "html", "line"] = "json"
 
 
-def _state(emu: Emulator) -> dict[str, Any]:
-    state: dict[str, Any] = emu.state.setdefault("qianfan", {})
-    state.setdefault("token_lifetime", DEFAULT_TOKEN_LIFETIME)
-    state.setdefault("token_delay", 0.0)
-    state.setdefault("tokens", {})  # token -> expiry (monotonic), or -1.0 once revoked
-    state.setdefault("sentence_ids", None)
-    state.setdefault("unsafe_marker", "UNSAFE")
-    return state
+@dataclass
+class QianfanState:
+    """Switches and issued tokens of the Qianfan service."""
+
+    token_lifetime: float = DEFAULT_TOKEN_LIFETIME
+    """Seconds a token lives (``expires_in``)."""
+    token_delay: float = 0.0
+    """Seconds the token endpoint takes to answer."""
+    tokens: dict[str, float] = field(default_factory=dict)
+    """Issued token -> expiry (``time.monotonic()``), or -1.0 once revoked."""
+    sentence_ids: list[int] | None = None
+    """Ids to send instead of 0, 1, 2 …; the last one repeats."""
+    unsafe_marker: str | None = "UNSAFE"
+    """A user message containing it sets ``need_clear_history``: in the last message the reply
+    is empty and ``ban_round`` is -1, in an earlier one ``ban_round`` is its round."""
+
+    def expire_tokens(self) -> int:
+        """Make every token issued so far expired (the service answers 111); returns how many."""
+        now = time.monotonic()
+        for token, expiry in self.tokens.items():
+            if expiry > now:
+                self.tokens[token] = now
+        return len(self.tokens)
+
+    def revoke_tokens(self) -> int:
+        """Make every token issued so far invalid (the service answers 110); returns how many."""
+        for token in self.tokens:
+            self.tokens[token] = -1.0
+        return len(self.tokens)
 
 
 def expire_tokens(emu: Emulator) -> int:
     """Make every token issued so far expired (the service answers 111); returns how many."""
-    tokens: dict[str, float] = _state(emu)["tokens"]
-    now = time.monotonic()
-    for token in tokens:
-        if tokens[token] > now:
-            tokens[token] = now
-    return len(tokens)
+    return emu.state.qianfan.expire_tokens()
 
 
 def revoke_tokens(emu: Emulator) -> int:
     """Make every token issued so far invalid (the service answers 110); returns how many."""
-    tokens: dict[str, float] = _state(emu)["tokens"]
-    for token in tokens:
-        tokens[token] = -1.0
-    return len(tokens)
+    return emu.state.qianfan.revoke_tokens()
 
 
 def error_json(code: int | str | None, message: str) -> bytes:
     """A Qianfan error body."""
-    return json.dumps(
-        {"error_code": code, "error_msg": message}, ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    return dumps({"error_code": code, "error_msg": message})
 
 
 def _error_page(code: int | str | None, message: str) -> bytes:
     if code is None:
-        return (
-            b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad "
-            b"Gateway</h1></center><hr><center>nginx</center></body></html>"
-        )
-    return (
-        b"<html><head><title>error</title></head><body>"
-        + error_json(code, message)
-        + b"</body></html>"
-    )
-
-
-def _fault_response(fault: Fault) -> web.Response:
-    """The answer to a request-level ``error`` or ``http`` fault on the chat route."""
-    headers: dict[str, str] = {}
-    if fault.retry_after is not None:
-        headers["Retry-After"] = f"{fault.retry_after:g}"
-    if fault.kind == "http":
-        status = fault.status or 429
-        if status == 429:
-            body = error_json(18, "Open api qps request limit reached")
-            headers["Content-Type"] = "application/json;charset=utf-8"
-        else:
-            body = f"<html><body><h1>{status}</h1></body></html>".encode()
-            headers["Content-Type"] = "text/html"
-        return web.Response(status=status, body=body, headers=headers)
-    shape = getattr(fault, "body", "json")
-    status = fault.status or 200
-    if shape == "html":
-        headers["Content-Type"] = "text/html;charset=utf-8"
-        return web.Response(
-            status=status, body=_error_page(fault.code, fault.message), headers=headers
-        )
-    if shape == "line":
-        headers["Content-Type"] = "text/event-stream;charset=utf-8"
-        return web.Response(
-            status=status, body=error_json(fault.code, fault.message) + b"\n", headers=headers
-        )
-    headers["Content-Type"] = "application/json;charset=utf-8"
-    return web.Response(status=status, body=error_json(fault.code, fault.message), headers=headers)
-
-
-def _json_error(code: int, message: str) -> web.Response:
-    return web.Response(
-        body=error_json(code, message), content_type="application/json", charset="utf-8"
-    )
+        return HTML_PAGE
+    head = b"<html><head><title>error</title></head><body>"
+    return head + error_json(code, message) + b"</body></html>"
 
 
 def _messages_problem(messages: Any) -> str | None:
     """The service's 336003 message for ``messages`` that break its rules, else None."""
-    if not isinstance(messages, list) or not messages:
-        return "the length of messages must be an odd number"
-    if len(messages) % 2 == 0:
+    if not isinstance(messages, list) or not messages or len(messages) % 2 == 0:
         return "the length of messages must be an odd number"
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
@@ -154,7 +123,7 @@ def _messages_problem(messages: Any) -> str | None:
             return (
                 "the role of message with odd index in the messages must be assistant"
                 if i % 2
-                else ("the role of message with even index in the messages must be user")
+                else "the role of message with even index in the messages must be user"
             )
         if not isinstance(message.get("content"), str):
             return "the content of message must be a string"
@@ -163,62 +132,201 @@ def _messages_problem(messages: Any) -> str | None:
     return None
 
 
-def _frame(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+JSON_UTF8 = "application/json;charset=utf-8"
 
 
-def register(emu: Emulator, app: web.Application) -> None:
-    """Add the Qianfan routes."""
-    state = _state(emu)
+class Qianfan(Service):
+    """Qianfan's OAuth token endpoint and wenxinworkshop chat."""
 
-    async def token(request: web.Request) -> web.StreamResponse:
-        emu.begin("qianfan.token", {k: v for k, v in request.query.items() if k != "client_secret"})
-        fault = emu.take_fault(PROVIDER, "token", exact=True)
+    name = "qianfan"
+    stream_content_type = "text/event-stream;charset=utf-8"
+    extra_faults = (
+        FaultChoice(Fault("error", code=18, message="Open api qps request limit reached")),
+        FaultChoice(Fault("error", code=336100, message="too many users, try again later")),
+        FaultChoice(Fault("error", code=110, message="Access token invalid", expire_token=True)),
+        FaultChoice(Fault("error", code=111, message="Access token expired", expire_token=True)),
+        FaultChoice(Fault("http", status=429, retry_after=0.05), "start"),
+        FaultChoice(Fault("http", status=429), "start"),
+        FaultChoice(QianfanFault("error", code=336000, message="Internal error", body="line")),
+    )
+
+    @property
+    def state(self) -> QianfanState:
+        """The service's switches and tokens."""
+        return self.emu.state.qianfan
+
+    def add_routes(self, app: web.Application) -> None:
+        token = self.endpoint("token", self.token, query=True)
+        app.router.add_route("POST", TOKEN_PATH, token)
+        app.router.add_route("GET", TOKEN_PATH, token)
+        app.router.add_post(CHAT_PATH, self.endpoint("chat", self.chat))
+
+    def request_id(self, call: Call) -> str:
+        return "" if call.route == "token" else f"as-emu{call.number}"
+
+    def model_of(self, call: Call) -> str:
+        return call.request.match_info.get("endpoint", "")
+
+    def expire(self, token: str) -> None:
+        self.state.tokens[token] = time.monotonic()
+
+    @staticmethod
+    def error_answer(code: int | str | None, message: str, status: int = 200) -> web.Response:
+        """An error as the service sends it: JSON, usually with HTTP 200."""
+        body = error_json(code, message)
+        return web.Response(status=status, body=body, headers={"Content-Type": JSON_UTF8})
+
+    def http_response(self, call: Call, fault: Fault) -> web.Response:
+        headers = retry_after_header(fault.retry_after)
+        status = fault.status or 429
+        if status == 429:
+            body = error_json(18, "Open api qps request limit reached")
+            headers["Content-Type"] = JSON_UTF8
+        else:
+            body = f"<html><body><h1>{status}</h1></body></html>".encode()
+            headers["Content-Type"] = "text/html"
+        return web.Response(status=status, body=body, headers=headers)
+
+    def error_response(self, call: Call, fault: Fault) -> web.Response:
+        headers = retry_after_header(fault.retry_after)
+        shape = getattr(fault, "body", "json")
+        status = fault.status or 200
+        if shape == "html":
+            headers["Content-Type"] = "text/html;charset=utf-8"
+            body = _error_page(fault.code, fault.message)
+        elif shape == "line":
+            headers["Content-Type"] = "text/event-stream;charset=utf-8"
+            body = error_json(fault.code, fault.message) + b"\n"
+        else:
+            headers["Content-Type"] = JSON_UTF8
+            body = error_json(fault.code, fault.message)
+        return web.Response(status=status, body=body, headers=headers)
+
+    def throttle_response(self, call: Call, limit: str, retry_after: float | None) -> web.Response:
+        if limit == "rate":
+            return self.error_answer(18, "Open api qps request limit reached")
+        return self.error_answer(336100, "too many users, try again later")
+
+    def error_frame(self, call: Call, fault: Fault, position: int) -> bytes:
+        err = error_json(fault.code, fault.message)
+        if getattr(fault, "body", "json") == "line":
+            return err + b"\n"
+        return b"data: " + err + b"\n\n"
+
+    def malformed_frame(self, call: Call, position: int) -> bytes:
+        return b'data: {"id": "broken", "result": \n\n'
+
+    # -- answers ------------------------------------------------------------------------------
+    def usage(self, call: Call, completion: int) -> dict[str, int]:
+        """``usage`` after ``completion`` tokens."""
+        prompt: int = call.extra["prompt_tokens"]
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    @staticmethod
+    def function_call(answer: Answer) -> dict[str, Any] | None:
+        """ERNIE's ``function_call`` for the answer's first tool call, if any."""
+        if not answer.calls:
+            return None
+        first = answer.calls[0]
+        fc: dict[str, Any] = {"name": first.name, "arguments": first.arguments}
+        if answer.reasoning:
+            fc["thoughts"] = answer.reasoning
+        return fc
+
+    def stream_frames(self, call: Call, answer: Answer) -> Iterator[Frame]:
+        texts = [p.text for p in answer.pieces if p.kind == "text"]
+        fc = self.function_call(answer)
+        count = len(texts) + (fc is not None)
+        ids = self.state.sentence_ids
+        for i in range(max(count, 1)):
+            is_end = i >= count - 1
+            text = texts[i] if i < len(texts) else ""
+            obj: dict[str, Any] = {
+                "id": call.request_id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "sentence_id": i if ids is None else ids[min(i, len(ids) - 1)],
+                "is_end": is_end,
+                "is_truncated": call.extra["truncated"] and is_end,
+                "result": text,
+                **call.extra["safety"],
+                "usage": self.usage(call, i + 1 if count else 0),
+            }
+            tool = ""
+            if fc is not None and i == len(texts):
+                obj["function_call"] = fc
+                obj["finish_reason"] = "function_call"
+                tool = fc["arguments"]
+            yield Frame(b"data: " + dumps(obj) + b"\n\n", text=text, tool=tool)
+
+    def document(self, call: Call, answer: Answer) -> bytes:
+        obj: dict[str, Any] = {
+            "id": call.request_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "result": answer.text,
+            "is_truncated": call.extra["truncated"],
+            **call.extra["safety"],
+            "usage": self.usage(call, answer.count("text")),
+        }
+        fc = self.function_call(answer)
+        if fc is not None:
+            obj["function_call"] = fc
+            obj["finish_reason"] = "function_call"
+        return dumps(obj)
+
+    # -- routes -------------------------------------------------------------------------------
+    async def token(self, call: Call) -> web.StreamResponse:
+        fault = call.take_fault(0, exact=True)
         if fault is not None:
             if fault.kind == "error":
-                return web.json_response(
-                    {"error": fault.code or "invalid_client", "error_description": fault.message},
-                    status=fault.status or 401,
-                )
+                body = {"error": fault.code or "invalid_client", "error_description": fault.message}
+                return self.respond(call, web.json_response(body, status=fault.status or 401))
             if fault.kind == "http":
-                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
-                return web.Response(
+                page = web.Response(
                     status=fault.status or 500,
                     text="<html>server error</html>",
                     content_type="text/html",
-                    headers=headers,
+                    headers=retry_after_header(fault.retry_after or None),
                 )
-            if fault.kind == "stall":
+                return self.respond(call, page)
+            if fault.kind in ("stall", "keepalive"):
                 try:
-                    await emu.wait_gone(request)
+                    await call.wait_gone()
                 except ClientGone:
-                    emu.stats.disconnects += 1
+                    self.emu.stats.disconnects += 1
+                call.record.outcome = "stall"
                 return web.Response(status=499)
             if fault.kind == "reset":
-                emu.drop(request)
+                call.record.outcome = "reset"
+                await call.drop()
                 return web.Response(status=499)
             if fault.kind == "malformed":
-                return web.Response(text="not a token", content_type="text/plain")
-        if state["token_delay"] > 0:
-            await asyncio.sleep(state["token_delay"])
-        query = request.query
+                return self.respond(call, web.Response(text="not a token"), "malformed")
+        state = self.state
+        if state.token_delay > 0:
+            await asyncio.sleep(state.token_delay)
+        query = call.request.query
         if query.get("grant_type") != "client_credentials":
-            return web.json_response(
-                {"error": "unsupported_grant_type", "error_description": "unsupported grant type"},
-                status=400,
-            )
-        if query.get("client_id") != emu.qianfan_ak:
-            return web.json_response(
-                {"error": "invalid_client", "error_description": "unknown client id"}, status=401
-            )
-        if query.get("client_secret") != emu.qianfan_sk:
-            return web.json_response(
-                {"error": "invalid_client", "error_description": "Client authentication failed"},
-                status=401,
-            )
-        lifetime = float(state["token_lifetime"])
+            body = {
+                "error": "unsupported_grant_type",
+                "error_description": "unsupported grant type",
+            }
+            return self.respond(call, web.json_response(body, status=400))
+        if query.get("client_id") != self.emu.qianfan_ak:
+            body = {"error": "invalid_client", "error_description": "unknown client id"}
+            return self.respond(call, web.json_response(body, status=401))
+        if query.get("client_secret") != self.emu.qianfan_sk:
+            body = {"error": "invalid_client", "error_description": "Client authentication failed"}
+            return self.respond(call, web.json_response(body, status=401))
+        lifetime = float(state.token_lifetime)
         issued = f"24.{secrets.token_hex(16)}.{int(lifetime)}.{int(time.time())}-emu"
-        state["tokens"][issued] = time.monotonic() + lifetime
+        state.tokens[issued] = time.monotonic() + lifetime
+        self.emu.stats.tokens_issued[self.name] += 1
         return web.json_response(
             {
                 "refresh_token": f"25.{secrets.token_hex(16)}",
@@ -230,123 +338,59 @@ def register(emu: Emulator, app: web.Application) -> None:
             }
         )
 
-    async def chat(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        emu.begin("qianfan.chat", body)
-        access_token = request.query.get("access_token")
+    async def chat(self, call: Call) -> web.StreamResponse:
+        access_token = call.request.query.get("access_token")
         if not access_token:
-            return _json_error(100, "Invalid parameter")
-        expiry = state["tokens"].get(access_token)
+            return self.respond(call, self.error_answer(100, "Invalid parameter"))
+        call.token = access_token
+        expiry = self.state.tokens.get(access_token)
         if expiry is None or expiry < 0:
-            return _json_error(110, "Access token invalid or no longer valid")
+            message = "Access token invalid or no longer valid"
+            return self.respond(call, self.error_answer(110, message))
         if expiry <= time.monotonic():
-            return _json_error(111, "Access token expired")
+            return self.respond(call, self.error_answer(111, "Access token expired"))
+        body = call.body
         if not isinstance(body, dict):
-            return _json_error(336002, "Invalid JSON")
-        fault = emu.take_fault(PROVIDER, "chat")
-        if fault is not None and fault.kind in ("error", "http") and fault.after_tokens == 0:
-            return _fault_response(fault)
+            return self.respond(call, self.error_answer(336002, "Invalid JSON"))
+        throttled = call.admit()
+        if throttled is not None:
+            return self.respond(call, throttled)
         messages = body.get("messages")
         problem = _messages_problem(messages)
-        if problem is not None:
-            return _json_error(336003, problem)
-        assert isinstance(messages, list)
-        question = str(messages[-1]["content"])
-        marker = state["unsafe_marker"]
-        ban_round: int | None = None
-        if marker and marker in question:
-            ban_round = -1
-        else:
-            for i in range(0, len(messages) - 1, 2):
-                if marker and marker in str(messages[i].get("content", "")):
-                    ban_round = i // 2 + 1
-                    break
+        ban_round = self.ban_round(messages) if isinstance(messages, list) and not problem else None
+        full = [] if ban_round == -1 or problem else self.emu.reply_tokens_for(self.question(body))
         max_out = body.get("max_output_tokens")
         limit = max_out if isinstance(max_out, int) else None
-        full = [] if ban_round == -1 else emu.reply_tokens_for(question, None)
-        tokens = full[:limit] if limit is not None else full
-        truncated = len(tokens) < len(full)
-        rid = f"as-emu{emu.stats.requests['qianfan.chat']}"
-        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 2 + 1
+        answer = self.make_answer(call, full, limit)
+        fault = call.take_fault(len(answer.pieces))
+        if fault is not None and fault.kind in ("error", "http") and fault.after_tokens == 0:
+            return self.respond(call, self.fault_response(call, fault))
+        if problem is not None:
+            return self.respond(call, self.error_answer(336003, problem))
+        assert isinstance(messages, list)
         safety: dict[str, Any] = {"need_clear_history": ban_round is not None}
         if ban_round is not None:
             safety["ban_round"] = ban_round
+        call.extra = {
+            "truncated": answer.count("text") < len(full),
+            "safety": safety,
+            "prompt_tokens": sum(len(str(m.get("content", ""))) for m in messages) // 2 + 1,
+        }
+        return await self.answer(call, answer, bool(body.get("stream")))
 
-        def usage(n: int) -> dict[str, int]:
-            return {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": n,
-                "total_tokens": prompt_tokens + n,
-            }
+    @staticmethod
+    def question(body: dict[str, Any]) -> str:
+        """The last message's content."""
+        return str(body["messages"][-1]["content"])
 
-        if not body.get("stream"):
-            text: list[str] = []
-            try:
-                async for _, tok in emu.paced(request, tokens, fault):
-                    text.append(tok)
-            except ClientGone:
-                emu.stats.disconnects += 1
-                return web.Response(status=499)
-            emu.stats.completed += 1
-            return web.json_response(
-                {
-                    "id": rid,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "result": "".join(text),
-                    "is_truncated": truncated,
-                    **safety,
-                    "usage": usage(len(tokens)),
-                },
-                dumps=lambda obj: json.dumps(obj, ensure_ascii=False),
-            )
-
-        ids = state["sentence_ids"]
-        resp = await emu.open_stream(request, "text/event-stream;charset=utf-8")
-
-        def frame(i: int, result: str, is_end: bool) -> bytes:
-            sid = i if ids is None else (ids[i] if i < len(ids) else ids[-1])
-            return _frame(
-                {
-                    "id": rid,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "sentence_id": sid,
-                    "is_end": is_end,
-                    "is_truncated": truncated and is_end,
-                    "result": result,
-                    **safety,
-                    "usage": usage(i + 1 if tokens else 0),
-                }
-            )
-
-        async def frames() -> AsyncIterator[bytes]:
-            if not tokens:
-                yield frame(0, "", True)
-                return
-            last = len(tokens) - 1
-            async for i, tok in emu.paced(request, tokens, fault):
-                if fault is not None and i == fault.after_tokens:
-                    if fault.kind == "error":
-                        err = error_json(fault.code, fault.message)
-                        if getattr(fault, "body", "json") == "line":
-                            yield err + b"\n"
-                        else:
-                            yield b"data: " + err + b"\n\n"
-                        return
-                    if fault.kind == "malformed":
-                        yield b'data: {"id": "broken", "result": \n\n'
-                        return
-                    if fault.kind == "truncate":
-                        return
-                yield frame(i, tok, i == last)
-
-        return await emu.run_stream(request, resp, frames())
-
-    app.router.add_route("POST", TOKEN_PATH, token)
-    app.router.add_route("GET", TOKEN_PATH, token)
-    app.router.add_post(CHAT_PATH, chat)
+    def ban_round(self, messages: list[dict[str, Any]]) -> int | None:
+        """-1 when the question holds the unsafe marker, the round of an earlier one, or None."""
+        marker = self.state.unsafe_marker
+        if not marker:
+            return None
+        if marker in str(messages[-1]["content"]):
+            return -1
+        for i in range(0, len(messages) - 1, 2):
+            if marker in str(messages[i].get("content", "")):
+                return i // 2 + 1
+        return None
