@@ -46,7 +46,7 @@ from .events import (
     Usage,
 )
 from .hooks import FinishInfo, Hooks, RequestInfo, ResponseHead, RetryInfo
-from .limits import Limits, RetryPolicy
+from .limits import Limits, RetryPolicy, SharedLimitsError
 from .stream import Stream
 from .transport import Timeout
 
@@ -80,6 +80,7 @@ __all__ = [
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
+    "SharedLimitsError",
     "Stream",
     "StreamInterrupted",
     "TextDelta",
