@@ -52,7 +52,6 @@ BENCHMARKS = (
     "bench_concurrent.py",
     "bench_import.py",
     "bench_layers.py",
-    "bench_cjk.py",
     "bench_otel.py",
 )
 
