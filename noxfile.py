@@ -53,6 +53,7 @@ BENCHMARKS = (
     "bench_import.py",
     "bench_layers.py",
     "bench_cjk.py",
+    "bench_emulator.py",
 )
 
 
