@@ -8,6 +8,7 @@ a fresh one. Subclasses only say how to fetch (see the Qianfan and gateway provi
 
 from __future__ import annotations
 
+import copy
 import time
 from abc import abstractmethod
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 import anyio
 
 from ._redact import Secret
+from .errors import AiollmError
 from .providers._base import TokenSourceLike
 
 if TYPE_CHECKING:
@@ -47,6 +49,21 @@ class _Flight:
         self.done = anyio.Event()
         self.token: str | None = None
         self.error: BaseException | None = None
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """A fresh exception like ``error`` (same type, message and attributes, no traceback)."""
+    try:
+        twin = copy.copy(error)
+    except Exception:
+        twin = None
+    if type(twin) is not type(error):
+        message = str(error)
+        provider = getattr(error, "provider", None)
+        return AiollmError(f"fetching the token failed: {message}", provider=provider)
+    assert twin is not None
+    twin.__traceback__ = None
+    return twin
 
 
 class CachedToken(TokenSourceLike):
@@ -97,7 +114,9 @@ class CachedToken(TokenSourceLike):
             if flight.token is not None:
                 return flight.token
             if flight.error is not None and not isinstance(flight.error, cancelled):
-                raise flight.error
+                # Each waiter raises its own exception: raising the shared one would grow its
+                # traceback by every waiter's frames (quadratic work to log them all).
+                raise _own_copy(flight.error) from flight.error
             # The leader was cancelled: try again (perhaps as the new leader).
 
     async def _lead(self, transport: Transport) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -48,6 +48,7 @@ __all__ = [
     "SpanObserver",
     "Telemetry",
     "configured_providers",
+    "export_spans",
 ]
 
 # Every name aiollm records, in one place: key -> name (semantic conventions unless aiollm.*).
@@ -247,6 +248,28 @@ def _messages(call: Call) -> list[dict[str, Any]]:
     return out
 
 
+def _output_message(completion: Completion, outcome: str) -> dict[str, Any]:
+    """The reply in the conventions' structured form: reasoning, text and tool-call parts."""
+    parts: list[dict[str, Any]] = []
+    if completion.reasoning:
+        parts.append({"type": "reasoning", "content": completion.reasoning})
+    if completion.text or not parts:
+        parts.append({"type": "text", "content": completion.text})
+    for call in completion.tool_calls:
+        try:
+            arguments: Any = json.loads(call.arguments) if call.arguments.strip() else {}
+        except ValueError:
+            arguments = call.arguments
+        parts.append(
+            {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
+        )
+    return {
+        "role": "assistant",
+        "parts": parts,
+        "finish_reason": completion.finish_reason or outcome,
+    }
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -379,17 +402,18 @@ class SpanObserver(CallObserver):
                 attrs[n["response.finish_reasons"]] = [completion.finish_reason]
         tokens: dict[str, int] = {}
         if usage is not None:
-            for kind, field, key in (
-                ("input", "input_tokens", "usage.input_tokens"),
-                ("output", "output_tokens", "usage.output_tokens"),
-                (None, "reasoning_tokens", "usage.reasoning_tokens"),
-                (None, "cached_tokens", "usage.cached_tokens"),
+            for key, value in (
+                ("usage.input_tokens", usage.input_tokens),
+                ("usage.output_tokens", usage.output_tokens),
+                ("usage.reasoning_tokens", usage.reasoning_tokens),
+                ("usage.cached_tokens", usage.cached_tokens),
             ):
-                value = getattr(usage, field, None)
-                if isinstance(value, int):
+                if value is not None:
                     attrs[n[key]] = value
-                    if kind is not None:
-                        tokens[kind] = value
+            if usage.input_tokens is not None:
+                tokens["input"] = usage.input_tokens
+            if usage.output_tokens is not None:
+                tokens["output"] = usage.output_tokens
         metric_attrs = self._metric_attrs
         if error is not None:
             kind = error_type(error)
@@ -397,15 +421,7 @@ class SpanObserver(CallObserver):
             metric_attrs = {**metric_attrs, n["error.type"]: kind}
             span.set_status(StatusCode.ERROR, redact_text(str(error), self._secrets)[:500])
         if completion is not None and (t.capture_span or t.capture_event):
-            output = _dumps(
-                [
-                    {
-                        "role": "assistant",
-                        "parts": [{"type": "text", "content": completion.text}],
-                        "finish_reason": completion.finish_reason or outcome,
-                    }
-                ]
-            )
+            output = _dumps([_output_message(completion, outcome)])
             if t.capture_span:
                 attrs[n["output.messages"]] = output
             if t.capture_event:
@@ -418,3 +434,55 @@ class SpanObserver(CallObserver):
         for kind, value in tokens.items():
             t.token_usage.record(value, {**self._metric_attrs, n["token.type"]: kind})
         span.end()
+
+
+def export_spans(to: str = "otlp", service_name: str = "aiollm") -> Callable[[], None]:
+    """Set global SDK tracer and meter providers that export to ``to``; returns their shutdown.
+
+    ``"otlp"`` sends spans and metrics over OTLP/HTTP (``opentelemetry-exporter-otlp-proto-http``;
+    the ``OTEL_EXPORTER_OTLP_*`` variables set the endpoint), ``"console"`` prints them to
+    stderr. Needs ``opentelemetry-sdk``. For ``aiollm bench --otel``, and handy in scripts.
+    """
+    import sys
+
+    from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricExporter,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    spans: SpanExporter
+    measurements: MetricExporter
+    if to == "console":
+        spans = ConsoleSpanExporter(out=sys.stderr)
+        measurements = ConsoleMetricExporter(out=sys.stderr)
+    elif to == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        spans, measurements = OTLPSpanExporter(), OTLPMetricExporter()
+    else:
+        raise ValueError(f"export to 'otlp' or 'console', not {to!r}")
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    resource = Resource.create(attributes)
+    tracer_provider = SDKTracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(spans))
+    meter_provider = SDKMeterProvider(
+        resource=resource, metric_readers=[PeriodicExportingMetricReader(measurements)]
+    )
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+
+    def shutdown() -> None:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+    return shutdown

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ._redact import scrub_exception
 from .errors import (
     AiollmError,
     AuthenticationError,
@@ -178,6 +179,8 @@ class Stream:
                 await self._step()
             except AiollmError as exc:
                 await self._failed(exc)
+            except Exception as exc:  # a bare error from an error path: typed here
+                await self._failed(self._decode_failure(exc))
             except BaseException as exc:
                 # Cancellation or an unexpected bug: never leave the response open.
                 self._close_now(exc)
@@ -240,8 +243,10 @@ class Stream:
                 return
             except AiollmError as exc:
                 await self._failed(exc)
-                if self._error is not None:
-                    self._raise_error()
+            except Exception as exc:  # e.g. an error body or token answer nested too deep
+                await self._failed(self._decode_failure(exc))
+            if self._error is not None:
+                self._raise_error()
 
     async def _open(self) -> None:
         if self._closed:
@@ -255,7 +260,8 @@ class Stream:
             cooling, started = self._limiter.cooling_down, time.monotonic()
         deadline = self._call_deadline()
         if self._lease is None:
-            self._lease = await self._limiter.acquire(deadline)
+            estimate = self._limiter.estimate(self._call)
+            self._lease = await self._limiter.acquire(estimate, deadline)
         elif self.attempts:
             await self._limiter.pace(deadline)
         transport = self._client._transport
@@ -280,6 +286,7 @@ class Stream:
             provider=provider.name,
             extra_headers=extra_headers,
         )
+        self._limiter.observe(resp.headers)
         if obs is not None:
             obs.response(resp.status, resp.headers)
         codec = self._codec = provider.new_codec(self._call)
@@ -399,12 +406,17 @@ class Stream:
 
     def _finish_body(self) -> None:
         self._finished = True
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            usage = self._last(Usage)
+            if isinstance(usage, Usage):
+                lease.settle(usage.total_tokens)
         if self._resp is not None:
-            self._resp.finish()  # it gives the connection back itself
+            # It gives the connection back itself, and the lease when the exchange is over.
+            self._resp.finish(lease.release if lease is not None else None)
             self._resp = None
-        usage = self._last(Usage)
-        if isinstance(usage, Usage):
-            self._limiter.settle_tokens(usage.total_tokens)
+        elif lease is not None:
+            lease.release()
         self._limiter.succeeded()
         if self._obs is not None and not self._observed_end:
             self._observe_end(None)
@@ -450,6 +462,7 @@ class Stream:
 
     async def _failed(self, exc: AiollmError) -> None:
         """Retry if nothing reached the caller and the error allows it; else record it."""
+        scrub_exception(exc, self._secrets())
         if isinstance(exc, RateLimitError) and exc.status is not None:  # the server's answer
             self._limiter.throttled(exc.retry_after, self._retry.max_retry_after)
         if not self._delivered and not self._closed:
@@ -486,9 +499,15 @@ class Stream:
         self._error = exc
         self._close_now()
 
+    def _secrets(self) -> tuple[str, ...]:
+        """Every secret this client sent (an error must hold none of them)."""
+        secrets = self._client._transport.secrets
+        return (*secrets, self._credential) if self._credential else secrets
+
     def _raise_error(self) -> None:
         exc = self._error
         assert exc is not None
+        scrub_exception(exc, self._secrets())
         if self._delivered and not isinstance(exc, StreamInterrupted):
             partial = self._build_completion()
             raise StreamInterrupted(

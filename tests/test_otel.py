@@ -473,53 +473,9 @@ async def test_traceparent_sent_when_turned_on(otel: Otel) -> None:
     assert seen[1] is not None and seen[1].startswith(f"00-{trace_id}-{span_id}-")
 
 
-class Recorder(aiollm.Hooks):
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def on_request(self, request: aiollm.RequestInfo) -> None:
-        self.calls.append(("request", request))
-
-    def on_response(self, response: aiollm.ResponseInfo) -> None:
-        self.calls.append(("response", response))
-
-    def on_retry(self, retry: aiollm.RetryInfo) -> None:
-        self.calls.append(("retry", retry))
-
-    def on_finish(self, finish: aiollm.FinishInfo) -> None:
-        self.calls.append(("finish", finish))
-
-
-class Broken(aiollm.Hooks):
-    def on_request(self, request: aiollm.RequestInfo) -> None:
-        raise RuntimeError("a hook bug")
-
-
-async def test_hooks_without_opentelemetry(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
-    hooks = Recorder()
-    async with emu.client(hooks=[Broken(), hooks], otel=False) as c:
-        await c.chat("qianfan/llama_2_7b", HI)
-        expire_tokens(emu)
-        hooks.calls.clear()
-        async with c.stream("qianfan/llama_2_7b", HI) as stream:
-            async for _ in stream:
-                pass
-    kinds = [k for k, _ in hooks.calls]
-    assert kinds == ["request", "response", "retry", "request", "response", "finish"]
-    request = hooks.calls[0][1]
-    assert request.attempt == 1 and request.method == "POST"
-    assert "access_token=***" in request.url
-    assert not any(t in request.url for t in emu.state.qianfan.tokens)
-    retry = hooks.calls[2][1]
-    assert retry.reason == "token_refresh" and isinstance(retry.error, aiollm.AuthenticationError)
-    finish = hooks.calls[-1][1]
-    assert finish.outcome == "completed" and finish.attempts == 2 and finish.error is None
-    assert finish.completion == stream.completion and finish.completion.text
-    assert 0 < finish.time_to_first_chunk <= finish.duration
-    assert "a hook bug" in caplog.text
-
-
 async def test_hooks_and_spans_together(emu: Emulator, otel: Otel) -> None:
+    from test_hooks import Recorder
+
     hooks = Recorder()
     emu.script("openai", Fault("http", status=503, route="chat"))
     async with emu.client(
@@ -538,3 +494,63 @@ async def test_hooks_and_spans_together(emu: Emulator, otel: Otel) -> None:
     attrs = otel.one_span().attributes or {}
     assert attrs["error.type"] == type(finishes[0].error).__qualname__
     assert isinstance(finishes[0].completion.usage, Usage | None)
+
+
+def test_reasoning_tool_calls_and_token_details(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiollm.events import Completion, ToolCall
+    from aiollm.otel import Telemetry
+    from aiollm.providers import Call
+
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
+    telemetry = Telemetry(otel.tracer_provider, otel.meter_provider)
+    call = Call(op="chat", model="deepseek-r1", stream=True, messages=HI, params={"stop": "END"})
+    observer = telemetry.observe("dashscope", call)
+    observer.chunk([])
+    observer.chunk([])
+    completion = Completion(
+        text="",
+        reasoning="think",
+        tool_calls=[ToolCall(id="c1", name="get_weather", arguments='{"city":"Hangzhou"}')],
+        finish_reason="tool_calls",
+        usage=Usage(input_tokens=10, output_tokens=7, reasoning_tokens=5, cached_tokens=4),
+    )
+    observer.end("completed", completion, None)
+    observer.end("completed", completion, None)  # a second end changes nothing
+    span = otel.one_span()
+    attrs = span.attributes or {}
+    assert attrs["gen_ai.request.stop_sequences"] == ("END",)
+    assert attrs["gen_ai.usage.reasoning.output_tokens"] == 5
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 4
+    (message,) = json.loads(str(attrs["gen_ai.output.messages"]))
+    assert message["parts"] == [
+        {"type": "reasoning", "content": "think"},
+        {"type": "tool_call", "id": "c1", "name": "get_weather", "arguments": {"city": "Hangzhou"}},
+    ]
+    assert message["finish_reason"] == "tool_calls"
+    assert [e.name for e in span.events] == ["gen_ai.client.inference.operation.details"]
+    assert otel.count(DURATION) == 1 and otel.count(TTFC) == 1 and otel.count(TPOC) == 1
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in otel.points(TOKENS)}
+    assert tokens == {"input": 10, "output": 7}
+
+
+BENCH_ARGS = ["--requests", "2", "--concurrency", "1", "--otel", "console", "--no-progress"]
+BENCH_ARGS += ["--first-token", "0.01", "--per-token", "0.001"]
+
+
+def test_bench_exports_the_runs_spans() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "aiollm", "bench", *BENCH_ARGS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for model in ("qwen-turbo", "ernie-speed-128k", "gpt-4o-mini"):
+        assert out.stderr.count(f'"name": "chat {model}"') >= 2
+    assert "gen_ai.client.operation.duration" in out.stderr
+    assert '"service.name": "aiollm-bench"' in out.stderr
+    for secret in (Emulator.api_key, Emulator.qianfan_sk, Emulator.gateway_secret):
+        assert secret not in out.stderr + out.stdout
