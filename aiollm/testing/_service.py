@@ -91,6 +91,7 @@ class Call:
         """The streamed answer once its head is sent."""
         self._quota: QuotaState | None = None
         self._t0 = now
+        self._released = now
 
     @property
     def emu(self) -> Emulator:
@@ -136,13 +137,20 @@ class Call:
             self._quota = None
 
     async def pace(self, position: int) -> None:
-        """Wait until content frame ``position`` is due (first token, then per token)."""
+        """Wait until content frame ``position`` is due.
+
+        The first is due ``first_token`` after the start, each next one ``per_token`` after the
+        previous one was released: a late frame delays the rest, none are sent in a burst.
+        """
         cadence = self.emu.cadence
-        offset = cadence.first_token + position * cadence.per_token
-        if offset > 0:
-            wait = self._t0 + offset - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        if position == 0:
+            due = self._t0 + cadence.first_token
+        else:
+            due = self._released + cadence.per_token
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._released = time.monotonic()
 
     def sent(self, frame: Frame) -> None:
         """Log a frame about to be written."""
