@@ -196,7 +196,7 @@ class SSEDecoder:
             self._plen += len(data)
             if self._plen > self._max_line:
                 self._closed = True
-                raise self._line_too_long(self._plen)
+                raise self._line_too_long()
             return []
         if self._parts:
             self._parts.append(data)
@@ -208,7 +208,7 @@ class SSEDecoder:
             tail = lines.pop()
             self._lines(lines, out, len(data))
             if len(tail) > self._max_line:
-                raise self._line_too_long(len(tail))
+                raise self._line_too_long()
         except ProtocolError as exc:
             self._closed = True
             if not out:
@@ -250,11 +250,10 @@ class SSEDecoder:
             self._error = None
             raise error
 
-    def _line_too_long(self, size: int) -> ProtocolError:
+    def _line_too_long(self) -> ProtocolError:
         return ProtocolError(
-            f"server-sent event line longer than max_line_bytes={self._max_line} "
-            f"(at least {size} bytes without a line end); pass a larger "
-            "SSEDecoder(max_line_bytes=...) if the server legitimately sends such lines"
+            f"server-sent event line longer than max_line_bytes={self._max_line}; pass a "
+            "larger SSEDecoder(max_line_bytes=...) if the server legitimately sends such lines"
         )
 
     def _event_too_big(self, size: int) -> ProtocolError:
@@ -299,7 +298,7 @@ class SSEDecoder:
             for i, line in enumerate(lines):  # the lines before the long one count
                 if len(line) > self._max_line:
                     self._interpret(lines[:i], out)
-                    raise self._line_too_long(len(line))
+                    raise self._line_too_long()
         start = 0
         if not self._boundary and len(lines) >= _MIN_LANE_LINES:
             try:
