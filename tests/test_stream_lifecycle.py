@@ -20,7 +20,7 @@ MSGS = [{"role": "user", "content": "hello"}]
 MODEL = "openai/test-model"
 
 
-async def wait_for(predicate: object, timeout: float = 2.0) -> None:
+async def wait_for(predicate: object, timeout: float = 10.0) -> None:
     """Poll ``predicate()`` until true (the server sees a disconnect a moment after the client)."""
     with anyio.fail_after(timeout):
         while not predicate():  # type: ignore[operator]
