@@ -82,6 +82,12 @@ class JSONValueScan:
         if data is self._data:
             p, depth, in_str = self._scan
         else:
+            if data.lstrip(b" \t")[:1] in (b"{", b"["):  # most often one line: try it whole
+                try:
+                    msgspec.json.decode(data, type=msgspec.Raw)
+                    return 1
+                except (msgspec.DecodeError, RecursionError):
+                    pass
             self._data = data
             p, depth, in_str = 0, -1, False
         n = len(data)

@@ -96,9 +96,6 @@ class SSEDecoder:
        pending event whose data is a complete JSON value is dispatched. Any other unfinished
        event is discarded (WHATWG).
 
-    The constructor's ``data_line_events``, ``json_line_events`` and ``raw_data`` are
-    accepted and ignored (the one mode reads what they used to switch on).
-
     ``max_line_bytes`` bounds a line and ``max_event_bytes`` an event (its data with the LFs
     between lines, plus each comment line's length and ``COMMENT_COST``); exceeding either
     raises :class:`~aiollm.errors.ProtocolError`. After an error, or after :meth:`close`,
@@ -106,13 +103,7 @@ class SSEDecoder:
     """
 
     def __init__(
-        self,
-        *,
-        data_line_events: bool = False,
-        json_line_events: bool = False,
-        max_line_bytes: int = DEFAULT_MAX_BYTES,
-        max_event_bytes: int = DEFAULT_MAX_BYTES,
-        raw_data: bool = False,
+        self, *, max_line_bytes: int = DEFAULT_MAX_BYTES, max_event_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
         if max_line_bytes < 1 or max_event_bytes < 1:
             raise ValueError("max_line_bytes and max_event_bytes must be positive")
