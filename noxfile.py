@@ -1,4 +1,4 @@
-"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``, ``compat``."""
+"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,19 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "aiollm")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests (tests/fuzz) for a long run: ``nox -s fuzz`` (600 s), ``nox -s fuzz -- 120``.
+
+    The budget in seconds is shared by the fuzz tests; the number of inputs tried is printed.
+    """
+    seconds = session.posargs[0] if session.posargs else "600"
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "tests/fuzz", "-q", "-p", "no:cacheprovider", env={"AIOLLM_FUZZ_SECONDS": seconds}
+    )
 
 
 @nox.session
