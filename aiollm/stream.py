@@ -79,6 +79,8 @@ class Stream:
         self._request: HTTPRequest | None = None
         self.state = State.NEW
         self.attempts = 0  # HTTP requests sent, retries included
+        self.read_at: float | None = None
+        """When the bytes of the events being delivered were read (``time.perf_counter``)."""
         self._lease: Lease | None = None
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
@@ -198,6 +200,7 @@ class Stream:
                     await self._open()
                     continue
                 chunk = await resp.next_chunk()
+                self.read_at = resp.read_at
                 events = decoder.feed(chunk) if chunk else decoder.end()
             except AiollmError as exc:
                 if isinstance(exc, APIError) and decoder is not None and decoder.status >= 300:

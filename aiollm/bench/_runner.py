@@ -428,13 +428,16 @@ class Benchmark:
                 async for event in stream:
                     kind = type(event)
                     if kind is TextDelta:
-                        now = clock() - t0
+                        # when its bytes came off the socket, not when this task got to run
+                        at = stream.read_at
+                        now = (at if at is not None and at > t0 else clock()) - t0
                         times.append(now)
                         if record.answer_ttft is None:
                             record.answer_ttft = now
                         texts.append(event.text)  # type: ignore[union-attr]
                     elif kind is ReasoningDelta:
-                        now = clock() - t0
+                        at = stream.read_at
+                        now = (at if at is not None and at > t0 else clock()) - t0
                         times.append(now)
                         if record.reasoning_ttft is None:
                             record.reasoning_ttft = now
