@@ -155,8 +155,8 @@ class Stream:
 
     def __del__(self) -> None:
         # A plain `async for` that breaks drops the stream: close the socket then.
-        call = getattr(self, "_call", None)
-        if getattr(self, "_resp", None) is not None or (call is not None and call.lease):
+        lease = getattr(getattr(self, "_call", None), "lease", None)
+        if getattr(self, "_resp", None) is not None or lease is not None:
             self._close(State.CLOSED)
 
     def __repr__(self) -> str:
