@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -97,8 +98,14 @@ def pct(values: list[float], q: float) -> float:
     return percentile(sorted(values), q)
 
 
-async def measure(port: int, concurrency: int, requests: int) -> dict[str, Any]:
+async def measure(port: int, concurrency: int, requests: int, read_clock: bool) -> dict[str, Any]:
     import aiohttp
+
+    import aiollm.transport as transport
+
+    saved = transport._read_clock
+    if not read_clock:  # the baseline: stamped when the reading task resumed
+        transport._read_clock = lambda resp: None
 
     from aiollm import Client
     from aiollm.bench import run
@@ -115,11 +122,11 @@ async def measure(port: int, concurrency: int, requests: int) -> dict[str, Any]:
             max_tokens=TOKENS,
         )
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        transport._read_clock = saved
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/log") as resp:
                 truth: dict[str, Any] = await resp.json()
     (summary,) = result.runs
-    started = result.runs[0]
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     # the client's send time of each request, on the shared clock
     from aiollm.bench._workload import synthetic_prompt
@@ -127,7 +134,7 @@ async def measure(port: int, concurrency: int, requests: int) -> dict[str, Any]:
     got: dict[str, list[float]] = {"ttft": [], "itl": [], "e2el": []}
     real: dict[str, list[float]] = {"ttft": [], "itl": [], "e2el": []}
     err: dict[str, list[float]] = {"ttft": [], "itl": [], "e2el": []}
-    base = _run_start(result)
+    base = summary.started_at
     for rec in summary.records:
         if not rec.ok or rec.ttft is None or rec.e2el is None:
             continue
@@ -141,7 +148,7 @@ async def measure(port: int, concurrency: int, requests: int) -> dict[str, Any]:
         real["ttft"].append(s_times[0])
         err["ttft"].append(rec.ttft - s_times[0])
         gaps_c = rec.itl
-        gaps_s = [b - a for a, b in zip(s_times, s_times[1:], strict=False)]
+        gaps_s = [b - a for a, b in itertools.pairwise(s_times)]
         if len(gaps_c) == len(gaps_s):
             got["itl"].extend(gaps_c)
             real["itl"].extend(gaps_s)
@@ -149,24 +156,17 @@ async def measure(port: int, concurrency: int, requests: int) -> dict[str, Any]:
         got["e2el"].append(rec.e2el)
         real["e2el"].append(server["end"] - sent_at)
         err["e2el"].append(rec.e2el - (server["end"] - sent_at))
-    del started
     tokens = summary.figures["total_output_tokens"]
     return {
+        "stamp": "socket read" if read_clock else "task resumed",
         "concurrency": concurrency,
+        "lag_p99": summary.figures.get("client_loop_lag_p99_ms"),
         "matched": len(err["ttft"]),
         "got": got,
         "real": real,
         "err": err,
         "cpu_per_1k": cpu / max(tokens, 1) * 1000.0,
     }
-
-
-def _run_start(result: Any) -> float:
-    # RunState.started is not kept on the summary: recover it from the first request's
-    # absolute send time, recorded by the runner as perf_counter - started. The bench keeps
-    # it on the result's runs as ``started_at`` when available.
-    run = result.runs[0]
-    return float(getattr(run, "started_at", 0.0))
 
 
 def fmt(values: list[float]) -> str:
@@ -194,25 +194,26 @@ def client_main(args: argparse.Namespace) -> None:
             f"token, {TOKENS} tokens; client errors against the server's send times (ms)"
         )
         print(
-            f"{'streams':>7} {'n':>5} | {'TTFT med':>9} {'p99':>9} | {'truth med':>9} {'p99':>9} "
+            f"{'stamped at':>12} {'streams':>7} {'n':>5} | {'TTFT med':>9} {'p99':>9} | {'truth med':>9} {'p99':>9} "
             f"| {'ITL med':>9} {'p99':>9} | {'truth med':>9} {'p99':>9} | {'E2E med':>9} "
             f"{'p99':>9} | {'truth med':>9} {'p99':>9} | {'err TTFT p50/p99':>17} "
-            f"{'err ITL p50/p99':>16} | CPU s/1k tok"
+            f"{'err ITL p50/p99':>16} | CPU s/1k tok | loop lag p99"
         )
         for level in args.levels:
             for _ in range(args.runs):
-                requests = max(args.requests, level * 2)
-                r = anyio.run(measure, port, level, requests)
-                e = r["err"]
-                print(
-                    f"{level:>7} {r['matched']:>5} | {fmt(r['got']['ttft'])} | "
-                    f"{fmt(r['real']['ttft'])} | {fmt(r['got']['itl'])} | "
-                    f"{fmt(r['real']['itl'])} | {fmt(r['got']['e2el'])} | "
-                    f"{fmt(r['real']['e2el'])} | "
-                    f"{statistics.median(e['ttft']) * 1000:+8.2f}/{pct(e['ttft'], 99) * 1000:+7.2f} "
-                    f"{statistics.median(e['itl']) * 1000:+8.2f}/{pct(e['itl'], 99) * 1000:+7.2f}"
-                    f" | {r['cpu_per_1k']:.3f}"
-                )
+                for read_clock in (True, False):
+                    requests = max(args.requests, level * 2)
+                    r = anyio.run(measure, port, level, requests, read_clock)
+                    e = r["err"]
+                    print(
+                        f"{r['stamp']:>12} {level:>7} {r['matched']:>5} | {fmt(r['got']['ttft'])} | "
+                        f"{fmt(r['real']['ttft'])} | {fmt(r['got']['itl'])} | "
+                        f"{fmt(r['real']['itl'])} | {fmt(r['got']['e2el'])} | "
+                        f"{fmt(r['real']['e2el'])} | "
+                        f"{statistics.median(e['ttft']) * 1000:+8.2f}/{pct(e['ttft'], 99) * 1000:+7.2f} "
+                        f"{statistics.median(e['itl']) * 1000:+8.2f}/{pct(e['itl'], 99) * 1000:+7.2f}"
+                        f" | {r['cpu_per_1k']:12.3f} | {r['lag_p99'] or 0:9.1f} ms"
+                    )
     finally:
         server.terminate()
         server.wait(10)
