@@ -99,8 +99,10 @@ class Stats:
     max_open_streams: int = 0
     disconnects: int = 0
     completed: int = 0
-    request_times: list[float] = field(default_factory=list)
-    bodies: list[Any] = field(default_factory=list)
+    request_times: deque[float] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    """When each request arrived (``time.monotonic()``; the last ``log_limit``)."""
+    bodies: deque[Any] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    """Each request's JSON body (or query parameters, secrets left out; the last ``log_limit``)."""
     faults: Counter[str] = field(default_factory=Counter)
     """Injected faults by label (``"reset"``, ``"http:429"``, ``"error:18"``, …)."""
     throttled: Counter[str] = field(default_factory=Counter)
