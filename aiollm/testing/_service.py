@@ -94,11 +94,9 @@ class Call:
         stats.requests[name] += 1
         self.number = stats.requests[name]
         now = time.monotonic()
-        stats.request_times.append(now)
-        stats.bodies.append(body)
         self.request_id = service.request_id(self)
         self.record = RequestRecord(name, self.request_id, now)
-        stats.log.append(self.record)
+        stats.add(self.record, body)
         self.fault: Fault | None = None
         self.token: str | None = None
         """The access token the request carried (providers that use one)."""
