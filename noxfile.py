@@ -40,6 +40,20 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def shared_rate(session: nox.Session) -> None:
+    """Eight worker processes sharing requests_per_second=20 through Redis for 20 s (the suite
+    runs the same test for 4 s); needs redis-server."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-s",
+        "tests/test_shared_workers.py::test_eight_workers_share_requests_per_second",
+        *session.posargs,
+        env={"AIOLLM_SHARED_RATE_SECONDS": "20"},
+    )
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Stream a reply from every provider of the embedded emulator (no keys, no network)."""
     session.install("-e", ".")
