@@ -68,6 +68,7 @@ BENCHMARKS = (
     "bench_import.py",
     "bench_layers.py",
     "bench_otel.py",
+    "bench_shared_limits.py",
 )
 
 
@@ -78,7 +79,7 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench`` runs every script in ``benchmarks/``; ``nox -s bench -- bench_concurrent.py
     --runs 5`` runs one script with its own options.
     """
-    session.install("-e", ".[otel]", "opentelemetry-sdk")
+    session.install("-e", ".[otel,redis]", "opentelemetry-sdk")
     if session.posargs and session.posargs[0].endswith(".py"):
         script, *args = session.posargs
         session.run("python", f"benchmarks/{script}", *args)
