@@ -16,7 +16,7 @@ work linear in the bytes received):
   default). A frame must start with the text so far; the part after it is the delta. A frame
   that does not is a :class:`~aiollm.ProtocolError`. An empty text means "no new text".
 - Not given (or ``True``): the request asks for ``incremental_output: true``, where every frame
-  carries only new text, and the codec checks that the server obliged, because some models and
+  carries only new text, and the decoder checks that the server obliged, because some models and
   gateways ignore the parameter (see :class:`ModeDetector` for the exact rule). Once a stream
   is known to be cumulative, it is checked as above.
 """
