@@ -17,7 +17,7 @@ of expiry, single flight (:class:`GatewayToken`). A token the gateway rejects is
 The token travels as the ``accessToken`` query parameter and is masked in every message.
 
 **Calls.** ``POST {url}/{ability}/v1/chat/completions`` (and ``/v1/completions``,
-``/v1/embeddings``) with the OpenAI body: the OpenAI codec decodes the answers.
+``/v1/embeddings``) with the OpenAI body: the OpenAI decoder reads the answers.
 
 **Streaming.** The gateway answers JSON only, so by default ``client.stream("gateway/...")``
 sends one non-streaming request and yields its text as one :class:`~aiollm.TextDelta`, then
@@ -464,7 +464,7 @@ class GatewayProvider(OpenAIProvider):
     def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         call = prepared.call
         stream = self.wants_stream(call)
-        key = "stream" if stream else "whole"
+        key = ("stream" if stream else "whole") + ("-bare" if self.no_stream_options else "")
         body = prepared.alternates.get(key)
         if body is None:
             body = prepared.alternates[key] = json_body(self.body(call, stream=stream))
@@ -483,6 +483,7 @@ class GatewayProvider(OpenAIProvider):
 
     def failed(self, prepared: Prepared, error: AiollmError) -> None:
         """A refusal to stream is remembered: every later request is a non-streaming one."""
+        super().failed(prepared, error)
         if isinstance(error, StreamingRefusedError) and self.streaming and not self.stream_refused:
             self.stream_refused = True
             log.info("%s: the gateway refused to stream; using non-streaming requests", self.name)

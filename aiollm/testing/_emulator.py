@@ -7,7 +7,6 @@ the reply, the cadence, scripted and random faults, quotas and the statistics te
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from aiohttp import web
 from ._faults import Fault, FaultKind, RandomFaults
 from ._quota import Quota
 from ._reply import Reply, default_tokens, split_tokens
-from ._service import Service
+from ._service import Service, add_rate_limit_headers
 from ._stats import LOG_LIMIT, Stats
 from .dashscope import DashScope, DashScopeState
 from .gateway import Gateway, GatewayState
@@ -42,8 +41,9 @@ PROVIDERS: dict[str, type[Service]] = {
 class Cadence:
     """Token timing: ``first_token`` seconds before the first token, ``per_token`` between tokens.
 
-    Frames are due at ``start + first_token + i * per_token`` (``start``: when the response
-    head was sent), so delays do not accumulate.
+    The first content frame is due ``first_token`` after the response head, each next one
+    ``per_token`` after the previous one went out: a late frame (a busy machine) delays the
+    rest rather than releasing a burst. ``emu.stats.log`` records when each frame was sent.
     """
 
     first_token: float = 0.0
@@ -68,7 +68,8 @@ class Emulator:
     ``cadence`` sets token timing. :meth:`script` queues faults; ``fault_rate`` injects random
     faults into that share of requests, reproducibly for ``seed`` (:meth:`set_fault_rate`).
     ``quotas`` limits providers' request rates (:meth:`set_quota`). ``emu.stats.log`` keeps
-    the last ``log_limit`` requests frame by frame (None: all of them; 0: none).
+    at least the last ``log_limit`` requests frame by frame, ``stats.bodies`` and
+    ``stats.request_times`` as many (None: all of them; 0: none).
     """
 
     api_key = "emu-dashscope-key"
@@ -99,7 +100,7 @@ class Emulator:
         self.cadence = cadence or Cadence()
         self.reply = reply
         self.reply_tokens = reply_tokens
-        self.stats = Stats(log=deque(maxlen=log_limit))
+        self.stats = Stats(log_limit=log_limit)
         self.state = EmulatorState()
         self.replies: dict[str, Reply] = {}
         """Scripted replies by model name (as the request names it)."""
@@ -115,6 +116,7 @@ class Emulator:
         self.app = web.Application(
             client_max_size=64 * 1024 * 1024, middlewares=[self._count_in_flight]
         )
+        self.app.on_response_prepare.append(add_rate_limit_headers)
         for name in self.providers:
             self.services[name].add_routes(self.app)
         if fault_rate:

@@ -25,20 +25,36 @@ from ._stats import RequestRecord, SentFrame
 if TYPE_CHECKING:
     from ._emulator import Emulator
 
-__all__ = ["Call", "ClientGone", "Frame", "Service"]
+__all__ = ["Call", "ClientGone", "Frame", "Service", "add_rate_limit_headers"]
 
 HTML_PAGE = (
     b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
     b"</h1></center><hr><center>nginx</center></body></html>"
 )
 KEEPALIVE = b": keep-alive\n\n"
+STALL_POLL = 0.01
+"""Seconds between checks whether a stalled client has left."""
+
+
+RATE_LIMIT_HEADERS: Any = (
+    web.RequestKey("aiollm.emulator.rate_limit_headers", dict)
+    if hasattr(web, "RequestKey")  # aiohttp >= 3.12
+    else "aiollm.emulator.rate_limit_headers"
+)
+
+
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Copy a call's quota headers onto its answer (an ``on_response_prepare`` hook)."""
+    headers = request.get(RATE_LIMIT_HEADERS)
+    if headers:
+        response.headers.update(headers)
 
 
 class ClientGone(Exception):
     """The client went away while the server was answering."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """One frame of a streamed answer and what it delivers.
 
@@ -51,6 +67,7 @@ class Frame:
     reasoning: str = ""
     tool: str = ""
     paced: bool = True
+    refusal: str = ""
 
 
 def dumps(obj: Any) -> bytes:
@@ -77,18 +94,19 @@ class Call:
         stats.requests[name] += 1
         self.number = stats.requests[name]
         now = time.monotonic()
-        stats.request_times.append(now)
-        stats.bodies.append(body)
         self.request_id = service.request_id(self)
         self.record = RequestRecord(name, self.request_id, now)
-        stats.log.append(self.record)
+        stats.add(self.record, body)
         self.fault: Fault | None = None
         self.token: str | None = None
         """The access token the request carried (providers that use one)."""
         self.extra: dict[str, Any] = {}
         """What a provider keeps about the call between checking it and answering."""
+        self.stream: web.StreamResponse | None = None
+        """The streamed answer once its head is sent."""
         self._quota: QuotaState | None = None
         self._t0 = now
+        self._released = now
 
     @property
     def emu(self) -> Emulator:
@@ -119,6 +137,8 @@ class Call:
         if state is None:
             return None
         refused = state.admit()
+        if self.service.rate_limit_headers:
+            self.request[RATE_LIMIT_HEADERS] = state.headers()
         if refused is None:
             self._quota = state
             return None
@@ -133,18 +153,37 @@ class Call:
             self._quota.release()
             self._quota = None
 
+    def start_clock(self) -> None:
+        """Count the cadence from now (when a stream's head went out)."""
+        self._t0 = self._released = time.monotonic()
+
     async def pace(self, position: int) -> None:
-        """Wait until content frame ``position`` is due (first token, then per token)."""
+        """Wait until content frame ``position`` is due.
+
+        The first is due ``first_token`` after the start, each next one ``per_token`` after the
+        previous one was released: a late frame delays the rest, none are sent in a burst.
+        """
         cadence = self.emu.cadence
-        due = self._t0 + cadence.first_token + position * cadence.per_token
+        if position == 0:
+            due = self._t0 + cadence.first_token
+        else:
+            due = self._released + cadence.per_token
         wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        self._released = time.monotonic()
 
-    def sent(self, frame: Frame) -> None:
-        """Log a frame about to be written."""
+    def sent(self, frame: Frame, at: float | None = None) -> None:
+        """Log a frame written at ``at`` (default: now; ``time.monotonic()``)."""
         self.record.frames.append(
-            SentFrame(time.monotonic(), frame.text, frame.reasoning, frame.tool, len(frame.data))
+            SentFrame(
+                time.monotonic() if at is None else at,
+                frame.text,
+                frame.reasoning,
+                frame.tool,
+                len(frame.data),
+                frame.refusal,
+            )
         )
 
     async def drop(self) -> None:
@@ -167,17 +206,18 @@ class Call:
 
         With ``keepalive`` (a stream), write a keep-alive comment every that many seconds.
         """
-        resp = self.service.current_stream(self)
+        resp = self.stream
         next_beat = time.monotonic()
         while True:
             transport = self.request.transport
             if transport is None or transport.is_closing():
                 raise ClientGone("client left during a stall")
             if keepalive is not None and resp is not None and time.monotonic() >= next_beat:
-                self.sent(Frame(KEEPALIVE, paced=False))
+                at = time.monotonic()
                 await resp.write(KEEPALIVE)
+                self.sent(Frame(KEEPALIVE, paced=False), at)
                 next_beat = time.monotonic() + keepalive
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(STALL_POLL)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -190,11 +230,12 @@ class Service:
     stream_content_type: ClassVar[str] = "text/event-stream; charset=utf-8"
     extra_faults: ClassVar[tuple[FaultChoice, ...]] = ()
     """Provider-specific entries of the random-fault menu."""
+    rate_limit_headers: ClassVar[bool] = False
+    """Whether answers under a quota carry ``x-ratelimit-*`` headers."""
 
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.quota_state: QuotaState | None = None
-        self._streams: dict[int, web.StreamResponse] = {}
 
     # -- what subclasses provide ----------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
@@ -263,10 +304,6 @@ class Service:
     def set_quota(self, quota: Quota | None) -> None:
         """Apply ``quota`` to this provider's calls (None: unlimited)."""
         self.quota_state = None if quota is None else QuotaState(quota)
-
-    def current_stream(self, call: Call) -> web.StreamResponse | None:
-        """The open stream answering ``call``, if any."""
-        return self._streams.get(id(call))
 
     def endpoint(
         self,
@@ -376,8 +413,11 @@ class Service:
         elif fault is not None and fault.kind == "truncate":
             document, outcome = document[: len(document) // 2], "truncate"
         stats.completed += 1
-        tool = "".join(p.text for p in answer.pieces if p.kind == "tool")
-        call.sent(Frame(document, answer.text, answer.reasoning, tool))
+        if outcome == "completed":
+            tool = "".join(p.text for p in answer.pieces if p.kind == "tool")
+            call.sent(Frame(document, answer.text, answer.reasoning, tool, refusal=answer.refusal))
+        else:  # a broken document delivers nothing
+            call.sent(Frame(document, paced=False))
         call.record.outcome = outcome
         resp = web.Response(body=document, content_type="application/json")
         if self.compress():
@@ -400,8 +440,8 @@ class Service:
     async def _stream(self, call: Call, answer: Answer) -> web.StreamResponse:
         stats = self.emu.stats
         resp = await self.open_stream(call)
-        self._streams[id(call)] = resp
-        call._t0 = time.monotonic()
+        call.stream = resp
+        call.start_clock()
         fault = call.fault
         position = 0
         try:
@@ -411,8 +451,9 @@ class Service:
                 if fault is not None and position == fault.after_tokens:
                     await self._fire(call, resp, fault, position)
                     break
-                call.sent(frame)
+                at = time.monotonic()
                 await resp.write(frame.data)
+                call.sent(frame, at)  # logged once written: a failed write delivered nothing
                 position += frame.paced
             else:
                 if fault is not None and fault.after_tokens >= position:
@@ -429,7 +470,6 @@ class Service:
             raise
         finally:
             stats.open_streams -= 1
-            del self._streams[id(call)]
         return resp
 
     async def _fire(
@@ -454,5 +494,6 @@ class Service:
         elif kind == "truncate":
             call.record.outcome = "truncate"
         if data:
-            call.sent(Frame(data, paced=False))
+            at = time.monotonic()
             await resp.write(data)
+            call.sent(Frame(data, paced=False), at)

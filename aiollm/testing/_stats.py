@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,7 @@ import msgspec
 __all__ = ["LOG_LIMIT", "RequestRecord", "SentFrame", "Stats"]
 
 LOG_LIMIT = 20_000
-"""Requests :attr:`Stats.log` keeps by default (the oldest are forgotten first)."""
+"""Requests :attr:`Stats.log` keeps at least by default (the oldest are forgotten first)."""
 
 
 class SentFrame(msgspec.Struct, array_like=True):
@@ -20,8 +20,8 @@ class SentFrame(msgspec.Struct, array_like=True):
 
     ``time`` is ``time.monotonic()`` just before the bytes were written; ``text`` and
     ``reasoning`` are the new text this frame delivers (for cumulative DashScope frames, the
-    part after the previous frame's), ``tool`` the new tool-call argument text, ``size`` the
-    frame's length in bytes.
+    part after the previous frame's), ``tool`` the new tool-call argument text, ``refusal`` the new
+    refusal text, ``size`` the frame's length in bytes.
     """
 
     time: float
@@ -29,6 +29,7 @@ class SentFrame(msgspec.Struct, array_like=True):
     reasoning: str = ""
     tool: str = ""
     size: int = 0
+    refusal: str = ""
 
 
 class RequestRecord(msgspec.Struct):
@@ -63,8 +64,8 @@ class RequestRecord(msgspec.Struct):
 
     @property
     def content_times(self) -> list[float]:
-        """When each frame carrying text, reasoning or a tool call was sent."""
-        return [f.time for f in self.frames if f.text or f.reasoning or f.tool]
+        """When each frame carrying text, reasoning, a refusal or a tool call was sent."""
+        return [f.time for f in self.frames if f.text or f.reasoning or f.tool or f.refusal]
 
     @property
     def first_frame_time(self) -> float | None:
@@ -99,15 +100,32 @@ class Stats:
     disconnects: int = 0
     completed: int = 0
     request_times: list[float] = field(default_factory=list)
+    """When each request arrived (``time.monotonic()``)."""
     bodies: list[Any] = field(default_factory=list)
+    """Each request's JSON body (or its query parameters, secrets left out)."""
     faults: Counter[str] = field(default_factory=Counter)
     """Injected faults by label (``"reset"``, ``"http:429"``, ``"error:18"``, …)."""
     throttled: Counter[str] = field(default_factory=Counter)
     """Quota answers per provider."""
     tokens_issued: Counter[str] = field(default_factory=Counter)
     """Access tokens issued per provider (``"qianfan"``, ``"gateway"``)."""
-    log: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
-    """The requests handled, in arrival order (the last ``log.maxlen``: see ``log_limit``)."""
+    log: list[RequestRecord] = field(default_factory=list)
+    """The requests handled, in arrival order."""
+    log_limit: int | None = LOG_LIMIT
+    """How many of the latest requests ``log``, ``bodies`` and ``request_times`` keep at least
+    (older ones are dropped in batches; None keeps all, 0 none)."""
+
+    def add(self, record: RequestRecord, body: Any) -> None:
+        """Count a request as it arrives."""
+        limit = self.log_limit
+        if limit == 0:
+            return
+        self.log.append(record)
+        self.bodies.append(body)
+        self.request_times.append(record.started)
+        if limit is not None and len(self.log) >= 2 * limit:
+            for kept in (self.log, self.bodies, self.request_times):
+                del kept[: len(kept) - limit]
 
     def reset(self) -> None:
         """Forget everything counted so far."""

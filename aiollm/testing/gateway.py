@@ -130,6 +130,7 @@ class Gateway(Service):
     """The gateway: getToken, then JSON-only chat, completions and embeddings."""
 
     name = "gateway"
+    rate_limit_headers = True
     extra_faults = (
         FaultChoice(Fault("http", status=429, retry_after=0.05, message="too many requests")),
         FaultChoice(Fault("http", status=429, message="too many requests")),
@@ -275,7 +276,9 @@ class Gateway(Service):
         tokens = self.emu.reply_tokens_for(prompt_text(body))
         answer = self.make_answer(call, tokens, max_tokens_of(body))
         fault = call.take_fault(len(answer.pieces))
-        if fault is not None and fault.kind in ("error", "http"):
+        if fault is not None and (
+            fault.kind == "http" or (fault.kind == "error" and fault.after_tokens == 0)
+        ):
             return self.respond(call, self.fault_response(call, fault))
         if streamed and not (route == "chat" and self.state.allow_stream):
             return self.respond(call, self.error(-98434, "INVALID_RESPONSE_CONTENT_TYPE", None))
