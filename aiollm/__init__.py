@@ -45,8 +45,8 @@ from .events import (
     ToolCallDelta,
     Usage,
 )
-from .hooks import FinishInfo, Hooks, RequestInfo, ResponseInfo, RetryInfo
-from .limits import Limits, RetryPolicy
+from .hooks import FinishInfo, Hooks, RequestInfo, ResponseHead, RetryInfo
+from .limits import Limits, RetryPolicy, SharedLimitsError
 from .stream import Stream
 from .transport import Timeout
 
@@ -75,11 +75,12 @@ __all__ = [
     "RateLimitError",
     "ReasoningDelta",
     "RequestInfo",
-    "ResponseInfo",
+    "ResponseHead",
     "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
+    "SharedLimitsError",
     "Stream",
     "StreamInterrupted",
     "TextDelta",

@@ -12,7 +12,7 @@ from ._checks import check_call, check_client_config
 from .errors import ConfigurationError, ProtocolError
 from .events import Completion, Embeddings
 from .hooks import CallObserver, HookObserver, Hooks, Observers
-from .limits import Limits, ProviderLimiter, RetryPolicy
+from .limits import Limits, ProviderLimiter, RetryPolicy, quota_identity
 from .providers import Call, Provider, load_provider, split_model
 from .stream import Stream
 from .transport import Timeout, Transport
@@ -98,8 +98,10 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session (if the client created it)."""
+        """Close the HTTP session (if the client created it) and the shared-limits connections."""
         await self._transport.aclose()
+        for limiter in self._limiters.values():
+            await limiter.aclose()
 
     def __repr__(self) -> str:
         return f"<aiollm.Client providers={sorted(self._providers)}>"
@@ -118,7 +120,8 @@ class Client:
         limiter = self._limiters.get(name)
         if limiter is None:
             limits = self._limits.get(name) or Limits.from_env(name, self._env)
-            limiter = self._limiters[name] = ProviderLimiter(name, limits)
+            quota = quota_identity(self.provider(name)) if limits and limits.shared else ""
+            limiter = self._limiters[name] = ProviderLimiter(name, limits, quota_id=quota)
         return limiter
 
     # -- observing calls (hooks, OpenTelemetry) --------------------------------------------

@@ -44,7 +44,7 @@ __all__ = [
     "Hooks",
     "Outcome",
     "RequestInfo",
-    "ResponseInfo",
+    "ResponseHead",
     "RetryInfo",
     "redacted_url",
 ]
@@ -70,7 +70,7 @@ class RequestInfo:
 
 
 @dataclass(frozen=True)
-class ResponseInfo:
+class ResponseHead:
     """A response head arrived (any status)."""
 
     provider: str
@@ -96,6 +96,7 @@ class RetryInfo:
     attempt: int
     """The attempt that failed."""
     error: BaseException
+    """What failed it (without its traceback: the call goes on)."""
     reason: Literal["retry", "token_refresh"]
     delay: float = 0.0
 
@@ -123,7 +124,7 @@ class Hooks:
     def on_request(self, request: RequestInfo) -> None:
         """A request is about to be sent."""
 
-    def on_response(self, response: ResponseInfo) -> None:
+    def on_response(self, response: ResponseHead) -> None:
         """A response head arrived."""
 
     def on_retry(self, retry: RetryInfo) -> None:
@@ -211,7 +212,7 @@ class HookObserver(CallObserver):
         return None
 
     def response(self, status: int, headers: Mapping[str, str]) -> None:
-        info = ResponseInfo(
+        info = ResponseHead(
             provider=self._provider,
             model=self._call.model,
             attempt=self._attempt,
@@ -222,6 +223,9 @@ class HookObserver(CallObserver):
         self._each("on_response", info)
 
     def retry(self, error: BaseException, attempt: int, delay: float, refresh: bool) -> None:
+        # The stream drops a retried error; its traceback would keep the stream alive in a
+        # hook that keeps the error (and a dropped stream is closed when it is collected).
+        error.__traceback__ = None
         info = RetryInfo(
             provider=self._provider,
             model=self._call.model,

@@ -260,7 +260,8 @@ class Stream:
             cooling, started = self._limiter.cooling_down, time.monotonic()
         deadline = self._call_deadline()
         if self._lease is None:
-            self._lease = await self._limiter.acquire(deadline)
+            estimate = self._limiter.estimate(self._call)
+            self._lease = await self._limiter.acquire(estimate, deadline)
         elif self.attempts:
             await self._limiter.pace(deadline)
         transport = self._client._transport
@@ -285,6 +286,7 @@ class Stream:
             provider=provider.name,
             extra_headers=extra_headers,
         )
+        self._limiter.observe(resp.headers)
         if obs is not None:
             obs.response(resp.status, resp.headers)
         codec = self._codec = provider.new_codec(self._call)
@@ -404,12 +406,17 @@ class Stream:
 
     def _finish_body(self) -> None:
         self._finished = True
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            usage = self._last(Usage)
+            if isinstance(usage, Usage):
+                lease.settle(usage.total_tokens)
         if self._resp is not None:
-            self._resp.finish()  # it gives the connection back itself
+            # It gives the connection back itself, and the lease when the exchange is over.
+            self._resp.finish(lease.release if lease is not None else None)
             self._resp = None
-        usage = self._last(Usage)
-        if isinstance(usage, Usage):
-            self._limiter.settle_tokens(usage.total_tokens)
+        elif lease is not None:
+            lease.release()
         self._limiter.succeeded()
         if self._obs is not None and not self._observed_end:
             self._observe_end(None)

@@ -17,7 +17,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,9 @@ MAX_SECRETS = 64
 
 FINISH_GRACE = 1.0
 """Seconds a finished response may take to end its body before its connection is closed."""
+
+_Lingering = tuple[asyncio.TimerHandle, Callable[[], None] | None]
+"""A finished response's grace timer and what to call when its exchange is over."""
 
 
 class _ImportedOnUse:
@@ -134,10 +137,10 @@ class Response:
         first_deadline: float,
         secrets: tuple[str, ...],
         provider: str | None,
-        lingering: dict[Any, asyncio.TimerHandle] | None = None,
+        lingering: dict[Any, _Lingering] | None = None,
     ) -> None:
         self._resp = resp
-        self._lingering: dict[Any, asyncio.TimerHandle] = {} if lingering is None else lingering
+        self._lingering: dict[Any, _Lingering] = {} if lingering is None else lingering
         self._timeout = timeout
         self._total_deadline = total_deadline
         self._first_deadline = first_deadline
@@ -226,14 +229,16 @@ class Response:
             parts.append(chunk)
         return b"".join(parts)
 
-    def finish(self) -> None:
+    def finish(self, on_done: Callable[[], None] | None = None) -> None:
         """The codec saw the end: give the connection back as soon as the body ends.
 
         Bytes after the terminal frame are dropped. If the body has ended, the connection
         goes back to the pool now; if not, aiohttp puts it back when the end arrives (a
         server usually ends the body right after its last frame, but that end may come in
         a later packet). A server that keeps the body open :data:`FINISH_GRACE` seconds
-        longer gets the connection closed. Nothing here waits.
+        longer gets the connection closed. Nothing here waits. ``on_done`` is called once,
+        when the exchange is over (the body ended or the connection was closed): the
+        concurrency slot is given back then, as the server sees it.
         """
         content = self._resp.content
         if content.is_eof():
@@ -241,20 +246,27 @@ class Response:
                 content.read_nowait()
             self._eof = True
             self.close()
+            if on_done is not None:
+                on_done()
             return
         resp = self._resp
         lingering = self._lingering
 
         def ended() -> None:
-            handle = lingering.pop(resp, None)
-            if handle is not None:
-                handle.cancel()
+            entry = lingering.pop(resp, None)
+            if entry is not None:
+                entry[0].cancel()
+                if entry[1] is not None:
+                    entry[1]()
 
         def late() -> None:
-            lingering.pop(resp, None)
+            entry = lingering.pop(resp, None)
             resp.close()
+            if entry is not None and entry[1] is not None:
+                entry[1]()
 
-        lingering[resp] = asyncio.get_running_loop().call_later(FINISH_GRACE, late)
+        handle = asyncio.get_running_loop().call_later(FINISH_GRACE, late)
+        lingering[resp] = (handle, on_done)
         content.on_eof(ended)
 
     def close(self) -> None:
@@ -310,7 +322,7 @@ class Transport:
         self._limit_per_host = limit_per_host
         self._ssl = ssl_context
         self._closed = False
-        self._lingering: dict[Any, asyncio.TimerHandle] = {}
+        self._lingering: dict[Any, _Lingering] = {}
         """Finished responses whose body has not ended yet (see :meth:`Response.finish`)."""
         self._sent_secrets: dict[str, None] = {}
 
@@ -412,10 +424,13 @@ class Transport:
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
         self._closed = True
-        for resp, handle in list(self._lingering.items()):
+        lingering = list(self._lingering.items())
+        self._lingering.clear()
+        for resp, (handle, on_done) in lingering:
             handle.cancel()
             resp.close()
-        self._lingering.clear()
+            if on_done is not None:
+                on_done()
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None

@@ -40,7 +40,8 @@ async def test_report_recovers_the_scripted_cadence() -> None:
     # The server's pauses are lower bounds the report must recover; the upper bounds leave room
     # for a loaded machine (the precise accuracy is measured by a script in benchmarks/).
     assert 50.0 <= f["median_ttft_ms"] <= 50.0 + 250.0
-    assert 10.0 <= f["median_tpot_ms"] <= 10.0 + 40.0
+    # TPOT is (e2el - TTFT) / 11: a first token delivered late shortens it, so its floor has room
+    assert 8.0 <= f["median_tpot_ms"] <= 10.0 + 40.0
     assert 5.0 <= f["median_itl_ms"] <= 10.0 + 40.0
     assert 50.0 + 11 * 10.0 <= f["median_e2el_ms"] <= 50.0 + 11 * 10.0 + 500.0
     assert f["total_output_tokens"] == 10 * 12 and f["output_tokens_from_usage"] is True

@@ -105,7 +105,7 @@ async def test_tokens_per_minute_budget(emu: Emulator) -> None:
     async with emu.client(limits={"openai": Limits(tokens_per_minute=20)}) as client:
         limiter = client.limiter("openai")
         await client.chat(MODEL, MSGS)
-        assert limiter._tpm_drain() >= 24
+        assert limiter.tokens_in_window() >= 24
         start = anyio.current_time()
         with anyio.move_on_after(0.2) as scope:
             await client.chat(MODEL, MSGS)
@@ -241,7 +241,11 @@ async def test_merge_list_break_closes_every_stream(emu: Emulator, client: Clien
         assert key in range(4)
         break
     gc.collect()
-    await wait_for(lambda: emu.stats.disconnects == 4 and emu.stats.open_streams == 0)
+    # Every stream whose request went out is cut off (on a busy machine the last ones may
+    # not have sent theirs before the first event arrived).
+    sent = emu.stats.requests["openai.chat"]
+    assert sent >= 1
+    await wait_for(lambda: emu.stats.disconnects == sent and emu.stats.open_streams == 0)
     await wait_for(lambda: open_connections(client) == 0)
 
 

@@ -473,53 +473,9 @@ async def test_traceparent_sent_when_turned_on(otel: Otel) -> None:
     assert seen[1] is not None and seen[1].startswith(f"00-{trace_id}-{span_id}-")
 
 
-class Recorder(aiollm.Hooks):
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def on_request(self, request: aiollm.RequestInfo) -> None:
-        self.calls.append(("request", request))
-
-    def on_response(self, response: aiollm.ResponseInfo) -> None:
-        self.calls.append(("response", response))
-
-    def on_retry(self, retry: aiollm.RetryInfo) -> None:
-        self.calls.append(("retry", retry))
-
-    def on_finish(self, finish: aiollm.FinishInfo) -> None:
-        self.calls.append(("finish", finish))
-
-
-class Broken(aiollm.Hooks):
-    def on_request(self, request: aiollm.RequestInfo) -> None:
-        raise RuntimeError("a hook bug")
-
-
-async def test_hooks_without_opentelemetry(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
-    hooks = Recorder()
-    async with emu.client(hooks=[Broken(), hooks], otel=False) as c:
-        await c.chat("qianfan/llama_2_7b", HI)
-        expire_tokens(emu)
-        hooks.calls.clear()
-        async with c.stream("qianfan/llama_2_7b", HI) as stream:
-            async for _ in stream:
-                pass
-    kinds = [k for k, _ in hooks.calls]
-    assert kinds == ["request", "response", "retry", "request", "response", "finish"]
-    request = hooks.calls[0][1]
-    assert request.attempt == 1 and request.method == "POST"
-    assert "access_token=***" in request.url
-    assert not any(t in request.url for t in emu.state.qianfan.tokens)
-    retry = hooks.calls[2][1]
-    assert retry.reason == "token_refresh" and isinstance(retry.error, aiollm.AuthenticationError)
-    finish = hooks.calls[-1][1]
-    assert finish.outcome == "completed" and finish.attempts == 2 and finish.error is None
-    assert finish.completion == stream.completion and finish.completion.text
-    assert 0 < finish.time_to_first_chunk <= finish.duration
-    assert "a hook bug" in caplog.text
-
-
 async def test_hooks_and_spans_together(emu: Emulator, otel: Otel) -> None:
+    from test_hooks import Recorder
+
     hooks = Recorder()
     emu.script("openai", Fault("http", status=503, route="chat"))
     async with emu.client(

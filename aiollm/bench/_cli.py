@@ -26,6 +26,8 @@ examples:
   aiollm bench --model qianfan/ernie-speed-128k --concurrency 8 --requests 200
   aiollm bench --model openai/gpt-4o-mini --request-rate 5 --duration 60 --goodput ttft:500 tpot:50
   aiollm bench --sweep 1,4,16,64 --output result.json --plot result.png
+  aiollm bench --emulator --emulator-quota 20 --find-max --slo ttft_p99:2000 error_rate:0.01
+  aiollm bench --model qianfan/ernie-speed-128k --find-max --slo ttft_p99:2000 tpot_p95:80
 
 Ctrl-C stops the benchmark and still prints and writes what finished.
 """
@@ -48,6 +50,23 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected requests/s or inf (got {text!r})") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"the request rate must be > 0 (got {text!r})")
+    return value
+
+
+def _duration(text: str) -> float:
+    """Seconds, with an optional unit: ``30``, ``30s``, ``2m``, ``500ms``."""
+    raw = text.strip().lower()
+    scale = 1.0
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if raw.endswith(suffix):
+            raw, scale = raw[: -len(suffix)], factor
+            break
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30s (got {text!r})") from None
+    if value < 0 or math.isinf(value) or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"a duration must be >= 0 (got {text!r})")
     return value
 
 
@@ -161,6 +180,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="emulated time per further token (0.01)",
     )
 
+    emu.add_argument(
+        "--emulator-quota",
+        type=_rate,
+        metavar="RPS",
+        help="the emulator answers HTTP 429 above RPS requests/s (a quota to find)",
+    )
+
+    cap = parser.add_argument_group("capacity search")
+    cap.add_argument(
+        "--find-max",
+        nargs="?",
+        const="request_rate",
+        choices=("request_rate", "concurrency"),
+        help="search the highest request rate (default) or concurrency meeting --slo",
+    )
+    cap.add_argument(
+        "--slo",
+        nargs="+",
+        metavar="NAME:LIMIT",
+        help="targets, e.g. ttft_p99:2000 tpot_p95:80 error_rate:0.01 (ms; error_rate a "
+        "fraction, 0.01 unless given)",
+    )
+    cap.add_argument(
+        "--throttling-not-errors",
+        action="store_true",
+        help="throttling answers (429, Qianfan 18, DashScope Throttling) do not count as errors",
+    )
+    cap.add_argument(
+        "--step-duration",
+        type=_duration,
+        default=30.0,
+        metavar="SECONDS",
+        help="measured time of each step (default 30)",
+    )
+    cap.add_argument(
+        "--search-start", type=float, default=1.0, metavar="X", help="first load tried (1)"
+    )
+    cap.add_argument(
+        "--search-limit", type=float, default=1024.0, metavar="X", help="highest load tried (1024)"
+    )
+    cap.add_argument(
+        "--resolution",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="stop bisecting when the bracket is within this fraction of the answer (0.1)",
+    )
+    cap.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        metavar="N",
+        help="runs of each deciding step, for the answer's confidence (2)",
+    )
+    cap.add_argument(
+        "--drain",
+        type=_duration,
+        metavar="SECONDS",
+        help="wait this long for a step's requests after it stops sending; what is left "
+        "counts as failed (default: the step duration, 2 to 60 s)",
+    )
+    load.add_argument(
+        "--ramp",
+        type=_duration,
+        default=0.0,
+        metavar="SECONDS",
+        help="with a request rate: rise to it over this long first, not counted (e.g. 30s)",
+    )
+
     out = parser.add_argument_group("report")
     out.add_argument(
         "--goodput",
@@ -213,6 +301,17 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         emulator=True if args.emulator else None,
         first_token=args.first_token,
         per_token=args.per_token,
+        quota_rps=args.emulator_quota,
+        find_max=args.find_max,
+        slos=args.slo,
+        count_throttling=not args.throttling_not_errors,
+        step_duration=args.step_duration,
+        search_start=args.search_start,
+        search_limit=args.search_limit,
+        resolution=args.resolution,
+        repeats=args.repeats,
+        drain=args.drain,
+        ramp=args.ramp,
     )
 
 
@@ -275,8 +374,13 @@ async def _stop_on_signal(bench: Benchmark) -> None:
 async def _bench_main(config: BenchConfig, args: argparse.Namespace) -> int:
     bench = Benchmark(config, progress=False if args.no_progress else sys.stderr)
     levels = len(config.levels())
+    what = (
+        f"searching the maximum {config.find_max.replace('_', ' ')} of"
+        if config.find_max
+        else f"running {levels} load level(s) x"
+    )
     _err(
-        f"running {len(config.model_list)} model(s) x {levels} load level(s)"
+        f"{what} {len(config.model_list)} model(s)"
         f"{' on the embedded emulator' if config.uses_emulator else ''}; "
         "Ctrl-C stops and keeps what finished"
     )
@@ -309,7 +413,17 @@ def run_cli(args: argparse.Namespace) -> int:
             "--plot needs matplotlib: pip install 'aiollm-client[plot]' (or pip install matplotlib)"
         )
         return 2
-    if args.request_rate is None and (args.max_concurrency or args.burstiness != 1.0):
+    if args.slo and not args.find_max:
+        _err("--slo goes with --find-max (for goodput at a fixed load use --goodput)")
+        return 2
+    if args.emulator_quota and args.model and not args.emulator:
+        _err("--emulator-quota goes with the emulator (add --emulator)")
+        return 2
+    if (
+        args.request_rate is None
+        and not args.find_max
+        and (args.max_concurrency or args.burstiness != 1.0)
+    ):
         _err("--max-concurrency and --burstiness go with --request-rate")
         return 2
     if args.request_rate is not None and math.isinf(args.request_rate) and args.burstiness != 1.0:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ConfigurationError
+from ._capacity import SLO, CapacitySearch, parse_slos
 from ._metrics import parse_goodput
 from ._workload import Messages
 
@@ -45,7 +46,19 @@ class BenchConfig:
     ``timeout`` (seconds, total). ``goodput``: SLOs in ms, e.g. ``{"ttft": 500, "tpot": 50}``.
 
     With no ``models`` (or ``emulator=True``) the embedded emulator serves the requests with a
-    cadence of ``first_token`` seconds to the first token and ``per_token`` after that.
+    cadence of ``first_token`` seconds to the first token and ``per_token`` after that, and,
+    with ``quota_rps``, answers HTTP 429 above that many requests per second.
+
+    Capacity search (``find_max``: ``"request_rate"`` or ``"concurrency"``): steps of
+    ``step_duration`` seconds from ``search_start`` up to ``search_limit``, judged against
+    ``slos`` (e.g. ``["ttft_p99:2000", "error_rate:0.01"]``; throttling answers count as
+    errors unless ``count_throttling`` is off), to within ``resolution`` (relative), the
+    deciding steps run ``repeats`` times. Requests still unfinished ``drain`` seconds after a
+    step stopped sending are cancelled and count as failures. Retries are off in a search
+    unless ``max_retries`` is given, so every throttling answer is seen.
+
+    ``ramp``: seconds over which a paced load rises from nothing to its rate before the
+    measured part begins (the requests sent meanwhile are not counted).
     """
 
     models: Sequence[str] = ()
@@ -69,11 +82,25 @@ class BenchConfig:
     emulator: bool | None = None
     first_token: float = 0.2
     per_token: float = 0.01
+    quota_rps: float | None = None
+    find_max: str | None = None
+    slos: Mapping[str, float] | Sequence[str] | None = None
+    count_throttling: bool = True
+    step_duration: float = 30.0
+    search_start: float = 1.0
+    search_limit: float = 1024.0
+    resolution: float = 0.1
+    repeats: int = 2
+    drain: float | None = None
+    ramp: float = 0.0
     goodput_slos: dict[str, float] = field(init=False, repr=False, default_factory=dict)
     """The parsed ``goodput`` SLOs in ms (set from ``goodput``)."""
+    capacity_slos: list[SLO] = field(init=False, repr=False, default_factory=list)
+    """The parsed capacity ``slos`` (an ``error_rate`` budget of 0.01 unless given)."""
 
     def __post_init__(self) -> None:
         self.goodput_slos = parse_goodput(self.goodput)
+        self.capacity_slos = parse_slos(self.slos)
         self.validate()
 
     @property
@@ -125,6 +152,28 @@ class BenchConfig:
             raise ConfigurationError("the emulator's first_token and per_token must be >= 0")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds (got {self.timeout!r})")
+        if self.find_max not in (None, "request_rate", "concurrency"):
+            raise ConfigurationError(
+                f"find_max must be 'request_rate' or 'concurrency' (got {self.find_max!r})"
+            )
+        if self.find_max is not None:
+            if not self.step_duration > 0:
+                raise ConfigurationError("step_duration must be > 0 seconds")
+            if self.drain is not None and not self.drain > 0:
+                raise ConfigurationError("drain must be > 0 seconds")
+            if self.sweep:
+                raise ConfigurationError("a capacity search chooses its own loads: no sweep")
+            CapacitySearch(
+                start=self.search_start,
+                limit=self.search_limit,
+                resolution=self.resolution,
+                repeats=self.repeats,
+                integer=self.find_max == "concurrency",
+            )
+        if self.ramp < 0:
+            raise ConfigurationError(f"ramp must be >= 0 seconds (got {self.ramp!r})")
+        if self.quota_rps is not None and not self.quota_rps > 0:
+            raise ConfigurationError(f"quota_rps must be > 0 (got {self.quota_rps!r})")
         if self.prompts is not None and not self.prompts:
             raise ConfigurationError("prompts is empty")
         if not self.models and self.emulator is False:
@@ -171,6 +220,10 @@ class BenchConfig:
 
     def connection_limit(self) -> int:
         """Enough pooled connections for the widest level (0 = unlimited)."""
+        if self.find_max == "concurrency":
+            return max(256, int(self.search_limit) + 8)
+        if self.find_max == "request_rate":
+            return max(256, self.max_concurrency + 8) if self.max_concurrency else 0
         widths = [lv["concurrency"] or lv["max_concurrency"] for lv in self.levels()]
         if any(w is None for w in widths):
             return 0
@@ -204,8 +257,47 @@ class BenchConfig:
             "seed": self.seed,
             "models_together": self.models_together,
             "emulator": (
-                {"first_token": self.first_token, "per_token": self.per_token}
+                {
+                    "first_token": self.first_token,
+                    "per_token": self.per_token,
+                    "quota_rps": self.quota_rps,
+                }
                 if self.uses_emulator
                 else None
             ),
+            "ramp": self.ramp,
+            "find_max": self.find_max,
         }
+
+    def step_load(self, value: float) -> dict[str, Any]:
+        """The load description of one capacity-search step at ``value``."""
+        base: dict[str, Any] = {"num_requests": None, "duration_limit": self.step_duration}
+        if self.find_max == "concurrency":
+            return {
+                "concurrency": int(value),
+                "request_rate": None,
+                "burstiness": None,
+                "max_concurrency": None,
+                **base,
+            }
+        return {
+            "concurrency": None,
+            "request_rate": value,
+            "burstiness": self.burstiness,
+            "max_concurrency": self.max_concurrency,
+            **base,
+        }
+
+    @property
+    def effective_retries(self) -> int | None:
+        """Retries per request: as given, else none in a capacity search (else the client's)."""
+        if self.max_retries is not None:
+            return self.max_retries
+        return 0 if self.find_max is not None else None
+
+    @property
+    def drain_time(self) -> float:
+        """Seconds a step waits for its requests after it stopped sending."""
+        if self.drain is not None:
+            return self.drain
+        return max(2.0, min(60.0, self.step_duration))

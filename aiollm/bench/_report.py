@@ -287,10 +287,14 @@ def render_table(
 
 def render_capacity(capacity: Mapping[str, Any]) -> list[str]:
     """The steps of a capacity search and its answer."""
-    slos = ", ".join(f"{k} <= {v:g}" for k, v in (capacity.get("slos") or {}).items())
+    slos = ", ".join(
+        f"{k} <= {v:g}{'' if k == 'error_rate' else ' ms'}"
+        for k, v in (capacity.get("slos") or {}).items()
+    )
     lines = [f"capacity search over {capacity.get('search', 'request_rate')} (SLOs: {slos})"]
     head = f"  {'step':>4} {'load':>10} {'ok':>6} {'fail':>5} {'err %':>6}"
-    head += f" {'TTFT p99':>9} {'TPOT p95':>9} {'throttled':>9} {'verdict':>10}"
+    head += f" {'TTFT p99':>9} {'TPOT p95':>9} {'throttled':>9} {'retries':>7}"
+    head += f" {'cooldown':>8} {'verdict':>10}"
     lines.append(head)
     for step in capacity.get("steps", []):
         lines.append(
@@ -299,6 +303,8 @@ def render_capacity(capacity: Mapping[str, Any]) -> list[str]:
             + _fmt(step.get("p99_ttft_ms"), 10)
             + _fmt(step.get("p95_tpot_ms"), 10)
             + f"{sum((step.get('throttled') or {}).values()):>10}"
+            + f"{step.get('retries', 0):>8}"
+            + f"{step.get('cooldown_s', 0.0):>8.2f}s"
             + f" {step['verdict']:>10}"
             + (f"  ({step['reason']})" if step.get("reason") else "")
         )

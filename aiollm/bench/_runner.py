@@ -23,6 +23,7 @@ from .. import (
     TextDelta,
     Usage,
 )
+from ._capacity import CapacitySearch, StepTelemetry, capacity_summary, is_throttling, judge
 from ._config import BenchConfig
 from ._metrics import RequestRecord, error_key
 from ._progress import ProgressLine
@@ -70,6 +71,8 @@ class Benchmark:
             self._progress = ProgressLine(sys.stderr if progress is True else progress)
         self.stopped_by: str | None = None
         """The error that stopped the benchmark (one no retry can fix), else None."""
+        self.capacity: dict[str, Any] | None = None
+        """The answer and steps of a capacity search (``find_max``), once it ran."""
         self._states: list[RunState] = []
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
@@ -103,6 +106,7 @@ class Benchmark:
             emulator_url=self.emulator_url,
             date=self.date,
             stopped_by=self.stopped_by,
+            capacity=self.capacity,
         )
 
     async def run(self) -> BenchResult:
@@ -112,6 +116,10 @@ class Benchmark:
             client = await self._open_client(stack)
             with anyio.CancelScope() as scope:
                 self._scope = scope
+                if cfg.find_max is not None:
+                    await self._search(client)
+                    self._scope = None
+                    return self.result()
                 for load in cfg.levels():
                     if self._stopped:
                         break
@@ -127,6 +135,116 @@ class Benchmark:
             self._scope = None
         return self.result()
 
+    # -- capacity search ------------------------------------------------------------------------
+    async def _search(self, client: Client) -> None:
+        """Search each model's capacity (:mod:`._capacity`); the answer goes to :attr:`capacity`."""
+        cfg = self.config
+        integer = cfg.find_max == "concurrency"
+        key = "max_concurrency" if integer else "max_request_rate"
+        answers: list[dict[str, Any]] = []
+        for model in cfg.model_list:
+            search = CapacitySearch(
+                start=cfg.search_start,
+                limit=cfg.search_limit,
+                resolution=cfg.resolution,
+                repeats=cfg.repeats,
+                integer=integer,
+            )
+
+            async def step(value: float, model: str = model) -> dict[str, Any]:
+                return await self._step(client, model, value)
+
+            found = await search.run(step, lambda: self._stopped)
+            found["model"] = model
+            found[key] = found.pop("answer")
+            found["steps"] = search.steps
+            found["summary"] = capacity_summary(found, key, cfg.capacity_slos)
+            answers.append(found)
+        first = answers[0] if answers else {}
+        self.capacity = {
+            "search": cfg.find_max,
+            "unit": "concurrent requests" if integer else "requests/s",
+            "slos": {slo.name: slo.limit for slo in cfg.capacity_slos},
+            "count_throttling": cfg.count_throttling,
+            "step_duration": cfg.step_duration,
+            "drain": cfg.drain_time,
+            "ramp": cfg.ramp,
+            "max_retries": cfg.effective_retries,
+            **first,
+        }
+        if len(answers) > 1:
+            self.capacity["models"] = answers
+
+    async def _step(self, client: Client, model: str, value: float) -> dict[str, Any]:
+        """One step of steady load at ``value``: run, watch, judge."""
+        cfg = self.config
+        state = RunState(model, cfg.step_load(value))
+        self._states.append(state)
+        limiter = client.limiter(model.partition("/")[0])
+        telemetry = StepTelemetry()
+        early = ""
+        budget = max(3.0, 2.0 * _error_budget(cfg) * value * cfg.step_duration)
+        # a cool-down left by the previous step would hold this one back: let it pass first
+        with anyio.move_on_after(60.0):
+            while limiter.cooling_down:
+                await anyio.sleep(0.02)
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            nonlocal early
+            tick = 0.02
+            while True:
+                await anyio.sleep(tick)
+                telemetry.samples += 1
+                if limiter.cooling_down:
+                    telemetry.cooldown_s += tick
+                if state.started is None:
+                    continue
+                now = monotonic()
+                if now > state.started + cfg.step_duration + cfg.drain_time:
+                    scope.cancel()  # what is left is unfinished: the step saturated
+                    return
+                failed = sum(
+                    1
+                    for r in state.records
+                    if not r.ok and (cfg.count_throttling or not is_throttling(r.error))
+                )
+                if failed > budget:
+                    early = f"stopped early: {failed} errors, past the error budget"
+                    scope.cancel()
+                    return
+
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch, scope)
+                await self._run_one(client, state)
+                tg.cancel_scope.cancel()
+        state.ended = state.ended or monotonic()
+        state.finished = not self._stopped
+        verdict, figures = judge(
+            state, cfg.capacity_slos, count_throttling=cfg.count_throttling, early_stop=early
+        )
+        summary = state.summary(cfg.goodput_slos)
+        f = summary.figures
+        return {
+            "load": value,
+            ("concurrency" if cfg.find_max == "concurrency" else "request_rate"): value,
+            "duration": round(summary.duration, 4),
+            "verdict": verdict.verdict,
+            "reason": verdict.reason,
+            "slo_values": verdict.values,
+            **figures,
+            "request_throughput": f["request_throughput"],
+            "output_throughput": f["output_throughput"],
+            "median_ttft_ms": f["median_ttft_ms"],
+            "p99_ttft_ms": f["p99_ttft_ms"],
+            "median_tpot_ms": f["median_tpot_ms"],
+            "p95_tpot_ms": f["p95_tpot_ms"],
+            "p99_e2el_ms": f["p99_e2el_ms"],
+            "cooldown_s": round(telemetry.cooldown_s, 3),
+            "limiter_wait_ms": None,
+            "quota_remaining": None,
+        }
+
     # -- internals -----------------------------------------------------------------------------
     async def _open_client(self, stack: AsyncExitStack) -> Client:
         if self._client is not None:
@@ -140,6 +258,8 @@ class Benchmark:
                 cadence=Cadence(cfg.first_token, cfg.per_token),
                 reply_tokens=cfg.max_tokens or 64,
             )
+            if cfg.quota_rps is not None:
+                emu.app.middlewares.append(quota_middleware(cfg.quota_rps))
             await stack.enter_async_context(emu)
             self.emulator_url = emu.url
             client: Client = emu.client(connection_limit=limit)
@@ -166,7 +286,8 @@ class Benchmark:
             await self._fixed(client, warm, min(cfg.warmup, width or 1), cfg.warmup, None)
             state.warmup_failed = sum(1 for r in warm.records if not r.ok)
         state.started = monotonic()
-        deadline = state.started + cfg.duration if cfg.duration is not None else None
+        limit = state.duration_limit
+        deadline = state.started + limit if limit is not None else None
         try:
             async with anyio.create_task_group() as tg:
                 if self._progress is not None:
@@ -174,7 +295,7 @@ class Benchmark:
                 if load["request_rate"] is None:
                     await self._fixed(client, state, load["concurrency"], state.total, deadline)
                 else:
-                    await self._paced(client, state, load, deadline)
+                    await self._paced(client, state, load, limit)
                 state.finished = True
                 tg.cancel_scope.cancel()
         finally:
@@ -210,9 +331,13 @@ class Benchmark:
         client: Client,
         state: RunState,
         load: Mapping[str, Any],
-        deadline: float | None,
+        duration: float | None,
     ) -> None:
-        """Arrivals at ``request_rate`` with gamma gaps (shape ``burstiness``), optionally capped."""
+        """Arrivals at ``request_rate`` with gamma gaps (shape ``burstiness``), optionally capped.
+
+        With a ``ramp``, the rate first rises linearly from nothing over that many seconds;
+        those requests are not counted, and the measured part (``duration``) begins after it.
+        """
         rate = math.inf if load["request_rate"] == "inf" else float(load["request_rate"])
         shape = float(load["burstiness"] or 1.0)
         cap = load["max_concurrency"]
@@ -230,6 +355,27 @@ class Benchmark:
 
         async with anyio.create_task_group() as tg:
             at = monotonic()
+            ramp = self.config.ramp
+            if ramp > 0 and not math.isinf(rate):
+                warm = RunState(state.model, dict(load))
+                warm.started = at
+                end = at + ramp
+                for index in itertools.count():
+                    level = max(0.05, (at - warm.started) / ramp)
+                    at += rng.gammavariate(shape, 1.0 / (rate * level * shape))
+                    if at >= end:
+                        break
+                    wait = at - monotonic()
+                    if wait > 0:
+                        await anyio.sleep(wait)
+                    tg.start_soon(self._request, client, warm, index, 0.0)
+                at = end
+                wait = at - monotonic()
+                if wait > 0:
+                    await anyio.sleep(wait)
+                state.started = at
+            begun = state.started if state.started is not None else at
+            deadline = begun + duration if duration is not None else None
             for index in itertools.count():
                 if total is not None and index >= total:
                     break
@@ -259,7 +405,7 @@ class Benchmark:
                 state.model,
                 self._prompt(index),
                 timeout=self.config.timeout,
-                max_retries=self.config.max_retries,
+                max_retries=self.config.effective_retries,
                 **self._params,
             )
             async with stream:
@@ -314,3 +460,39 @@ async def run(
     elif settings:
         raise ConfigurationError("pass either a BenchConfig or its fields, not both")
     return await Benchmark(config, client=client, progress=progress).run()
+
+
+def _error_budget(cfg: BenchConfig) -> float:
+    """The error-rate SLO of a capacity search."""
+    return next((s.limit for s in cfg.capacity_slos if s.name == "error_rate"), 0.01)
+
+
+def quota_middleware(rps: float) -> Any:
+    """An aiohttp middleware answering HTTP 429 above ``rps`` requests per second.
+
+    A token bucket refilled at ``rps`` holding at most two requests, so bursts above the
+    rate are refused at once, with ``retry-after-ms`` saying when the next one is free;
+    token endpoints are not limited.
+    """
+    from aiohttp import web
+
+    bucket = {"level": 2.0, "at": monotonic()}
+
+    @web.middleware
+    async def quota(request: web.Request, handler: Any) -> Any:
+        if "token" in request.path.lower() or request.method != "POST":
+            return await handler(request)
+        now = monotonic()
+        level = min(2.0, bucket["level"] + (now - bucket["at"]) * rps)
+        bucket["at"] = now
+        if level < 1.0:
+            bucket["level"] = level
+            wait_ms = (1.0 - level) / rps * 1000.0
+            body = b'{"error": {"message": "rate limit exceeded", "type": "rate_limit", '
+            body += b'"code": "rate_limit_exceeded"}}'
+            headers = {"Content-Type": "application/json", "retry-after-ms": f"{wait_ms:.0f}"}
+            return web.Response(status=429, body=body, headers=headers)
+        bucket["level"] = level - 1.0
+        return await handler(request)
+
+    return quota
