@@ -24,11 +24,12 @@ def compat(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the package, tests, benchmarks and examples."""
-    session.install("ruff")
+    """ruff check, ruff format --check, and the import-linter layer contracts (pyproject.toml)."""
+    session.install("ruff", "import-linter")
     paths = ("aiollm", "tests", "benchmarks", "examples", "noxfile.py")
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
+    session.run("lint-imports")
 
 
 @nox.session
@@ -52,7 +53,6 @@ BENCHMARKS = (
     "bench_concurrent.py",
     "bench_import.py",
     "bench_layers.py",
-    "bench_cjk.py",
     "bench_otel.py",
 )
 

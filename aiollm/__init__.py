@@ -27,6 +27,7 @@ from .errors import (
     QuotaExceededError,
     RateLimitError,
     ServerError,
+    StreamingRefusedError,
     StreamInterrupted,
     TimeoutError,
     ToolArgumentsError,
@@ -34,26 +35,31 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .events import (
+    Accumulator,
     Completion,
     Embeddings,
     Event,
     Finish,
     ReasoningDelta,
+    ResponseInfo,
     SafetyNotice,
     TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
+    fold,
 )
 from .hooks import FinishInfo, Hooks, RequestInfo, ResponseHead, RetryInfo
 from .limits import Limits, RetryPolicy, SharedLimitsError
-from .stream import Stream
+from .providers import split_model
+from .stream import State, Stream
 from .transport import Timeout
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "Accumulator",
     "AiollmError",
     "AuthenticationError",
     "Client",
@@ -76,13 +82,16 @@ __all__ = [
     "ReasoningDelta",
     "RequestInfo",
     "ResponseHead",
+    "ResponseInfo",
     "RetryInfo",
     "RetryPolicy",
     "SafetyNotice",
     "ServerError",
     "SharedLimitsError",
+    "State",
     "Stream",
     "StreamInterrupted",
+    "StreamingRefusedError",
     "TextDelta",
     "Timeout",
     "TimeoutError",
@@ -93,4 +102,6 @@ __all__ = [
     "UnsupportedOperationError",
     "Usage",
     "fanout",
+    "fold",
+    "split_model",
 ]

@@ -1,5 +1,11 @@
 """Token sources: a static key, and a cached token that is fetched once and refreshed ahead.
 
+A provider says what its credential is, sans-IO: a key (a string) or a
+:class:`~aiollm.request.TokenEndpoint` (how to ask for a token and how to read the answer).
+:func:`token_source` turns that into a :class:`TokenSource`, which the stream asks for a
+credential before every attempt; the fetching goes through the transport here, never in a
+provider module.
+
 :class:`CachedToken` is single flight: any number of concurrent callers that find no valid
 token cause exactly one fetch, and all of them get its result (or its error). A token the
 service rejected is dropped with :meth:`CachedToken.invalidate`, so the next caller fetches
@@ -10,23 +16,38 @@ from __future__ import annotations
 
 import copy
 import time
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 import anyio
 
 from ._redact import Secret
 from .errors import AiollmError
-from .providers._base import TokenSourceLike
+from .request import TokenEndpoint
 
 if TYPE_CHECKING:
     from .transport import Transport
 
-__all__ = ["CachedToken", "StaticToken", "TokenSourceLike"]
+__all__ = ["CachedToken", "EndpointToken", "StaticToken", "TokenSource", "token_source"]
 
 
-class StaticToken(TokenSourceLike):
+class TokenSource(ABC):
+    """What the stream asks for a credential before each attempt."""
+
+    refreshable: ClassVar[bool] = False
+    """Whether :meth:`invalidate` makes the next :meth:`get` fetch a new credential."""
+
+    @abstractmethod
+    async def get(self, transport: Transport) -> str:
+        """A valid credential (fetching or refreshing it if needed)."""
+
+    def invalidate(self, token: str) -> None:  # noqa: B027 - optional hook
+        """Forget ``token`` after the service rejected it (refreshable sources only)."""
+
+
+class StaticToken(TokenSource):
     """A fixed API key or ready access token."""
 
     refreshable: ClassVar[bool] = False
@@ -40,15 +61,6 @@ class StaticToken(TokenSourceLike):
 
     def __repr__(self) -> str:
         return "StaticToken('***')"
-
-
-class _Flight:
-    __slots__ = ("done", "error", "token")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.token: str | None = None
-        self.error: BaseException | None = None
 
 
 def _own_copy(error: BaseException) -> BaseException:
@@ -66,7 +78,16 @@ def _own_copy(error: BaseException) -> BaseException:
     return twin
 
 
-class CachedToken(TokenSourceLike):
+class _Flight:
+    __slots__ = ("done", "error", "token")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.token: str | None = None
+        self.error: BaseException | None = None
+
+
+class CachedToken(TokenSource):
     """A token fetched on demand, cached, refreshed ahead of expiry, single flight.
 
     ``refresh_ahead`` is the fraction of a token's lifetime kept in reserve (capped at
@@ -148,3 +169,49 @@ class CachedToken(TokenSourceLike):
     def __repr__(self) -> str:
         state = "cached" if self._valid() is not None else "empty"
         return f"{type(self).__name__}(<{state}>, fetches={self.fetches})"
+
+
+class EndpointToken(CachedToken):
+    """A token from a provider's :class:`~aiollm.request.TokenEndpoint`, fetched on the transport.
+
+    ``endpoint`` is the sans-IO exchange; ``lifetime`` the lifetime in seconds of the last
+    token fetched (None when unknown).
+    """
+
+    def __init__(
+        self,
+        endpoint: TokenEndpoint,
+        *,
+        provider: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        refresh_ahead: float = 0.1,
+        max_margin: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(refresh_ahead=refresh_ahead, max_margin=max_margin, clock=clock)
+        self.endpoint = endpoint
+        self.provider = provider
+        self._wall_clock = wall_clock
+        self.lifetime: float | None = None
+
+    async def fetch(self, transport: Transport) -> tuple[str, float | None]:
+        """Send the endpoint's request and read its answer."""
+        timeout = transport.timeout
+        limit = self.endpoint.timeout
+        if limit is not None:
+            timeout = replace(timeout, first_byte=limit, total=limit)
+        status, headers, body = await transport.request_bytes(
+            self.endpoint.request(), timeout=timeout, provider=self.provider
+        )
+        token, self.lifetime = self.endpoint.parse(status, headers, body, now=self._wall_clock())
+        return token, self.lifetime
+
+    def __repr__(self) -> str:
+        return f"EndpointToken({self.endpoint!r}, {super().__repr__()})"
+
+
+def token_source(credential: str | TokenEndpoint, *, provider: str | None = None) -> TokenSource:
+    """The token source for a provider's credential: a key as is, an endpoint cached."""
+    if isinstance(credential, TokenEndpoint):
+        return EndpointToken(credential, provider=provider)
+    return StaticToken(credential)

@@ -1,4 +1,4 @@
-"""The ``aiollm`` command: ``demo``, ``chat``, ``emulator`` (and ``bench``)."""
+"""The ``aiollm`` command: ``demo``, ``chat``, ``emulator`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from ._chat import parse_param
 from .errors import AiollmError
 from .events import TextDelta, Usage
 
@@ -80,26 +81,21 @@ async def run_demo(models: Sequence[str], first_token: float, per_token: float) 
     return 1 if failures else 0
 
 
-async def run_chat(model: str, prompt: str, max_tokens: int | None) -> int:
-    """Stream one reply from a real provider (settings from the environment)."""
-    from .client import Client
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default (when it has one) and keeps multi-line text as is."""
 
-    params: dict[str, Any] = {}
-    if max_tokens is not None:
-        params["max_tokens"] = max_tokens
-    async with Client() as client:
-        try:
-            async with client.stream(
-                model, messages=[{"role": "user", "content": prompt}], **params
-            ) as stream:
-                async for text in stream.text_deltas():
-                    _print(text, end="")
-            _print()
-        except AiollmError as exc:
-            _print()
-            sys.stderr.write(f"error: {exc}\n")
-            return 1
-    return 0
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        if action.option_strings and not unset and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiollm",
         description="Async streaming client for DashScope, Qianfan and OpenAI-compatible APIs.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__} (aiollm-client)"
@@ -116,20 +113,64 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="stream a reply from every provider of the embedded emulator"
+        "demo",
+        help="stream a reply from every provider of the embedded emulator",
+        description="Start the embedded emulator, stream a reply from each provider and "
+        "print the timings (no keys, no network).",
+        formatter_class=HelpFormatter,
     )
-    demo.add_argument("--model", action="append", help="model to stream (repeatable)")
-    demo.add_argument("--first-token", type=float, default=0.12, help="emulated TTFT, seconds")
-    demo.add_argument("--per-token", type=float, default=0.02, help="emulated time per token")
+    demo.add_argument(
+        "--model", action="append", metavar="PROVIDER/MODEL", help="model to stream (repeatable)"
+    )
+    demo.add_argument(
+        "--first-token", type=float, default=0.12, metavar="S", help="emulated time to first token"
+    )
+    demo.add_argument(
+        "--per-token", type=float, default=0.02, metavar="S", help="emulated time per token"
+    )
 
-    chat = sub.add_parser("chat", help="stream a reply to PROMPT from MODEL (provider/model)")
-    chat.add_argument("model")
-    chat.add_argument("prompt")
-    chat.add_argument("--max-tokens", type=int)
+    chat = sub.add_parser(
+        "chat",
+        help="chat with MODEL: one reply to PROMPT, or an interactive session",
+        description="Stream a reply to PROMPT, or with no PROMPT open an interactive session "
+        "that keeps the conversation (/reset forgets it, Ctrl-C stops a reply, Ctrl-D exits). "
+        "Settings come from the environment (e.g. OPENAI_BASE_URL and OPENAI_API_KEY); "
+        "--emulator needs none.",
+        epilog="examples:\n"
+        "  aiollm chat --emulator openai/any-model\n"
+        "  aiollm chat dashscope/qwen-turbo 'Say hello' --temperature 0.3 -p top_p=0.8\n"
+        "  aiollm chat dashscope/chatyuan-large-v2 $'用户：你好\\n小元：'",
+        formatter_class=HelpFormatter,
+    )
+    chat.add_argument("model", metavar="MODEL", help="provider/model, e.g. openai/gpt-4o-mini")
+    chat.add_argument("prompt", metavar="PROMPT", nargs="?", help="reply to this and exit")
+    chat.add_argument("--system", metavar="TEXT", help="a system message before the conversation")
+    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="longest reply, in tokens")
+    chat.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        type=parse_param,
+        metavar="KEY=VALUE",
+        help="any provider parameter (repeatable); VALUE is read as JSON when it parses, "
+        "e.g. -p top_p=0.8 -p enable_search=true",
+    )
+    chat.add_argument(
+        "--emulator", action="store_true", help="talk to the embedded emulator (no keys needed)"
+    )
 
     from .testing._cli import add_arguments as add_emulator_arguments
 
-    add_emulator_arguments(sub.add_parser("emulator", help="serve the emulator of every provider"))
+    add_emulator_arguments(
+        sub.add_parser(
+            "emulator",
+            help="serve the emulator of every provider",
+            description="Serve every provider's wire format on HOST:PORT and print the "
+            "environment that points a client (or aiollm chat / aiollm bench) at it.",
+            formatter_class=HelpFormatter,
+        )
+    )
 
     from .bench._cli import add_arguments as add_bench_arguments
 
@@ -147,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return anyio.run(run_demo, args.model or DEMO_MODELS, args.first_token, args.per_token)
         if args.command == "chat":
-            return anyio.run(run_chat, args.model, args.prompt, args.max_tokens)
+            from ._chat import run_chat
+
+            return run_chat(args)
         if args.command == "emulator":
             from .testing._cli import run as run_emulator
 

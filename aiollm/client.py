@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._checks import check_call, check_client_config
+from .auth import TokenSource, token_source
 from .errors import ConfigurationError, ProtocolError
 from .events import Completion, Embeddings
 from .hooks import CallObserver, HookObserver, Hooks, Observers
@@ -90,6 +91,7 @@ class Client:
         )
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, ProviderLimiter] = {}
+        self._auth: dict[str, TokenSource] = {}
 
     async def __aenter__(self) -> Client:
         return self
@@ -114,6 +116,16 @@ class Client:
             cls = load_provider(name)
             instance = self._providers[name] = cls(self._settings.get(name, {}), self._env)
         return instance
+
+    def auth(self, name: str) -> TokenSource:
+        """The token source of provider ``name``, built on first use (so a missing key fails
+        at call time)."""
+        source = self._auth.get(name)
+        if source is None:
+            source = self._auth[name] = token_source(
+                self.provider(name).credential(), provider=name
+            )
+        return source
 
     def limiter(self, name: str) -> ProviderLimiter:
         """The shared limiter of provider ``name``."""
@@ -192,18 +204,20 @@ class Client:
             input=input,
             params=params,
         )
-        provider.check(call)
+        prepared = provider.prepare(call)
         retry = (
             self._retry if max_retries is None else replace(self._retry, max_retries=max_retries)
         )
         return Stream(
-            self,
+            self._transport,
             provider,
-            call,
+            prepared,
+            auth=self.auth(name),
             timeout=self._transport.timeout.merged(timeout),
             extra_headers=extra_headers,
             retry=retry,
             limiter=self.limiter(name),
+            observe=lambda: self._observe(provider, call),
         )
 
     def stream(
@@ -311,8 +325,7 @@ class Client:
             params=params,
         )
         async with stream:
-            await stream.final()
-            codec = stream._codec
-            if codec is None or codec.embeddings is None:
-                raise ProtocolError("the response carried no embeddings", provider=stream.provider)
-            return codec.embeddings
+            async for event in stream:
+                if isinstance(event, Embeddings):
+                    return event
+        raise ProtocolError("the response carried no embeddings", provider=stream.provider)

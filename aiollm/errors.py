@@ -27,10 +27,13 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "StreamInterrupted",
+    "StreamingRefusedError",
     "TimeoutError",
     "ToolArgumentsError",
     "TransportError",
     "UnsupportedOperationError",
+    "error_for_status",
+    "status_class",
 ]
 
 
@@ -209,3 +212,50 @@ class ToolArgumentsError(AiollmError):
     def __init__(self, message: str, *, call: ToolCall, provider: str | None = None) -> None:
         super().__init__(message, provider=provider)
         self.call = call
+
+
+class StreamingRefusedError(InvalidRequestError):
+    """The server does not stream: the same call can be sent again without streaming.
+
+    ``retryable`` is true when that fallback applies (the call asked to stream and the
+    provider can answer it whole); the retry loop then sends the non-streaming request.
+    """
+
+
+def status_class(status: int) -> type[APIError]:
+    """The error class of an HTTP status: the one table every provider starts from."""
+    if status == 401:
+        return AuthenticationError
+    if status == 403:
+        return PermissionDeniedError
+    if status == 404:
+        return NotFoundError
+    if status == 429:
+        return RateLimitError
+    if status == 408 or status >= 500:
+        return ServerError
+    if 400 <= status < 500:
+        return InvalidRequestError
+    return APIError
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    code: str | int | None = None,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+    body: Any = None,
+) -> APIError:
+    """The error an HTTP status stands for, when the body names nothing more specific."""
+    return status_class(status)(
+        message,
+        provider=provider,
+        status=status,
+        code=code,
+        request_id=request_id,
+        retry_after=retry_after,
+        body=body,
+    )

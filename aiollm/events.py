@@ -9,12 +9,18 @@ Events are tagged msgspec Structs, so they encode to JSON with a ``type`` tag an
         case Finish(reason=r): ...
         case SafetyNotice(): ...
 
-Order: whatever the provider, :class:`Finish` is the last event of a stream that ended well
-(usage, when the provider sends it after its finish frame, comes before it).
+Order: whatever the provider, a stream's events come as :class:`ResponseInfo` (as soon as the
+request id is known), then the content — :class:`TextDelta`, :class:`ReasoningDelta`,
+:class:`ToolCallDelta`, with :class:`SafetyNotice` and further :class:`ResponseInfo` among
+them — then :class:`Usage` when the provider reports it, and :class:`Finish` last (usage that a
+provider sends after its finish frame comes before it). :func:`fold` turns events into the
+:class:`Completion`; the stream uses it too, so a caller who folds the events it saw gets the
+same result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -22,16 +28,19 @@ import msgspec
 from .errors import ToolArgumentsError
 
 __all__ = [
+    "Accumulator",
     "Completion",
     "Embeddings",
     "Event",
     "Finish",
     "ReasoningDelta",
+    "ResponseInfo",
     "SafetyNotice",
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "fold",
 ]
 
 
@@ -93,8 +102,16 @@ class SafetyNotice(msgspec.Struct, tag="safety_notice", frozen=True):
     message: str | None = None
 
 
-Event = TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish | SafetyNotice
-"""Every event type a :class:`~aiollm.Stream` can yield."""
+class ResponseInfo(msgspec.Struct, tag="response_info", frozen=True):
+    """Facts about the response: its ``request_id`` and provider ``notes``.
+
+    Notes end up in ``Completion.extra`` (a later note of the same name replaces an earlier
+    one), e.g. Qianfan's ``sentence_anomalies``, ``need_clear_history`` and
+    ``trimmed_messages``, DashScope's ``stream_mode``.
+    """
+
+    request_id: str | None = None
+    notes: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class ToolCall(msgspec.Struct, kw_only=True):
@@ -162,11 +179,100 @@ class Completion(msgspec.Struct, kw_only=True):
         return message
 
 
-class Embeddings(msgspec.Struct, kw_only=True):
-    """Embedding vectors, in input order."""
+class Embeddings(msgspec.Struct, tag="embeddings", kw_only=True):
+    """Embedding vectors, in input order (the one event of an ``embed`` call)."""
 
     embeddings: list[list[float]]
     model: str | None = None
     usage: Usage | None = None
     provider: str | None = None
     request_id: str | None = None
+
+
+Event = (
+    TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish | SafetyNotice | ResponseInfo
+) | Embeddings
+"""Every event type a :class:`~aiollm.Stream` can yield."""
+
+
+class Accumulator:
+    """Folds events, in batches as they arrive, into a :class:`Completion` (pure, incremental).
+
+    :meth:`completion` can be asked at any point (a partial result before :class:`Finish`).
+    Tool-call fragments are merged by index and repaired by call id
+    (:class:`~aiollm.tools.ToolCallMerger`).
+    """
+
+    __slots__ = (
+        "_extra",
+        "_finish",
+        "_reasoning",
+        "_request_id",
+        "_safety",
+        "_texts",
+        "_tools",
+        "_usage",
+        "model",
+        "provider",
+    )
+
+    def __init__(self, *, provider: str | None = None, model: str | None = None) -> None:
+        from .tools import ToolCallMerger
+
+        self.provider = provider
+        self.model = model
+        self._texts: list[str] = []
+        self._reasoning: list[str] = []
+        self._tools = ToolCallMerger()
+        self._usage: Usage | None = None
+        self._finish: Finish | None = None
+        self._safety: SafetyNotice | None = None
+        self._request_id: str | None = None
+        self._extra: dict[str, Any] = {}
+
+    def add(self, events: Iterable[Event]) -> None:
+        """Take ``events`` in order."""
+        texts = self._texts
+        for event in events:
+            kind = type(event)
+            if kind is TextDelta:
+                texts.append(event.text)  # type: ignore[union-attr]
+            elif kind is Usage:
+                self._usage = event  # type: ignore[assignment]
+            elif kind is Finish:
+                self._finish = event  # type: ignore[assignment]
+            elif kind is ReasoningDelta:
+                self._reasoning.append(event.text)  # type: ignore[union-attr]
+            elif kind is ToolCallDelta:
+                self._tools.add(event)  # type: ignore[arg-type]
+            elif kind is ResponseInfo:
+                meta: ResponseInfo = event  # type: ignore[assignment]
+                if meta.request_id is not None:
+                    self._request_id = meta.request_id
+                self._extra.update(meta.notes)
+            elif kind is SafetyNotice:
+                self._safety = event  # type: ignore[assignment]
+
+    def completion(self) -> Completion:
+        """The :class:`Completion` of the events taken so far."""
+        return Completion(
+            text="".join(self._texts),
+            finish_reason=self._finish.reason if self._finish is not None else None,
+            usage=self._usage,
+            request_id=self._request_id,
+            provider=self.provider,
+            model=self.model,
+            safety=self._safety,
+            reasoning="".join(self._reasoning),
+            tool_calls=self._tools.calls(),
+            extra=dict(self._extra),
+        )
+
+
+def fold(
+    events: Iterable[Event], *, provider: str | None = None, model: str | None = None
+) -> Completion:
+    """The :class:`Completion` of ``events`` (what a stream of them adds up to)."""
+    acc = Accumulator(provider=provider, model=model)
+    acc.add(events)
+    return acc.completion()

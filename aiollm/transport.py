@@ -26,7 +26,7 @@ import anyio
 
 from ._redact import redact_text
 from .errors import ProtocolError, TimeoutError, TransportError
-from .providers._base import HTTPRequest
+from .request import HTTPRequest
 
 __all__ = ["Response", "Timeout", "Transport"]
 
@@ -108,6 +108,12 @@ class Timeout:
         if isinstance(other, Timeout):
             return other
         return replace(self, total=float(other))
+
+    def within(self, remaining: float) -> Timeout:
+        """This timeout for an attempt with ``remaining`` seconds of the call's ``total`` left."""
+        if remaining == math.inf:
+            return self
+        return replace(self, total=max(0.0, remaining))
 
 
 class Response:

@@ -1,9 +1,10 @@
 """Where a streamed frame's time goes, layer by layer, per provider format (microseconds/frame).
 
 Sans-IO layers are timed on the pre-built bodies cut into 64 KiB chunks (no network, no event
-loop): the bare reader's split + msgspec decode, aiollm's ``SSEDecoder`` alone, and
-``SSEDecoder`` + the provider's codec. The full ``Stream`` is then timed against the local
-server (its own process), next to the bare aiohttp reader. Best of ``--runs``.
+loop): the bare reader's split + msgspec decode, aiollm's ``SSEDecoder`` alone as the response
+decoder builds it, and the provider's whole response decoder (sniffing, framing, mapping)
+exactly as the Stream feeds it. The full ``Stream`` is then timed against the local server
+(its own process), next to the bare aiohttp reader. Best of ``--runs``.
 
     python benchmarks/bench_layers.py [--frames 50000] [--runs 5]
 """
@@ -31,9 +32,9 @@ from _local import (
     timed,
 )
 
-from aiollm import Client, Event, TextDelta
+from aiollm import Client, TextDelta
 from aiollm.framing import SSEDecoder
-from aiollm.providers import Call
+from aiollm.providers import Call, ResponseDecoder
 
 BODIES = {"openai": openai_body, "qianfan": qianfan_body, "dashscope": dashscope_body}
 
@@ -73,27 +74,29 @@ def bare(chunks: list[bytes], fmt: str) -> int:
     return n
 
 
-def framing(chunks: list[bytes], data_line_events: bool) -> int:
-    # As the Stream builds it: the data stays bytes for the codec to parse.
-    decoder = SSEDecoder(data_line_events=data_line_events, raw_data=True)
-    return sum(len(decoder.feed_raw(c)) for c in chunks)
-
-
-def codec_events(client: Client, fmt: str, chunks: list[bytes]) -> tuple[int, int]:
+def response_decoder(client: Client, fmt: str) -> ResponseDecoder:
     provider = client.provider(fmt)
-    codec = provider.new_codec(Call(op="chat", model="m", stream=True, messages=[]))
-    decoder = SSEDecoder(
-        data_line_events=provider.sse_data_line_events,
-        json_line_events=provider.sse_json_line_events,
-        raw_data=True,
-    )
+    call = Call(op="chat", model="m", stream=True, messages=[{"role": "user", "content": "hi"}])
+    return provider.decoder(provider.prepare(call), 200, {"Content-Type": "text/event-stream"})
+
+
+def framing(client: Client, fmt: str, chunks: list[bytes]) -> int:
+    decoder = response_decoder(client, fmt)
+    decoder.feed(chunks[0][:1])  # the response decoder builds its SSEDecoder: use the same one
+    sse = decoder._sse
+    assert isinstance(sse, SSEDecoder)
+    return sum(len(sse.feed_raw(c)) for c in [chunks[0][1:], *chunks[1:]])
+
+
+def decoder_events(client: Client, fmt: str, chunks: list[bytes]) -> tuple[int, int]:
+    decoder = response_decoder(client, fmt)
     deltas = events = 0
-    for chunk in chunks:
-        out: list[Event] = []
-        codec.on_sse_batch(decoder.feed_raw(chunk), out)  # as the Stream does, a chunk at a time
+    for chunk in chunks:  # as the Stream does, a chunk at a time
+        out = decoder.feed(chunk)
         events += len(out)
         deltas += sum(type(event) is TextDelta for event in out)
-    return deltas, events
+    out = decoder.end()
+    return deltas, events + len(out)
 
 
 async def measure(
@@ -101,11 +104,10 @@ async def measure(
 ) -> None:
     """Print one format's row."""
     chunks = chunked(BODIES[fmt](frames))
-    dle = client.provider(fmt).sse_data_line_events
     t_bare, _ = best_of(runs, lambda: bare(chunks, fmt))
-    t_frame, _ = best_of(runs, lambda: framing(chunks, dle))
-    t_codec, _ = best_of(runs, lambda: codec_events(client, fmt, chunks)[0])
-    deltas, events = codec_events(client, fmt, chunks)
+    t_frame, _ = best_of(runs, lambda: framing(client, fmt, chunks))
+    t_codec, _ = best_of(runs, lambda: decoder_events(client, fmt, chunks)[0])
+    deltas, events = decoder_events(client, fmt, chunks)
     assert deltas == frames, deltas
     await bare_stream(session, origin, fmt, frames)  # warm up
     await aiollm_stream(client, fmt, frames)
@@ -131,7 +133,7 @@ async def main() -> None:
     print(f"per-frame cost by layer, {frames:,}-frame streams, best of {args.runs}")
     print(machine_line())
     print(
-        f"\n{'format':<11}{'bare sans-IO':>13}{'SSEDecoder':>12}{'+ codec':>9}{'events/frame':>14}"
+        f"\n{'format':<11}{'bare sans-IO':>13}{'SSEDecoder':>12}{'decoder':>9}{'events/frame':>14}"
         f"{'bare e2e':>10}{'Stream e2e':>12}   (us per frame)"
     )
     with local_server() as origin:
@@ -142,8 +144,8 @@ async def main() -> None:
             for fmt in BODIES:
                 await measure(fmt, frames, args.runs, origin, session, client)
     print(
-        "\n'+ codec' includes the SSEDecoder; 'Stream e2e' adds the transport, the event loop and"
-        " one async iteration per event."
+        "\n'decoder' is the provider's response decoder (SSEDecoder included); 'Stream e2e' adds"
+        " the transport, the event loop and one async iteration per event."
     )
 
 

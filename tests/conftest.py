@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aioresponses.core
@@ -37,16 +37,6 @@ if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["events", "raw batches"])
-def sse_feed_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Run a codec test event by event as text, and as the Stream feeds codecs (see codec_feed)."""
-    import codec_feed
-
-    codec_feed.RAW_BATCHES = request.param == "raw batches"
-    yield
-    codec_feed.RAW_BATCHES = False
 
 
 @pytest.fixture

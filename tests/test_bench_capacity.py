@@ -212,3 +212,25 @@ def test_find_max_says_when_no_rate_meets_a_latency_slo(
     assert len(cap["steps"]) == 2 and all(s["verdict"] == "failed" for s in cap["steps"])
     assert all(s["slo_values"]["ttft_p99"] >= 200.0 for s in cap["steps"])
     assert len(data["runs"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [("qianfan/ernie-speed-128k", "[18]"), ("dashscope/qwen-turbo", "[Throttling.RateQuota]")],
+)
+async def test_the_emulator_quota_answers_in_each_vendor_shape(model: str, code: str) -> None:
+    result = await run(
+        models=[model],
+        emulator=True,
+        quota_rps=2.0,
+        first_token=0.0,
+        per_token=0.0,
+        max_tokens=2,
+        request_rate=float("inf"),
+        requests=12,
+        max_retries=0,
+        warmup=0,
+    )
+    (s,) = result.runs
+    assert s.completed >= 1 and s.failed >= 1
+    assert all(key.startswith("RateLimitError") and key.endswith(code) for key in s.errors)

@@ -19,7 +19,7 @@ async def test_buffered_body_is_read_without_a_timer(
 ) -> None:
     provider = client.provider("openai")
     call = Call(op="chat", model="m", stream=True, messages=[{"role": "user", "content": "hi"}])
-    request = provider.build_request(call, emu.openai_key)
+    request = provider.build_request(provider.prepare(call), emu.openai_key)
     resp = await client._transport.open(request, provider="openai")
     try:
         await anyio.sleep(0.05)  # the whole (uncadenced) body is buffered by now

@@ -21,7 +21,7 @@ from aiollm.errors import (
 )
 from aiollm.limits import Limits, RetryPolicy
 from aiollm.providers import split_model
-from aiollm.providers._base import parse_retry_after
+from aiollm.request import parse_retry_after
 
 
 def test_split_model_at_first_slash_only() -> None:
@@ -233,30 +233,10 @@ async def test_refresh_ahead_and_invalidate() -> None:
     ],
 )
 def test_invalid_utf8_json_body_is_a_protocol_error(provider: str, body: bytes) -> None:
-    from aiollm.providers import Call, load_provider
+    from aiollm.providers import Call, Prepared, load_provider
 
-    cls = load_provider(provider)
-    codec = cls({}, {}).new_codec(Call(op="chat", model="m", stream=False, prompt="x"))
+    call = Call(op="chat", model="m", stream=False, prompt="x")
+    decoder = load_provider(provider)({}, {}).decoder(Prepared(call, b""), 200, {})
     with pytest.raises(aiollm.ProtocolError):
-        codec.on_json(body)
-
-
-def test_a_codec_without_event_streams_refuses_one() -> None:
-    from aiollm.framing import ServerSentEvent
-    from aiollm.providers import Call
-    from aiollm.providers._base import Codec
-
-    class JSONOnly(Codec):
-        provider = "json-only"
-
-        def on_json(self, document: bytes) -> list[aiollm.Event]:
-            return [aiollm.TextDelta(document.decode())]
-
-    codec = JSONOnly(Call(op="chat", model="m", stream=True, messages=[]))
-    out: list[aiollm.Event] = []
-    codec.on_sse_batch([], out)  # the end of a body with no events: nothing to refuse
-    assert out == []
-    with pytest.raises(aiollm.ProtocolError, match="unexpected event-stream body"):
-        codec.on_sse_batch([b"{}"], out)
-    with pytest.raises(aiollm.ProtocolError, match=r"\[json-only\] unexpected event-stream"):
-        codec.on_sse(ServerSentEvent(data="{}"))
+        decoder.feed(body)
+        decoder.end()

@@ -1,4 +1,4 @@
-"""The DashScope codec, sans-IO: recorded frames and bodies in, events and typed errors out."""
+"""The DashScope response decoder, sans-IO: recorded frames and bodies in, events and typed errors out."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ import time
 from typing import Any
 
 import pytest
-from codec_feed import feed_codec
+from decoding import decoded, http_failure
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import aiollm
-from aiollm.events import Event, Finish, TextDelta, Usage
-from aiollm.framing import SSEDecoder
+from aiollm.events import Event, Finish, TextDelta, Usage, fold
 from aiollm.providers._base import Call
-from aiollm.providers.dashscope import DashScopeCodec, ModeDetector, error_for
-
-pytestmark = pytest.mark.usefixtures("sse_feed_mode")
+from aiollm.providers.dashscope import DashScopeDecoder, ModeDetector, error_for
 
 # -- real recordings (../shared/wire/dashscope.md and the service documents) ------------------
 RECORDED_STREAM = (
@@ -58,16 +55,35 @@ CHATYUAN_SDK_BODY = (
 INVALID_KEY_BODY = b'{"code":"InvalidApiKey","message":"Invalid API-key provided.","request_id":"fb53c4ec-1c12-4fc4-a580-cdb7c3261fc1"}'
 
 
-def codec(stream: bool = True, **params: Any) -> DashScopeCodec:
-    return DashScopeCodec(Call(op="chat", model="qwen-turbo", stream=stream, params=params))
+def codec(
+    stream: bool = True, headers: dict[str, str] | None = None, **params: Any
+) -> DashScopeDecoder:
+    call = Call(op="chat", model="qwen-turbo", stream=stream, params=params)
+    return DashScopeDecoder(call, 200, headers)
 
 
 def run_sse(
-    c: DashScopeCodec, body: bytes, *, chunk: int | None = None, data_line_events: bool = True
+    c: DashScopeDecoder, body: bytes, *, chunk: int | None = None, info: bool = False
 ) -> list[Event]:
-    """Frame ``body`` with the SSE decoder (in ``chunk``-byte pieces) and feed the codec."""
+    """Feed ``body`` to the decoder (in ``chunk``-byte pieces) and end it."""
     pieces = [body] if chunk is None else [body[i : i + chunk] for i in range(0, len(body), chunk)]
-    return feed_codec(c, pieces, data_line_events=data_line_events)
+    return decoded(c, pieces, info=info)
+
+
+def each_frame(c: DashScopeDecoder, body: bytes) -> list[list[Event]]:
+    """The events of each frame of ``body``, fed one frame at a time (not ended)."""
+    frames = [f + b"\n\n" for f in body.split(b"\n\n") if f]
+    return [decoded(c, [f], end=False) for f in frames]
+
+
+def run_json(c: DashScopeDecoder, body: bytes, *, info: bool = False) -> list[Event]:
+    return decoded(c, [body], info=info)
+
+
+def http_error(status: int, headers: dict[str, str], body: bytes) -> aiollm.APIError:
+    return http_failure(
+        DashScopeDecoder(Call(op="chat", model="m", stream=True), status, headers), body
+    )
 
 
 def text_of(events: list[Event]) -> str:
@@ -127,17 +143,16 @@ def stream_of(
 
 
 # -- the recorded frames -------------------------------------------------------------------------
-@pytest.mark.parametrize("data_line_events", [True, False])
-def test_recorded_stream(data_line_events: bool) -> None:
+def test_recorded_stream() -> None:
     c = codec()
-    events = run_sse(c, RECORDED_STREAM, data_line_events=data_line_events)
+    events = run_sse(c, RECORDED_STREAM, info=True)
     # usage is a running total: one Usage event, the final one, before Finish.
-    assert events == [
+    assert [e for e in events if not isinstance(e, aiollm.ResponseInfo)] == [
         TextDelta("1+"),
         Usage(16, 6, 22),
         Finish("stop"),
     ]
-    assert c.request_id == "5b441aa7-..." and c.done
+    assert fold(events).request_id == "5b441aa7-..." and c.finished
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64])
@@ -181,11 +196,10 @@ def test_error_event_after_text(
         + b'","message":"m","request_id":"r-9"}\n\n'
     )
     c = codec()
-    decoder = SSEDecoder(data_line_events=True)
-    events = decoder.feed(body)
-    assert c.on_sse(events[0]) == [TextDelta("Hello")]
+    first, second = body.split(b"\n\n", 1)
+    assert decoded(c, [first + b"\n\n"], end=False) == [TextDelta("Hello")]
     with pytest.raises(cls) as info:
-        c.on_sse(events[1])
+        decoded(c, [second], end=False)
     assert info.value.status == status and info.value.code == code
     assert info.value.retryable is retryable and info.value.request_id == "r-9"
 
@@ -200,54 +214,54 @@ def test_error_event_that_is_not_json() -> None:
 # -- non-streamed bodies -----------------------------------------------------------------------
 def test_text_format_body() -> None:
     c = codec(stream=False)
-    events = c.on_json(TEXT_BODY) + c.on_end()
-    assert events == [TextDelta("Hangzhou is the capital."), Usage(8, 35, 43), Finish("stop")]
-    assert c.request_id == "4ef2..."
+    events = run_json(c, TEXT_BODY, info=True)
+    assert events[1:] == [TextDelta("Hangzhou is the capital."), Usage(8, 35, 43), Finish("stop")]
+    assert fold(events).request_id == "4ef2..."
 
 
 def test_message_format_body() -> None:
     c = codec(stream=False)
-    events = c.on_json(MESSAGE_BODY) + c.on_end()
-    assert events == [TextDelta("你好，有什么我可以帮助你的吗？"), Usage(3, 9, 12), Finish("stop")]
-    assert c.request_id == "8673e696-ee22-9ed0-9c35-b8673d4b87bc"
+    events = run_json(c, MESSAGE_BODY, info=True)
+    assert events[1:] == [
+        TextDelta("你好，有什么我可以帮助你的吗？"),
+        Usage(3, 9, 12),
+        Finish("stop"),
+    ]
+    assert fold(events).request_id == "8673e696-ee22-9ed0-9c35-b8673d4b87bc"
 
 
 def test_body_without_usage_or_finish_reason() -> None:
     c = codec(stream=False)
-    events = c.on_json(CHATYUAN_BODY) + c.on_end()
-    assert events == [TextDelta("尊敬的领导：\n\n我因感冒不适，需要请假一天，希望您能够")]
-    assert c.request_id == "2f632081-cb29-9f8b-a5c4-1af836cb794e"
+    events = run_json(c, CHATYUAN_BODY, info=True)
+    assert events[1:] == [TextDelta("尊敬的领导：\n\n我因感冒不适，需要请假一天，希望您能够")]
+    assert fold(events).request_id == "2f632081-cb29-9f8b-a5c4-1af836cb794e"
 
 
 def test_usage_without_total_is_summed() -> None:
     c = codec(stream=False)
-    assert c.on_json(LLAMA_BODY)[1] == Usage(41, 104, 145)
+    assert run_json(c, LLAMA_BODY)[1] == Usage(41, 104, 145)
 
 
 def test_empty_code_in_a_result_is_not_an_error() -> None:
     c = codec(stream=False)
-    assert c.on_json(CHATYUAN_SDK_BODY) == [TextDelta("好的")]
+    assert run_json(c, CHATYUAN_SDK_BODY) == [TextDelta("好的")]
 
 
 def test_error_inside_a_200_json_body() -> None:
     with pytest.raises(aiollm.AuthenticationError):
-        codec(stream=False).on_json(INVALID_KEY_BODY)
+        run_json(codec(stream=False), INVALID_KEY_BODY)
 
 
 def test_empty_json_body_is_a_protocol_error() -> None:
     with pytest.raises(aiollm.ProtocolError, match="no result"):
-        codec(stream=False).on_end()
+        codec(stream=False, headers={"Content-Type": "application/json"}).end()
 
 
 def test_request_id_header_is_the_fallback() -> None:
-    c = codec(stream=False)
-    c.on_response(200, {"X-Request-Id": "hdr-1"})
-    c.on_json(b'{"output":{"text":"x"}}')
-    assert c.request_id == "hdr-1"
-    c = codec(stream=False)
-    c.on_response(200, {"x-request-id": "hdr-1"})
-    c.on_json(TEXT_BODY)
-    assert c.request_id == "4ef2..."
+    c = codec(stream=False, headers={"X-Request-Id": "hdr-1"})
+    assert fold(run_json(c, b'{"output":{"text":"x"}}', info=True)).request_id == "hdr-1"
+    c = codec(stream=False, headers={"x-request-id": "hdr-1"})
+    assert fold(run_json(c, TEXT_BODY, info=True)).request_id == "4ef2..."
 
 
 # -- HTTP errors -------------------------------------------------------------------------------
@@ -287,7 +301,7 @@ def test_http_error_mapping(
     status: int, code: str, cls: type[aiollm.APIError], retryable: bool
 ) -> None:
     body = json.dumps({"code": code, "message": "msg", "request_id": "rid-7"}).encode()
-    err = codec().http_error(status, {"Retry-After": "3"}, body)
+    err = http_error(status, {"Retry-After": "3"}, body)
     assert type(err) is cls
     assert (err.status, err.code, err.request_id, err.retryable) == (
         status,
@@ -300,15 +314,15 @@ def test_http_error_mapping(
 
 def test_http_error_retry_after_is_optional_and_request_id_from_header() -> None:
     body = b'{"code":"Throttling","message":"Requests rate limit exceeded"}'
-    err = codec().http_error(429, {"x-request-id": "hdr-2"}, body)
+    err = http_error(429, {"x-request-id": "hdr-2"}, body)
     assert isinstance(err, aiollm.RateLimitError)
     assert err.retry_after is None and err.request_id == "hdr-2"
 
 
 def test_http_error_with_a_non_json_body() -> None:
-    err = codec().http_error(502, {}, b"<html>Bad Gateway</html>")
+    err = http_error(502, {}, b"<html>Bad Gateway</html>")
     assert isinstance(err, aiollm.ServerError) and "Bad Gateway" in err.message
-    err = codec().http_error(429, {"Retry-After": "1"}, b"")
+    err = http_error(429, {"Retry-After": "1"}, b"")
     assert isinstance(err, aiollm.RateLimitError) and err.retry_after == 1.0
 
 
@@ -325,7 +339,7 @@ def test_error_without_a_status_goes_by_code() -> None:
 
 
 def test_invalid_api_key_message_says_what_to_set() -> None:
-    err = codec().http_error(401, {}, INVALID_KEY_BODY)
+    err = http_error(401, {}, INVALID_KEY_BODY)
     assert "DASHSCOPE_API_KEY" in str(err) and "Invalid API-key provided." in str(err)
 
 
@@ -360,13 +374,12 @@ def test_cumulative_repetitive_text_is_not_mangled() -> None:
 
 
 def test_cumulative_frame_that_does_not_extend_is_a_protocol_error() -> None:
-    body = frame(1, "Hello") + frame(2, "Hello wor") + frame(3, "Help", output_tokens=3)
     c = codec(incremental_output=False)
-    decoder = SSEDecoder(data_line_events=True)
-    sses = decoder.feed(body)
-    assert text_of(c.on_sse(sses[0]) + c.on_sse(sses[1])) == "Hello wor"
+    assert (
+        text_of(decoded(c, [frame(1, "Hello") + frame(2, "Hello wor")], end=False)) == "Hello wor"
+    )
     with pytest.raises(aiollm.ProtocolError, match="does not continue the 9 characters"):
-        c.on_sse(sses[2])
+        decoded(c, [frame(3, "Help", output_tokens=3)], end=False)
 
 
 def test_cumulative_frame_that_shrinks_is_a_protocol_error() -> None:
@@ -388,30 +401,28 @@ def test_cumulative_empty_final_frame_is_no_new_text() -> None:
 
 
 def test_detection_records_the_mode() -> None:
-    c = codec()
-    run_sse(c, stream_of(HA, cumulative=True))
-    assert c.extra["stream_mode"] == "cumulative"
-    c = codec()
-    run_sse(c, stream_of(HA, cumulative=False))
-    assert c.extra["stream_mode"] == "incremental"
-    c = codec(incremental_output=False)
-    assert c.extra["stream_mode"] == "cumulative"
+    events = run_sse(codec(), stream_of(HA, cumulative=True), info=True)
+    assert fold(events).extra["stream_mode"] == "cumulative"
+    events = run_sse(codec(), stream_of(HA, cumulative=False), info=True)
+    assert fold(events).extra["stream_mode"] == "incremental"
+    events = run_sse(codec(incremental_output=False), stream_of(HA, cumulative=True), info=True)
+    assert fold(events).extra["stream_mode"] == "cumulative"
 
 
 def test_detection_holds_back_one_frame_of_a_cumulative_server() -> None:
     c = codec()
-    sses = SSEDecoder(data_line_events=True).feed(stream_of(["Hel", "lo", " you"], cumulative=True))
-    assert text_of(c.on_sse(sses[0])) == "Hel"
-    assert text_of(c.on_sse(sses[1])) == ""  # "Hello" extends "Hel": held back
-    assert text_of(c.on_sse(sses[2])) == "lo you"  # second extension: cumulative
+    frames = each_frame(c, stream_of(["Hel", "lo", " you"], cumulative=True))
+    assert text_of(frames[0]) == "Hel"
+    assert text_of(frames[1]) == ""  # "Hello" extends "Hel": held back
+    assert text_of(frames[2]) == "lo you"  # second extension: cumulative
     assert c.mode == "cumulative"
 
 
 def test_detection_decides_incremental_at_once() -> None:
     c = codec()
-    sses = SSEDecoder(data_line_events=True).feed(stream_of(["Hel", "lo"], cumulative=False))
-    assert text_of(c.on_sse(sses[0])) == "Hel"
-    assert text_of(c.on_sse(sses[1])) == "lo"
+    frames = each_frame(c, stream_of(["Hel", "lo"], cumulative=False))
+    assert text_of(frames[0]) == "Hel"
+    assert text_of(frames[1]) == "lo"
     assert c.mode == "incremental"
 
 
@@ -429,11 +440,10 @@ def test_detection_resolves_held_frames_at_the_end_of_the_body() -> None:
 
 def test_finish_reason_null_string_is_not_finished() -> None:
     c = codec()
-    sses = SSEDecoder(data_line_events=True).feed(frame(1, "x", "null"))
-    events = c.on_sse(sses[0])
-    assert not any(isinstance(e, Finish) for e in events) and not c.done
+    events = decoded(c, [frame(1, "x", "null")], end=False)
+    assert not any(isinstance(e, Finish) for e in events) and not c.finished
     with pytest.raises(aiollm.ProtocolError, match="finish_reason"):
-        c.on_end()
+        c.end()
 
 
 def test_finish_reason_length() -> None:
@@ -446,15 +456,11 @@ def test_finish_reason_length() -> None:
 
 def test_usage_is_a_running_total_yielded_once_at_the_end() -> None:
     c = codec(incremental_output=True)
-    partial = [
-        e
-        for sse in SSEDecoder(data_line_events=True).feed(
-            frame(1, "a", output_tokens=1) + frame(2, "b", output_tokens=3)
-        )
-        for e in c.on_sse(sse)
-    ]
+    partial = decoded(
+        c, [frame(1, "a", output_tokens=1) + frame(2, "b", output_tokens=3)], end=False
+    )
     assert partial and not [e for e in partial if isinstance(e, Usage)]
-    assert c.partial_usage() == Usage(5, 3, 8)  # the running total, for a partial completion
+    assert c.abort() == [Usage(5, 3, 8)]  # the running total, for a partial completion
     body = (
         frame(1, "a", output_tokens=1)
         + frame(2, "b", output_tokens=1)
@@ -486,7 +492,7 @@ def test_result_event_with_error_status_is_an_error() -> None:
 
 def test_streamed_call_with_a_json_body() -> None:
     c = codec()
-    events = c.on_json(TEXT_BODY) + c.on_end()
+    events = run_json(c, TEXT_BODY)
     assert text_of(events) == "Hangzhou is the capital." and events[-1] == Finish("stop")
 
 
@@ -571,22 +577,21 @@ def test_the_misreadable_case_is_what_the_rule_says() -> None:
 def test_incremental_frames_cost_the_same_late_as_early() -> None:
     # Work per frame must not grow with the text so far (no rebuilding, no re-scanning).
     n, block = 12000, 1000
-    sses = SSEDecoder(data_line_events=True).feed(
-        stream_of([f" word{i % 7}" * 6 for i in range(n)], cumulative=False)
-    )
+    body = stream_of([f" word{i % 7}" * 6 for i in range(n)], cumulative=False)
+    sses = [f + b"\n\n" for f in body.split(b"\n\n") if f]
     early = late = float("inf")
     for _ in range(5):  # the fastest of five runs: a busy machine slows some runs, not all
         c = codec()
-        on_sse = c.on_sse
+        feed = c.feed
         t0 = time.perf_counter()
         for sse in sses[:block]:
-            on_sse(sse)
+            feed(sse)
         t1 = time.perf_counter()
         for sse in sses[block : n - block]:
-            on_sse(sse)
+            feed(sse)
         t2 = time.perf_counter()
         for sse in sses[n - block : n]:
-            on_sse(sse)
+            feed(sse)
         t3 = time.perf_counter()
         early, late = min(early, t1 - t0), min(late, t3 - t2)
     assert late < 3 * early + 0.002
@@ -595,7 +600,5 @@ def test_incremental_frames_cost_the_same_late_as_early() -> None:
 
 def test_cumulative_frames_are_checked_not_rebuilt() -> None:
     c = codec(incremental_output=False)
-    sses = SSEDecoder(data_line_events=True).feed(stream_of(["a", "b", "c"], cumulative=True))
-    for sse in sses[:3]:
-        c.on_sse(sse)
+    each_frame(c, b"\n\n".join(stream_of(["a", "b", "c"], cumulative=True).split(b"\n\n")[:3]))
     assert c._text == "abc"  # the last frame's own text object is kept, nothing is joined

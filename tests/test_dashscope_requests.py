@@ -169,7 +169,7 @@ async def test_key_never_in_errors(mocked: Any, client: Client) -> None:
     with pytest.raises(aiollm.AuthenticationError) as info:
         await client.chat("dashscope/qwen-turbo", MSGS)
     assert KEY not in str(info.value) and KEY not in repr(info.value)
-    assert KEY not in repr(client.provider("dashscope").auth)
+    assert KEY not in repr(client.auth("dashscope"))
 
 
 async def test_embeddings_are_unsupported(client: Client) -> None:

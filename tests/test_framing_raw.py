@@ -19,13 +19,8 @@ from test_framing_sse import (
     split_at,
 )
 
-from aiollm.errors import APIError, ProtocolError
-from aiollm.events import Event, TextDelta
+from aiollm.errors import ProtocolError
 from aiollm.framing import ServerSentEvent, SSEDecoder, SSEItem, as_event
-from aiollm.providers import Call
-from aiollm.providers.dashscope import DashScopeCodec
-from aiollm.providers.openai import OpenAICodec
-from aiollm.providers.qianfan import QianfanCodec
 
 Fields = tuple[str, str, str, int | None, tuple[str, ...]]
 
@@ -195,64 +190,3 @@ def test_raw_data_property_runs(runs: list[Run], crlf: bool, points: list[int]) 
         body = body.replace(b"\n", b"\r\n")
     check_same([body])
     check_same(split_at(body, points))
-
-
-# -- codecs on raw events -----------------------------------------------------------------
-
-
-def chat(model: str = "m") -> Call:
-    return Call(op="chat", model=model, stream=True, messages=[])
-
-
-def run(codec: Any, body: bytes) -> list[Event]:
-    out: list[Event] = []
-    for event in map(as_event, decode_raw([body])):
-        out += codec.on_sse(event)
-    return out
-
-
-def texts(events: list[Event]) -> list[str]:
-    return [e.text for e in events if isinstance(e, TextDelta)]
-
-
-def test_openai_invalid_utf8_reads_as_replacement() -> None:
-    body = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"caf\xc3!"}}]}\n\n'
-    codec = OpenAICodec(chat())
-    assert texts(run(codec, body + b"data: [DONE]\n\n")) == ["caf\ufffd!"]
-    assert codec.done and codec.request_id == "c1"
-
-
-def test_openai_raw_malformed_frames() -> None:
-    assert run(OpenAICodec(chat()), b"data:\n\n") == []
-    with pytest.raises(ProtocolError, match="malformed JSON frame"):
-        run(OpenAICodec(chat()), b"data: {nope\xff\n\n")
-    with pytest.raises(APIError, match="overloaded"):
-        run(OpenAICodec(chat()), b"event: error\ndata: overloaded \xff\n\n")
-
-
-def test_qianfan_invalid_utf8_reads_as_replacement() -> None:
-    body = (
-        b'data: {"id":"as-1","sentence_id":0,"is_end":false,"result":"'
-        + "以下".encode()
-        + b'\xff"}\n\n'
-    )
-    codec = QianfanCodec(chat())
-    assert texts(run(codec, body)) == ["以下\ufffd"]
-    with pytest.raises(ProtocolError, match="malformed JSON frame"):
-        run(QianfanCodec(chat()), b"data: {bad\xff\n\n")
-
-
-def test_dashscope_invalid_utf8_reads_as_replacement() -> None:
-    body = (
-        b'id:1\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"finish_reason":"null",'
-        b'"text":"\xe4\xbd\xa0\xe4\xbd"},"request_id":"r"}\n\n'
-    )
-    codec = DashScopeCodec(chat("qwen-turbo"))
-    assert texts(run(codec, body)) == ["你\ufffd"]
-    with pytest.raises(ProtocolError, match="malformed JSON frame in event id '2'"):
-        run(DashScopeCodec(chat("qwen-turbo")), b"id:2\ndata:{bad\xff\n\n")
-    with pytest.raises(APIError, match="not json"):
-        run(
-            DashScopeCodec(chat("qwen-turbo")),
-            b"id:3\nevent:error\n:HTTP_STATUS/500\ndata:not json \xff\n\n",
-        )

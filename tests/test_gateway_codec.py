@@ -7,14 +7,14 @@ import json
 from typing import Any
 
 import pytest
+from decoding import decoded, http_failure
 
 import aiollm
-from aiollm import Finish, TextDelta, Usage
-from aiollm.framing import JSONFramer
+from aiollm import Embeddings, Finish, TextDelta, Usage
 from aiollm.providers._base import Call
 from aiollm.providers.gateway import (
     GATEWAY_ERRORS,
-    GatewayCodec,
+    GatewayDecoder,
     GatewayProvider,
     jwt_claims,
     parse_token_response,
@@ -160,13 +160,12 @@ def call(stream: bool = False, op: str = "chat") -> Call:
     )
 
 
-def feed(codec: GatewayCodec, document: Any) -> list[Any]:
-    raw = json.dumps(document, ensure_ascii=False).encode()
-    framer = JSONFramer()
-    out: list[Any] = []
-    for doc in [*framer.feed(raw), *framer.close()]:
-        out += codec.on_json(doc)
-    return out + codec.on_end()
+def feed(codec: GatewayDecoder, document: Any) -> list[Any]:
+    return decoded(codec, [json.dumps(document, ensure_ascii=False).encode()])
+
+
+def http_error(status: int, headers: dict[str, str], body: bytes) -> aiollm.APIError:
+    return http_failure(GatewayDecoder(call(), status, headers), body)
 
 
 SEED_CHAT = {
@@ -186,7 +185,7 @@ SEED_CHAT = {
 
 
 def test_json_answer_to_a_stream_call_yields_delta_usage_finish() -> None:
-    events = feed(GatewayCodec(call(stream=True)), SEED_CHAT)
+    events = feed(GatewayDecoder(call(stream=True)), SEED_CHAT)
     assert events == [TextDelta(" Hello! My name is Bard"), Usage(28, 28, 56), Finish("stop")]
 
 
@@ -209,7 +208,7 @@ def test_error_codes_in_every_body_shape(
 ) -> None:
     body = error_bodies(str(code) if as_string else code, "scripted")[shape]
     with pytest.raises(cls) as info:
-        feed(GatewayCodec(call()), body)
+        feed(GatewayDecoder(call()), body)
     assert type(info.value) is cls and info.value.code == code and info.value.status == 200
 
 
@@ -219,49 +218,50 @@ def test_error_codes_with_a_non_2xx_status(
     code: int, cls: type[aiollm.APIError], status: int
 ) -> None:
     body = json.dumps({"code": code, "msg": "x"}).encode()
-    exc = GatewayCodec(call()).http_error(status, {}, body)
+    exc = http_error(status, {}, body)
     assert type(exc) is cls and exc.code == code and exc.status == status
 
 
 def test_error_names_map_too() -> None:
     with pytest.raises(aiollm.ContentFilterError) as info:
-        feed(GatewayCodec(call()), {"code": "SENSITIVE_WORD_ERROR", "msg": "请求信息中存在敏感词"})
+        feed(
+            GatewayDecoder(call()), {"code": "SENSITIVE_WORD_ERROR", "msg": "请求信息中存在敏感词"}
+        )
     assert info.value.code == -98432
     with pytest.raises(aiollm.QuotaExceededError) as quota:
-        feed(GatewayCodec(call()), {"error": {"message": "TOKEN_LIMIT_DAY", "type": "error"}})
+        feed(GatewayDecoder(call()), {"error": {"message": "TOKEN_LIMIT_DAY", "type": "error"}})
     assert quota.value.code == -98433
 
 
 def test_server_error_50002_is_retryable() -> None:
     with pytest.raises(aiollm.ServerError) as info:
-        feed(GatewayCodec(call()), {"code": 50002, "msg": "CUDA_OUT_OF_MEMORY"})
+        feed(GatewayDecoder(call()), {"code": 50002, "msg": "CUDA_OUT_OF_MEMORY"})
     assert info.value.retryable
 
 
 def test_stream_refused_without_fallback_is_invalid_request() -> None:
     with pytest.raises(aiollm.InvalidRequestError) as info:
-        feed(GatewayCodec(call(stream=True)), {"code": -98434, "msg": "非法响应Content-Type类型"})
-    assert type(info.value) is aiollm.InvalidRequestError and not info.value.retryable
+        feed(GatewayDecoder(call(stream=True)), {"code": -98434, "msg": "非法响应Content-Type类型"})
+    assert type(info.value) is aiollm.StreamingRefusedError and not info.value.retryable
     assert "INVALID_RESPONSE_CONTENT_TYPE" in str(info.value)
 
 
 def test_stream_refused_with_fallback_is_retryable_and_reported() -> None:
-    refusals: list[bool] = []
-
-    def refused() -> bool:
-        refusals.append(True)
-        return True
-
-    codec = GatewayCodec(call(stream=True), on_stream_refused=refused)
-    with pytest.raises(aiollm.InvalidRequestError) as info:
+    provider = GatewayProvider({"stream": True, "url": "http://gw", "ability": "a"}, {})
+    prepared = provider.prepare(call(stream=True))
+    codec = provider.decoder(prepared, 200, {})
+    with pytest.raises(aiollm.StreamingRefusedError) as info:
         feed(codec, {"code": -98434, "msg": "INVALID_RESPONSE_CONTENT_TYPE"})
-    assert info.value.retryable and refusals == [True]
+    assert info.value.retryable and not provider.stream_refused
     assert "retrying without streaming" in str(info.value)
+    provider.failed(prepared, info.value)  # the retry loop tells the provider
+    assert provider.stream_refused
+    assert b'"stream"' not in provider.build_request(prepared, "tok").body  # type: ignore[operator]
     # a non-streaming call never falls back
-    codec = GatewayCodec(call(stream=False), on_stream_refused=refused)
+    codec = provider.decoder(provider.prepare(call(stream=False)), 200, {})
     with pytest.raises(aiollm.InvalidRequestError) as info:
         feed(codec, {"code": -98434, "msg": "x"})
-    assert not info.value.retryable and refusals == [True]
+    assert not info.value.retryable
 
 
 @pytest.mark.parametrize(
@@ -276,32 +276,32 @@ def test_stream_refused_with_fallback_is_retryable_and_reported() -> None:
 )
 def test_rejected_token_is_an_authentication_error(status: int, body: Any) -> None:
     raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
-    codec = GatewayCodec(call())
+    codec = GatewayDecoder(call())
     if status == 200:
         with pytest.raises(aiollm.AuthenticationError):
             feed(codec, body)
     else:
-        assert type(codec.http_error(status, {}, raw)) is aiollm.AuthenticationError
+        assert type(http_error(status, {}, raw)) is aiollm.AuthenticationError
 
 
 def test_token_echoed_in_a_message_is_masked() -> None:
-    exc = GatewayCodec(call()).http_error(
+    exc = http_error(
         401, {}, json.dumps({"code": 401, "msg": f"token {DOC_TOKEN} expired"}).encode()
     )
     assert DOC_TOKEN not in str(exc) and "***" in str(exc)
     with pytest.raises(aiollm.ProtocolError) as info:
-        GatewayCodec(call()).on_json(f'{{"x": "{DOC_TOKEN}"'.encode())
+        decoded(GatewayDecoder(call()), [f'{{"x": "{DOC_TOKEN}"'.encode()])
     assert DOC_TOKEN not in str(info.value)
 
 
 def test_plain_http_error_without_body() -> None:
-    exc = GatewayCodec(call()).http_error(502, {"Retry-After": "1"}, b"502 Bad Gateway")
+    exc = http_error(502, {"Retry-After": "1"}, b"502 Bad Gateway")
     assert type(exc) is aiollm.ServerError and exc.retry_after == 1.0
 
 
 def test_embeddings_and_completions_use_the_openai_shapes() -> None:
-    codec = GatewayCodec(call(op="embed"))
-    feed(
+    codec = GatewayDecoder(call(op="embed"))
+    (embeddings,) = feed(
         codec,
         {
             "object": "list",
@@ -310,8 +310,8 @@ def test_embeddings_and_completions_use_the_openai_shapes() -> None:
             "usage": {"prompt_tokens": 4, "total_tokens": 4},
         },
     )
-    assert codec.embeddings is not None and codec.embeddings.embeddings == [[0.0169, -0.0145]]
-    assert codec.embeddings.provider == "gateway"
+    assert isinstance(embeddings, Embeddings) and embeddings.embeddings == [[0.0169, -0.0145]]
+    assert embeddings.provider == "gateway"
 
 
 # -- provider checks -------------------------------------------------------------------------------
@@ -338,10 +338,10 @@ def test_stream_setting_parsing() -> None:
 def test_missing_settings_name_the_variables() -> None:
     provider = GatewayProvider({}, {})
     with pytest.raises(aiollm.ConfigurationError, match="AIOLLM_GATEWAY_URL"):
-        provider.make_auth()
+        provider.credential()
     provider = GatewayProvider({"url": "http://gw"}, {"AIOLLM_GATEWAY_APPID": "a"})
     with pytest.raises(aiollm.ConfigurationError, match="AIOLLM_GATEWAY_SECRET"):
-        provider.make_auth()
+        provider.credential()
     with pytest.raises(aiollm.ConfigurationError, match="AIOLLM_GATEWAY_ABILITY"):
         provider.ability("not-a-jwt")
     assert provider.ability(DOC_TOKEN) == "app-07093646pbyg"

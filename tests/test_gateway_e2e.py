@@ -13,6 +13,7 @@ from aioresponses import aioresponses
 
 import aiollm
 from aiollm import Client, Finish, RetryPolicy, TextDelta, Usage
+from aiollm.auth import EndpointToken
 from aiollm.providers.gateway import GATEWAY_ERRORS, GatewayToken
 from aiollm.testing import Emulator, Fault
 from aiollm.testing.gateway import GatewayState, make_jwt, revoke_tokens
@@ -53,7 +54,11 @@ async def test_request_shapes() -> None:
             re.compile(r"http://gw\.test/app-x/v1/chat/completions\?accessToken=.*"), payload=answer
         )
         async with Client(providers={"gateway": settings}, env={}) as client:
-            events = [ev async for ev in client.stream(MODEL, MSGS, temperature=0.5)]
+            events = [
+                ev
+                async for ev in client.stream(MODEL, MSGS, temperature=0.5)
+                if not isinstance(ev, aiollm.ResponseInfo)
+            ]
         sent = [(m, str(u), c.kwargs) for (m, u), calls in mocked.requests.items() for c in calls]
     (m1, url1, kw1), (m2, url2, kw2) = sent
     assert m1 == "GET" and url1.startswith("http://gw.test/api/v1/ability_sub/external/getToken")
@@ -83,7 +88,7 @@ async def test_stream_is_one_json_call_with_delta_usage_finish(
     emu: Emulator, client: Client
 ) -> None:
     async with client.stream(MODEL, MSGS) as stream:
-        events = [ev async for ev in stream]
+        events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseInfo)]
     assert [type(ev) for ev in events] == [TextDelta, Usage, Finish]
     assert stream.completion.text == events[0].text  # type: ignore[union-attr]
     assert stream.attempts == 1 and emu.stats.requests["gateway.chat"] == 1
@@ -149,8 +154,9 @@ async def test_token_single_flight(emu: Emulator, client: Client) -> None:
 async def test_token_refreshed_before_expiry(emu: Emulator, client: Client) -> None:
     gw(emu).token_lifetime = 1.0
     await client.chat(MODEL, MSGS)
-    auth = client.provider("gateway").auth
-    assert isinstance(auth, GatewayToken) and auth.lifetime is not None
+    auth = client.auth("gateway")
+    assert isinstance(auth, EndpointToken) and isinstance(auth.endpoint, GatewayToken)
+    assert auth.lifetime is not None
     assert 0.0 < auth.lifetime <= 1.0  # read from the JWT (how much is left depends on load)
     await client.chat(MODEL, MSGS)
     assert emu.stats.requests["gateway.token"] == 1
@@ -164,11 +170,12 @@ async def test_token_refreshed_before_expiry(emu: Emulator, client: Client) -> N
 async def test_expired_token_is_rejected_and_replaced_once(emu: Emulator) -> None:
     gw(emu).token_lifetime = 0.2
     async with emu.client(retry=FAST) as client:
-        provider = client.provider("gateway")
         # a token source whose clock stands still never notices the expiry by itself
         settings = emu.settings()["gateway"]
-        provider._auth = GatewayToken(
-            settings["url"], settings["appid"], settings["secret"], clock=lambda: 0.0
+        client._auth["gateway"] = EndpointToken(
+            GatewayToken(settings["url"], settings["appid"], settings["secret"]),
+            provider="gateway",
+            clock=lambda: 0.0,
         )
         await client.chat(MODEL, MSGS)
         await anyio.sleep(0.25)
@@ -182,7 +189,7 @@ async def test_revoked_token_is_refreshed_once_and_retried(emu: Emulator, client
     await client.chat(MODEL, MSGS)
     revoke_tokens(emu)
     async with client.stream(MODEL, MSGS) as stream:
-        events = [ev async for ev in stream]
+        events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseInfo)]
     assert events and stream.attempts == 2
     assert emu.stats.requests["gateway.token"] == 2
 
@@ -273,7 +280,7 @@ async def test_stream_refused_falls_back_once_and_is_remembered(emu: Emulator) -
     async with streaming_client(emu) as client:
         first = await client.stream(MODEL, MSGS).final()
         second = client.stream(MODEL, MSGS)
-        events = [ev async for ev in second]
+        events = [ev async for ev in second if not isinstance(ev, aiollm.ResponseInfo)]
     assert first.text and first.finish_reason == "stop"
     bodies = emu.stats.bodies[1:]  # after the token request
     assert [b.get("stream") for b in bodies] == [True, None, None]
@@ -293,7 +300,7 @@ async def test_streaming_gateway(emu: Emulator) -> None:
     gw(emu).allow_stream = True
     async with streaming_client(emu) as client:
         async with client.stream(MODEL, MSGS) as stream:
-            events = [ev async for ev in stream]
+            events = [ev async for ev in stream if not isinstance(ev, aiollm.ResponseInfo)]
     assert sum(isinstance(ev, TextDelta) for ev in events) == 24
     assert stream.completion.usage == Usage(5, 24, 29)
 
@@ -330,7 +337,7 @@ async def test_token_and_secret_never_leak(emu: Emulator, caplog: pytest.LogCapt
         stream = client.stream(MODEL, MSGS)
         await stream.final()
         shown = [str(exc) for exc in failures] + [repr(exc) for exc in failures]
-        shown += [repr(client.provider("gateway").auth), repr(stream), repr(client)]
+        shown += [repr(client.auth("gateway")), repr(stream), repr(client)]
     assert {type(exc) for exc in failures} == {
         aiollm.AuthenticationError,
         aiollm.TransportError,

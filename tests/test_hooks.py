@@ -92,3 +92,27 @@ async def test_hooks_see_a_retry_and_an_early_close() -> None:
     finish = hooks.calls[-1][1]
     assert finish.outcome == "closed" and finish.error is None and finish.attempts == 2
     assert finish.completion is not None and finish.completion.finish_reason is None
+
+
+async def test_nothing_hooks_receive_holds_a_secret(emu: Emulator) -> None:
+    from aiollm.testing import Fault
+    from aiollm.testing.gateway import revoke_tokens
+
+    hooks = Recorder()
+    async with emu.client(hooks=[hooks], retry=aiollm.RetryPolicy(backoff_base=0.01)) as c:
+        for model in ("dashscope/qwen-plus", "qianfan/llama_2_7b", "gateway/m", "openai/m"):
+            await c.chat(model, HI)
+        expire_tokens(emu)
+        revoke_tokens(emu)
+        emu.script("openai", Fault("http", status=503, route="chat"))
+        for model in ("qianfan/llama_2_7b", "gateway/m", "openai/m"):
+            await c.chat(model, HI)
+    urls = [info.url for kind, info in hooks.calls if kind == "request"]
+    assert any("accessToken=***" in url for url in urls)
+    assert any("access_token=***" in url for url in urls)
+    assert [kind for kind, _ in hooks.calls].count("retry") == 3
+    seen = repr(hooks.calls) + "".join(str(i.error) for k, i in hooks.calls if k == "retry")
+    secrets = [emu.api_key, emu.qianfan_sk, emu.gateway_secret, emu.openai_key]
+    secrets += [*emu.state.qianfan.tokens, *emu.state.gateway.issued]
+    for secret in secrets:
+        assert secret not in seen

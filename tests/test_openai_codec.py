@@ -8,15 +8,13 @@ import struct
 from typing import Any
 
 import pytest
-from codec_feed import feed_codec
+from decoding import decoded, http_failure
 
 import aiollm
 from aiollm import Finish, TextDelta, Usage
-from aiollm.framing import JSONFramer, ServerSentEvent
+from aiollm.events import Embeddings, fold
 from aiollm.providers._base import Call
-from aiollm.providers.openai import OpenAICodec
-
-pytestmark = pytest.mark.usefixtures("sse_feed_mode")
+from aiollm.providers.openai import OpenAIDecoder
 
 
 def chat_call(stream: bool = True) -> Call:
@@ -38,17 +36,18 @@ def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -
     return "data: " + json.dumps(obj) + "\n\n"
 
 
-def feed_sse(codec: OpenAICodec, body: str, *, end: bool = True) -> list[Any]:
-    return feed_codec(codec, [body.encode()], end=end, data_line_events=True)
+def feed_sse(codec: OpenAIDecoder, body: str, *, end: bool = True, info: bool = False) -> list[Any]:
+    return decoded(codec, [body], end=end, info=info)
 
 
-def feed_json(codec: OpenAICodec, document: Any) -> list[Any]:
+def feed_json(codec: OpenAIDecoder, document: Any, *, info: bool = False) -> list[Any]:
     raw = document if isinstance(document, bytes) else json.dumps(document).encode()
-    out: list[Any] = []
-    framer = JSONFramer()
-    for doc in [*framer.feed(raw), *framer.close()]:
-        out += codec.on_json(doc)
-    return out + codec.on_end()
+    return decoded(codec, [raw], info=info)
+
+
+def feed_event(codec: OpenAIDecoder, data: str, *, event: str = "") -> list[Any]:
+    head = f"event: {event}\n" if event else ""
+    return decoded(codec, [f"{head}data: {data}\n\n"], end=False)
 
 
 # -- streams -----------------------------------------------------------------------------------
@@ -70,35 +69,40 @@ def test_stream_chunks_usage_and_done() -> None:
         + "\n\n"
         + "data: [DONE]\n\n"
     )
-    codec = OpenAICodec(chat_call())
-    events = feed_sse(codec, body)
-    assert events == [TextDelta("Hel"), TextDelta("lo"), Finish("stop"), Usage(3, 2, 5)]
-    assert codec.done and codec.request_id == "chatcmpl-1"
+    codec = OpenAIDecoder(chat_call())
+    events = feed_sse(codec, body, info=True)
+    assert [e for e in events if not isinstance(e, aiollm.ResponseInfo)] == [
+        TextDelta("Hel"),
+        TextDelta("lo"),
+        Usage(3, 2, 5),
+        Finish("stop"),
+    ]
+    assert codec.finished and fold(events).request_id == "chatcmpl-1"
 
 
 def test_finish_reason_null_is_not_a_finish() -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     events = feed_sse(codec, chunk("a") + chunk("b"), end=False)
     assert events == [TextDelta("a"), TextDelta("b")]
     assert not codec.finished
     with pytest.raises(aiollm.ProtocolError, match=r"finish_reason or \[DONE\]"):
-        codec.on_end()
+        codec.end()
 
 
 def test_body_ending_after_finish_without_done_is_a_normal_end() -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     events = feed_sse(codec, chunk("a") + chunk(None, "length"))
     assert events == [TextDelta("a"), Finish("length")]
-    assert not codec.done and codec.finished
+    assert codec.finished
 
 
 def test_usage_on_the_finish_chunk_and_continuous_usage() -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     body = chunk(
         "a", usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     ) + chunk(None, "stop", usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})
     events = feed_sse(codec, body)
-    assert events == [TextDelta("a"), Usage(1, 1, 2), Finish("stop"), Usage(1, 2, 3)]
+    assert events == [TextDelta("a"), Usage(1, 1, 2), Usage(1, 2, 3), Finish("stop")]
 
 
 def test_only_the_first_choice_is_followed() -> None:
@@ -110,7 +114,7 @@ def test_only_the_first_choice_is_followed() -> None:
         }
         return "data: " + json.dumps({"choices": [choice]}) + "\n\n"
 
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     body = (
         frame(0, "a")
         + frame(1, "X")
@@ -122,7 +126,7 @@ def test_only_the_first_choice_is_followed() -> None:
 
 
 def test_done_stops_even_with_trailing_garbage() -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     events = feed_sse(
         codec,
         chunk(
@@ -135,22 +139,23 @@ def test_done_stops_even_with_trailing_garbage() -> None:
 
 
 def test_malformed_frame_is_a_protocol_error() -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     with pytest.raises(aiollm.ProtocolError, match="malformed JSON frame"):
         feed_sse(codec, 'data: {"id": "x", "choices": [\n\n')
 
 
 def test_wrong_types_are_a_protocol_error_not_a_crash() -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     with pytest.raises(aiollm.ProtocolError):
-        codec.on_sse(ServerSentEvent(data='{"choices": [{"delta": {"content": 5}}]}'))
+        feed_event(codec, '{"choices": [{"delta": {"content": 5}}]}')
+    codec = OpenAIDecoder(chat_call())
     with pytest.raises(aiollm.ProtocolError):
-        codec.on_sse(ServerSentEvent(data="[1, 2]"))
+        feed_event(codec, "[1, 2]")
 
 
 def test_comment_only_event_is_ignored() -> None:
-    codec = OpenAICodec(chat_call())
-    assert codec.on_sse(ServerSentEvent(data="", comments=("keep-alive",))) == []
+    codec = OpenAIDecoder(chat_call())
+    assert decoded(codec, [": keep-alive\n\n"], end=False) == []
 
 
 @pytest.mark.parametrize(
@@ -186,7 +191,7 @@ def test_comment_only_event_is_ignored() -> None:
     ],
 )
 def test_error_inside_a_stream(error: dict[str, Any], cls: type[Exception], code: object) -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     with pytest.raises(cls) as info:
         feed_sse(codec, chunk("a")[:0] + "data: " + json.dumps({"error": error}) + "\n\n")
     exc = info.value
@@ -196,9 +201,9 @@ def test_error_inside_a_stream(error: dict[str, Any], cls: type[Exception], code
 
 
 def test_error_event_with_plain_text_data() -> None:
-    codec = OpenAICodec(chat_call())
+    codec = OpenAIDecoder(chat_call())
     with pytest.raises(aiollm.APIError, match="upstream went away"):
-        codec.on_sse(ServerSentEvent(event="error", data="upstream went away"))
+        feed_event(codec, "upstream went away", event="error")
 
 
 # -- whole responses ---------------------------------------------------------------------------
@@ -220,9 +225,10 @@ CHAT = {
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_whole_chat_response(stream: bool) -> None:
-    codec = OpenAICodec(chat_call(stream))
-    assert feed_json(codec, CHAT) == [TextDelta(" Hello!"), Usage(28, 28, 56), Finish("stop")]
-    assert codec.request_id == "chatcmpl-3j8"
+    codec = OpenAIDecoder(chat_call(stream))
+    events = feed_json(codec, CHAT, info=True)
+    assert events[1:] == [TextDelta(" Hello!"), Usage(28, 28, 56), Finish("stop")]
+    assert fold(events).request_id == "chatcmpl-3j8"
 
 
 def test_whole_text_completion() -> None:
@@ -235,17 +241,17 @@ def test_whole_text_completion() -> None:
         ],
         "usage": {"prompt_tokens": 5, "total_tokens": 45, "completion_tokens": 40},
     }
-    codec = OpenAICodec(Call(op="complete", model="m", stream=False, prompt="Once"))
+    codec = OpenAIDecoder(Call(op="complete", model="m", stream=False, prompt="Once"))
     assert feed_json(codec, doc) == [TextDelta(", there was"), Usage(5, 40, 45), Finish("length")]
 
 
 def test_response_without_choices_is_a_protocol_error() -> None:
     with pytest.raises(aiollm.ProtocolError, match="no choices"):
-        feed_json(OpenAICodec(chat_call(False)), {"id": "x", "object": "chat.completion"})
+        feed_json(OpenAIDecoder(chat_call(False)), {"id": "x", "object": "chat.completion"})
 
 
 def test_error_body_in_a_200_response() -> None:
-    codec = OpenAICodec(chat_call(False))
+    codec = OpenAIDecoder(chat_call(False))
     with pytest.raises(aiollm.AuthenticationError) as info:
         feed_json(
             codec,
@@ -261,7 +267,7 @@ def test_error_body_in_a_200_response() -> None:
 
 
 def test_top_level_vllm_error_object() -> None:
-    codec = OpenAICodec(chat_call(False))
+    codec = OpenAIDecoder(chat_call(False))
     doc = {
         "object": "error",
         "message": "This model's maximum context length is 4096 tokens",
@@ -276,7 +282,7 @@ def test_top_level_vllm_error_object() -> None:
 # -- HTTP errors -------------------------------------------------------------------------------
 def http_error(status: int, body: Any, headers: dict[str, str] | None = None) -> aiollm.APIError:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return OpenAICodec(chat_call()).http_error(status, headers or {}, raw)
+    return http_failure(OpenAIDecoder(chat_call(), status, headers or {}), raw)
 
 
 def test_http_429_with_retry_after() -> None:
@@ -384,31 +390,33 @@ def test_embeddings_restore_input_order() -> None:
             {"object": "embedding", "embedding": [1.0], "index": 0},
         ],
     }
-    codec = OpenAICodec(embed_call(["a", "b"]))
-    assert feed_json(codec, doc) == [Usage(4, None, 4)]
-    assert codec.embeddings is not None
-    assert codec.embeddings.embeddings == [[1.0], [2.0]]
-    assert codec.embeddings.model == "e" and codec.embeddings.usage == Usage(4, None, 4)
+    codec = OpenAIDecoder(embed_call(["a", "b"]))
+    (embeddings,) = feed_json(codec, doc)
+    assert isinstance(embeddings, Embeddings)
+    assert embeddings.embeddings == [[1.0], [2.0]]
+    assert embeddings.model == "e" and embeddings.usage == Usage(4, None, 4)
 
 
 def test_embeddings_in_base64() -> None:
     raw = base64.b64encode(struct.pack("<3f", 0.5, -1.0, 2.0)).decode()
-    codec = OpenAICodec(embed_call("x"))
-    feed_json(codec, {"data": [{"embedding": raw, "index": 0}]})
-    assert codec.embeddings is not None and codec.embeddings.embeddings == [[0.5, -1.0, 2.0]]
+    codec = OpenAIDecoder(embed_call("x"))
+    (embeddings,) = feed_json(codec, {"data": [{"embedding": raw, "index": 0}]})
+    assert isinstance(embeddings, Embeddings) and embeddings.embeddings == [[0.5, -1.0, 2.0]]
     with pytest.raises(aiollm.ProtocolError, match="base64"):
-        feed_json(OpenAICodec(embed_call("x")), {"data": [{"embedding": "!!!", "index": 0}]})
+        feed_json(OpenAIDecoder(embed_call("x")), {"data": [{"embedding": "!!!", "index": 0}]})
 
 
 def test_embeddings_count_must_match_input() -> None:
     with pytest.raises(aiollm.ProtocolError, match="asked for 2 embedding"):
-        feed_json(OpenAICodec(embed_call(["a", "b"])), {"data": [{"embedding": [1.0], "index": 0}]})
+        feed_json(
+            OpenAIDecoder(embed_call(["a", "b"])), {"data": [{"embedding": [1.0], "index": 0}]}
+        )
 
 
 def test_embeddings_error_body_and_garbage() -> None:
     with pytest.raises(aiollm.RateLimitError):
-        feed_json(OpenAICodec(embed_call("a")), {"error": {"message": "slow", "code": 429}})
+        feed_json(OpenAIDecoder(embed_call("a")), {"error": {"message": "slow", "code": 429}})
     with pytest.raises(aiollm.ProtocolError, match="'data'"):
-        feed_json(OpenAICodec(embed_call("a")), {"object": "list"})
+        feed_json(OpenAIDecoder(embed_call("a")), {"object": "list"})
     with pytest.raises(aiollm.ProtocolError, match="no embeddings"):
-        OpenAICodec(embed_call("a")).on_end()
+        OpenAIDecoder(embed_call("a"), 200, {"Content-Type": "application/json"}).end()

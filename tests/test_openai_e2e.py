@@ -131,7 +131,7 @@ async def test_stream_end_to_end(client: Client) -> None:
         events = [ev async for ev in stream]
     texts = [ev for ev in events if isinstance(ev, TextDelta)]
     assert len(texts) == 24
-    assert [type(ev) for ev in events[-2:]] == [Finish, Usage]
+    assert [type(ev) for ev in events[-2:]] == [Usage, Finish]
     completion = stream.completion
     assert completion.finish_reason == "stop" and completion.usage == Usage(2, 24, 26)
     assert completion.request_id == "chatcmpl-emu1"

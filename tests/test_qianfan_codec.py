@@ -1,11 +1,11 @@
-"""Qianfan codec, sans-IO: the document's real frames, error bodies, anomalies, safety."""
+"""Qianfan response decoder, sans-IO: the document's real frames, error bodies, anomalies, safety."""
 
 from __future__ import annotations
 
 import warnings
 
 import pytest
-from codec_feed import feed_codec
+from decoding import decoded, http_failure
 
 from aiollm.errors import (
     APIError,
@@ -18,12 +18,9 @@ from aiollm.errors import (
     RateLimitError,
     ServerError,
 )
-from aiollm.events import Event, Finish, SafetyNotice, TextDelta, Usage
-from aiollm.framing import ServerSentEvent
+from aiollm.events import Event, Finish, ResponseInfo, SafetyNotice, TextDelta, Usage, fold
 from aiollm.providers._base import Call
-from aiollm.providers.qianfan import QianfanCodec, SentenceOrderWarning, error_from_code
-
-pytestmark = pytest.mark.usefixtures("sse_feed_mode")
+from aiollm.providers.qianfan import QianfanDecoder, SentenceOrderWarning, error_from_code
 
 # The streamed answer of the Llama-2-7b-chat document, frame for frame (no blank lines between
 # the frames, as the document prints them).
@@ -67,31 +64,51 @@ SEED_RESPONSE = """{
 }""".encode()
 
 
-def stream_codec() -> QianfanCodec:
-    return QianfanCodec(Call(op="chat", model="llama_2_7b", stream=True, messages=[]))
+def stream_codec(status: int = 200, headers: dict[str, str] | None = None) -> QianfanDecoder:
+    call = Call(op="chat", model="llama_2_7b", stream=True, messages=[])
+    return QianfanDecoder(call, status, headers)
 
 
-def plain_codec() -> QianfanCodec:
-    return QianfanCodec(Call(op="chat", model="llama_2_7b", stream=False, messages=[]))
+def plain_codec(status: int = 200, headers: dict[str, str] | None = None) -> QianfanDecoder:
+    call = Call(op="chat", model="llama_2_7b", stream=False, messages=[])
+    return QianfanDecoder(call, status, headers)
 
 
-def frame(**fields: object) -> ServerSentEvent:
+def sse(codec: QianfanDecoder, data: bytes | str) -> list[Event]:
+    """The events of one event-stream frame with ``data``."""
+    raw = data if isinstance(data, bytes) else data.encode()
+    return decoded(codec, [b"data: " + raw + b"\n\n"], end=False)
+
+
+def whole(codec: QianfanDecoder, body: bytes, *, info: bool = False) -> list[Event]:
+    """The events of a whole JSON body."""
+    return decoded(codec, [body], info=info)
+
+
+HTML = {"Content-Type": "text/html"}
+
+
+def frame(**fields: object) -> str:
     import json
 
-    return ServerSentEvent(data=json.dumps(fields, ensure_ascii=False))
+    return json.dumps(fields, ensure_ascii=False)
 
 
-def decode_stream(codec: QianfanCodec, body: bytes, chunk: int = 0) -> list[Event]:
-    """Frame ``body`` as Qianfan is framed, feed the codec, end it."""
+def decode_stream(
+    codec: QianfanDecoder, body: bytes, chunk: int = 0, *, info: bool = False
+) -> list[Event]:
+    """Feed ``body`` to the decoder (in ``chunk``-byte pieces) and end it."""
     chunks = [body] if not chunk else [body[i : i + chunk] for i in range(0, len(body), chunk)]
-    return feed_codec(codec, chunks, data_line_events=True, json_line_events=True)
+    return decoded(codec, chunks, info=info)
 
 
 # -- the document's frames ------------------------------------------------------------------
 @pytest.mark.parametrize("chunk", [0, 1, 7, 64])
 def test_seed_stream_text_usage_finish(chunk: int) -> None:
     codec = stream_codec()
-    events = decode_stream(codec, SEED_STREAM, chunk)
+    events = decode_stream(codec, SEED_STREAM, chunk, info=True)
+    completion = fold(events)
+    events = [e for e in events if not isinstance(e, ResponseInfo)]
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == SEED_TEXT
     assert sum(isinstance(e, TextDelta) for e in events) == 9
@@ -99,10 +116,10 @@ def test_seed_stream_text_usage_finish(chunk: int) -> None:
     # Only the is_end frame's usage counts (earlier frames' usage varies by deployment).
     assert usages == [Usage(11, 30, 412)]
     assert events[-1] == Finish("stop")
-    assert codec.done
-    assert codec.request_id == "as-ywwpgx4dt7"
-    assert "sentence_anomalies" not in codec.extra
-    assert codec.extra["need_clear_history"] is False
+    assert codec.finished
+    assert completion.request_id == "as-ywwpgx4dt7"
+    assert "sentence_anomalies" not in completion.extra
+    assert completion.extra["need_clear_history"] is False
 
 
 def test_seed_stream_with_blank_lines_too() -> None:
@@ -113,42 +130,42 @@ def test_seed_stream_with_blank_lines_too() -> None:
 
 def test_seed_non_streamed_response() -> None:
     codec = plain_codec()
-    events = codec.on_json(SEED_RESPONSE)
+    events = whole(codec, SEED_RESPONSE, info=True)
+    completion = fold(events)
+    events = [e for e in events if not isinstance(e, ResponseInfo)]
     assert events[0] == TextDelta(
         "您好,我是由Meta AI研发并开源,在编码、推理及知识应用等场景表现优秀,Llama-2-7b-chat是高性能版本。"
     )
     assert Usage(7, 67, 74) in events
     assert events[-1] == Finish("stop")
-    assert codec.done and codec.request_id == "as-bcmt5ct4iy"
-    assert codec.on_end() == []
+    assert codec.finished and completion.request_id == "as-bcmt5ct4iy"
+    assert codec.end() == []
 
 
 def test_truncated_response_finishes_with_length() -> None:
     codec = plain_codec()
-    events = codec.on_json(
-        b'{"id":"a","result":"x","is_truncated":true,"usage":{"total_tokens":3}}'
+    events = whole(
+        codec, b'{"id":"a","result":"x","is_truncated":true,"usage":{"total_tokens":3}}', info=True
     )
     assert events[-1] == Finish("length")
-    assert codec.extra["is_truncated"] is True
+    assert fold(events).extra["is_truncated"] is True
 
 
 def test_finish_reason_from_the_body() -> None:
-    assert plain_codec().on_json(b'{"result":"x","finish_reason":"normal"}')[-1] == Finish("stop")
-    events = plain_codec().on_json(b'{"result":"","finish_reason":"content_filter"}')
+    assert whole(plain_codec(), b'{"result":"x","finish_reason":"normal"}')[-1] == Finish("stop")
+    events = whole(plain_codec(), b'{"result":"","finish_reason":"content_filter"}')
     assert events == [Finish("content_filter")]
 
 
 # -- stream ends ------------------------------------------------------------------------------
 def test_is_end_frame_with_empty_result_ends_the_stream() -> None:
     codec = stream_codec()
-    assert codec.on_sse(frame(id="a", sentence_id=0, is_end=False, result="hi")) == [
-        TextDelta("hi")
-    ]
-    events = codec.on_sse(
-        frame(id="a", sentence_id=1, is_end=True, result="", usage={"total_tokens": 5})
+    assert sse(codec, frame(id="a", sentence_id=0, is_end=False, result="hi")) == [TextDelta("hi")]
+    events = sse(
+        codec, frame(id="a", sentence_id=1, is_end=True, result="", usage={"total_tokens": 5})
     )
     assert events == [Usage(None, None, 5), Finish("stop")]
-    assert codec.done
+    assert codec.finished
 
 
 def test_stream_ending_without_is_end_is_a_protocol_error() -> None:
@@ -160,24 +177,24 @@ def test_stream_ending_without_is_end_is_a_protocol_error() -> None:
 
 def test_empty_stream_body_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
-        stream_codec().on_end()
+        stream_codec().end()
     with pytest.raises(ProtocolError):
-        plain_codec().on_end()
+        plain_codec().end()
 
 
 def test_malformed_frame_is_a_protocol_error_without_secrets() -> None:
     codec = stream_codec()
     with pytest.raises(ProtocolError, match="malformed JSON frame") as info:
-        codec.on_sse(ServerSentEvent(data='{"result": "x", "u": "?access_token=24.abc'))
+        sse(codec, '{"result": "x", "u": "?access_token=24.abc')
     assert "24.abc" not in str(info.value)
     with pytest.raises(ProtocolError):
-        codec.on_sse(ServerSentEvent(data='{"result": 5}'))  # wrong type
+        sse(stream_codec(), '{"result": 5}')  # wrong type
     with pytest.raises(ProtocolError):
-        codec.on_json(b"[1, 2]")
+        whole(stream_codec(), b"[1, 2]")
 
 
 def test_empty_data_is_ignored() -> None:
-    assert stream_codec().on_sse(ServerSentEvent(data="")) == []
+    assert sse(stream_codec(), "") == []
 
 
 # -- sentence_id ----------------------------------------------------------------------------
@@ -186,10 +203,19 @@ def test_sentence_gap_keeps_text_and_warns() -> None:
     events: list[Event] = []
     with pytest.warns(SentenceOrderWarning, match="skipped: expected 1, got 3"):
         for sid, text in [(0, "a"), (3, "b"), (4, "c")]:
-            events += codec.on_sse(frame(sentence_id=sid, is_end=False, result=text))
-    events += codec.on_sse(frame(sentence_id=5, is_end=True, result="d"))
+            events += decoded(
+                codec,
+                [f"data: {frame(sentence_id=sid, is_end=False, result=text)}\n\n"],
+                end=False,
+                info=True,
+            )
+    events += decoded(
+        codec, [f"data: {frame(sentence_id=5, is_end=True, result='d')}\n\n"], info=True
+    )
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "abcd"
-    assert codec.extra["sentence_anomalies"] == [{"frame": 1, "expected": 1, "sentence_id": 3}]
+    assert fold(events).extra["sentence_anomalies"] == [
+        {"frame": 1, "expected": 1, "sentence_id": 3}
+    ]
 
 
 def test_repeated_sentence_ids_warn_once_and_list_each() -> None:
@@ -197,39 +223,40 @@ def test_repeated_sentence_ids_warn_once_and_list_each() -> None:
     events: list[Event] = []
     with pytest.warns(SentenceOrderWarning, match="repeated") as record:
         for i in range(4):
-            events += codec.on_sse(frame(sentence_id=0, is_end=i == 3, result=str(i)))
+            body = f"data: {frame(sentence_id=0, is_end=i == 3, result=str(i))}\n\n"
+            events += decoded(codec, [body], end=False, info=True)
     assert len(record) == 1
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "0123"
-    assert [a["frame"] for a in codec.extra["sentence_anomalies"]] == [1, 2, 3]
+    assert [a["frame"] for a in fold(events).extra["sentence_anomalies"]] == [1, 2, 3]
 
 
 def test_anomaly_list_is_bounded() -> None:
     codec = stream_codec()
+    events: list[Event] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SentenceOrderWarning)
         for _ in range(500):
-            codec.on_sse(frame(sentence_id=0, is_end=False, result="x"))
-    assert len(codec.extra["sentence_anomalies"]) == 100
+            body = f"data: {frame(sentence_id=0, is_end=False, result='x')}\n\n"
+            events += decoded(codec, [body], end=False, info=True)
+    assert len(fold(events).extra["sentence_anomalies"]) == 100
 
 
 # -- safety ---------------------------------------------------------------------------------------
 def test_need_clear_history_becomes_one_safety_notice() -> None:
     codec = stream_codec()
-    events = codec.on_sse(
-        frame(sentence_id=0, is_end=False, result="a", need_clear_history=True, ban_round=2)
-    )
-    events += codec.on_sse(
-        frame(sentence_id=1, is_end=True, result="", need_clear_history=True, ban_round=2)
-    )
+    first = frame(sentence_id=0, is_end=False, result="a", need_clear_history=True, ban_round=2)
+    last = frame(sentence_id=1, is_end=True, result="", need_clear_history=True, ban_round=2)
+    events = decoded(codec, [f"data: {first}\n\ndata: {last}\n\n"], info=True)
     notices = [e for e in events if isinstance(e, SafetyNotice)]
     assert len(notices) == 1
     assert notices[0].clear_history and notices[0].ban_round == 2
-    assert codec.extra["need_clear_history"] is True and codec.extra["ban_round"] == 2
+    extra = fold(events).extra
+    assert extra["need_clear_history"] is True and extra["ban_round"] == 2
 
 
 def test_non_streamed_unsafe_question() -> None:
     codec = plain_codec()
-    events = codec.on_json(b'{"id":"x","result":"","need_clear_history":true,"ban_round":-1}')
+    events = whole(codec, b'{"id":"x","result":"","need_clear_history":true,"ban_round":-1}')
     assert events[0] == SafetyNotice(
         clear_history=True,
         ban_round=-1,
@@ -280,7 +307,7 @@ def test_error_table(code: int, cls: type[APIError], retryable: bool) -> None:
 def test_error_body_on_a_stream_request_arrives_as_json() -> None:
     codec = stream_codec()
     with pytest.raises(RateLimitError) as info:
-        codec.on_json(b'{"error_code":18,"error_msg":"Open api qps request limit reached"}')
+        whole(codec, b'{"error_code":18,"error_msg":"Open api qps request limit reached"}')
     err = info.value
     assert err.code == 18 and err.status == 200
     assert "Open api qps request limit reached" in str(err)
@@ -288,12 +315,12 @@ def test_error_body_on_a_stream_request_arrives_as_json() -> None:
 
 def test_error_code_as_string_and_zero() -> None:
     with pytest.raises(AuthenticationError) as info:
-        plain_codec().on_json(b'{"error_code":"110","error_msg":"Access token invalid"}')
+        whole(plain_codec(), b'{"error_code":"110","error_msg":"Access token invalid"}')
     assert info.value.code == 110
     # error_code 0 is no error
-    assert plain_codec().on_json(b'{"error_code":0,"result":"ok"}')[0] == TextDelta("ok")
+    assert whole(plain_codec(), b'{"error_code":0,"result":"ok"}')[0] == TextDelta("ok")
     with pytest.raises(APIError) as other:
-        plain_codec().on_json(b'{"error_code":"weird","error_msg":"?"}')
+        whole(plain_codec(), b'{"error_code":"weird","error_msg":"?"}')
     assert other.value.code == "weird"
 
 
@@ -328,7 +355,7 @@ def test_bare_json_error_line_as_the_whole_stream() -> None:
 def test_html_error_body_with_a_code() -> None:
     body = b'<html><body>{"error_code":18,"error_msg":"Open api qps request limit reached"}</body></html>'
     with pytest.raises(RateLimitError) as info:
-        stream_codec().on_other(body, "text/html")
+        decoded(stream_codec(200, HTML), [body])
     assert info.value.code == 18
     assert "qps request limit" in str(info.value)
 
@@ -336,13 +363,14 @@ def test_html_error_body_with_a_code() -> None:
 def test_html_error_body_with_escaped_message() -> None:
     body = b'<html><body>{"error_code":336100,"error_msg":"\\u4eba\\u592a\\u591a"}</body></html>'
     with pytest.raises(RateLimitError, match="人太多"):
-        stream_codec().on_other(body, "text/html")
+        decoded(stream_codec(200, HTML), [body])
 
 
 def test_error_message_echoing_the_token_url_is_masked() -> None:
     with pytest.raises(AuthenticationError) as info:
-        plain_codec().on_json(
-            b'{"error_code":100,"error_msg":"Invalid parameter in /chat?access_token=24.leak.1"}'
+        whole(
+            plain_codec(),
+            b'{"error_code":100,"error_msg":"Invalid parameter in /chat?access_token=24.leak.1"}',
         )
     assert "24.leak" not in str(info.value)
 
@@ -350,7 +378,7 @@ def test_error_message_echoing_the_token_url_is_masked() -> None:
 def test_html_error_body_without_a_code() -> None:
     body = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
     with pytest.raises(ProtocolError, match="text/html") as info:
-        stream_codec().on_other(body, "text/html")
+        decoded(stream_codec(200, HTML), [body])
     assert "502 Bad Gateway" in str(info.value)
     assert "<h1>" not in str(info.value)
 
@@ -358,28 +386,26 @@ def test_html_error_body_without_a_code() -> None:
 def test_html_body_snippet_is_redacted() -> None:
     body = b"<html>bad request to /chat?access_token=24.topsecret.123 </html>"
     with pytest.raises(ProtocolError) as info:
-        plain_codec().on_other(body, "text/html")
+        decoded(plain_codec(200, HTML), [body])
     assert "topsecret" not in str(info.value)
 
 
 def test_http_error_with_a_qianfan_body() -> None:
-    err = plain_codec().http_error(
-        429,
-        {"Retry-After": "2"},
+    err = http_failure(
+        plain_codec(429, {"Retry-After": "2"}),
         b'{"error_code":18,"error_msg":"Open api qps request limit reached"}',
     )
     assert isinstance(err, RateLimitError)
     assert err.status == 429 and err.code == 18 and err.retry_after == 2.0
-    err = plain_codec().http_error(502, {}, b"<html><h1>502 Bad Gateway</h1></html>")
+    err = http_failure(plain_codec(502), b"<html><h1>502 Bad Gateway</h1></html>")
     assert isinstance(err, ServerError) and err.status == 502
     assert "502 Bad Gateway" in err.message
-    err = plain_codec().http_error(404, {}, b'{"error":"not here"}')
+    err = http_failure(plain_codec(404), b'{"error":"not here"}')
     assert isinstance(err, NotFoundError)
 
 
 def test_in_body_error_takes_status_and_retry_after_from_the_response_head() -> None:
-    codec = stream_codec()
-    codec.on_response(200, {"Retry-After": "3"})
+    codec = stream_codec(200, {"Retry-After": "3"})
     with pytest.raises(RateLimitError) as info:
-        codec.on_json(b'{"error_code":336501,"error_msg":"rpm limit reached"}')
+        whole(codec, b'{"error_code":336501,"error_msg":"rpm limit reached"}')
     assert info.value.status == 200 and info.value.retry_after == 3.0

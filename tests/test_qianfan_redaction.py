@@ -165,7 +165,7 @@ async def test_token_request_errors_hide_the_keys(
     async with client_for({"ak": AK, "sk": SK, "base_url": url}) as c:
         with pytest.raises(TransportError) as info:
             await c.chat(MODEL, HI)
-        assert AK not in repr(c.provider("qianfan").auth)
+        assert AK not in repr(c.auth("qianfan"))
     assert_clean(info.value, caplog, AK, SK)
 
 
@@ -186,7 +186,7 @@ async def test_whole_sessions_log_no_secrets(
                 await s.final()
         assert "qianfan" in repr(c) and "qianfan" in repr(s)
         secrets = [emu.qianfan_ak, emu.qianfan_sk, *emu.state.qianfan.tokens]
-        for obj in (c, s, c.provider("qianfan").auth, info.value):
+        for obj in (c, s, c.auth("qianfan"), info.value):
             for secret in secrets:
                 assert secret not in repr(obj)
     assert len(secrets) == 5  # ak, sk and three tokens

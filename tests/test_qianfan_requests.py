@@ -10,7 +10,7 @@ import pytest
 from aioresponses import aioresponses
 
 from aiollm import Client, RetryPolicy
-from aiollm.auth import StaticToken
+from aiollm.auth import EndpointToken, StaticToken, token_source
 from aiollm.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -55,50 +55,55 @@ def chat_call(messages: list[dict[str, Any]], stream: bool = False, **params: An
 
 
 # -- settings --------------------------------------------------------------------------------
+def auth_of(prov: QianfanProvider) -> Any:
+    return token_source(prov.credential(), provider="qianfan")
+
+
 def test_ak_sk_make_a_refreshable_token_source() -> None:
-    auth = provider(ak=AK, sk=SK).auth
-    assert isinstance(auth, QianfanToken) and auth.refreshable
-    assert auth.url == BASE + "/oauth/2.0/token"
+    auth = auth_of(provider(ak=AK, sk=SK))
+    assert isinstance(auth, EndpointToken) and auth.refreshable
+    assert isinstance(auth.endpoint, QianfanToken)
+    assert auth.endpoint.url == BASE + "/oauth/2.0/token"
     assert AK not in repr(auth) and SK not in repr(auth)
 
 
 def test_environment_and_default_base_url() -> None:
     prov = QianfanProvider({}, {"QIANFAN_AK": AK, "QIANFAN_SK": SK})
     assert prov.base_url == "https://aip.baidubce.com"
-    assert isinstance(prov.auth, QianfanToken)
+    assert isinstance(prov.credential(), QianfanToken)
     prov = QianfanProvider({}, {"QIANFAN_BASE_URL": BASE + "/"})
     assert prov.base_url == BASE
 
 
 def test_ready_access_token_is_static() -> None:
-    auth = provider(access_token=TOKEN).auth
+    auth = auth_of(provider(access_token=TOKEN))
     assert isinstance(auth, StaticToken) and not auth.refreshable
-    auth = QianfanProvider({}, {"QIANFAN_ACCESS_TOKEN": TOKEN}).auth
+    auth = auth_of(QianfanProvider({}, {"QIANFAN_ACCESS_TOKEN": TOKEN}))
     assert isinstance(auth, StaticToken)
     # AK/SK in the environment win over a token in the environment (they can refresh).
     env = {"QIANFAN_ACCESS_TOKEN": TOKEN, "QIANFAN_AK": AK, "QIANFAN_SK": SK}
-    assert isinstance(QianfanProvider({}, env).auth, QianfanToken)
+    assert isinstance(QianfanProvider({}, env).credential(), QianfanToken)
     # A token passed as a setting wins over AK/SK in the environment.
-    assert isinstance(QianfanProvider({"access_token": TOKEN}, env).auth, StaticToken)
+    assert isinstance(auth_of(QianfanProvider({"access_token": TOKEN}, env)), StaticToken)
 
 
 def test_missing_credentials_name_the_variables() -> None:
     with pytest.raises(ConfigurationError, match="QIANFAN_AK and QIANFAN_SK"):
-        _ = QianfanProvider({}, {}).auth
+        _ = QianfanProvider({}, {}).credential()
     with pytest.raises(ConfigurationError, match="QIANFAN_SK"):
-        _ = QianfanProvider({"ak": AK}, {}).auth
+        _ = QianfanProvider({"ak": AK}, {}).credential()
 
 
 def test_only_chat_is_supported() -> None:
     with pytest.raises(UnsupportedOperationError):
-        provider().check(Call(op="embed", model="x", stream=False, input="a"))
+        provider().prepare(Call(op="embed", model="x", stream=False, input="a"))
 
 
 @pytest.mark.parametrize("model", ["", "a/b", "x?y=1", "a b", "../etc"])
 def test_endpoint_names_are_checked(model: str) -> None:
     call = Call(op="chat", model=model, stream=False, messages=[user("hi")])
     with pytest.raises(InvalidRequestError, match="endpoint name"):
-        provider().check(call)
+        provider().prepare(call)
 
 
 # -- the messages rules ----------------------------------------------------------------------------
@@ -118,12 +123,12 @@ def test_endpoint_names_are_checked(model: str) -> None:
 )
 def test_messages_rules(messages: list[dict[str, Any]], rule: str) -> None:
     with pytest.raises(InvalidRequestError, match=re.escape(rule)) as info:
-        provider().check(chat_call(messages))
+        provider().prepare(chat_call(messages))
     assert str(info.value).startswith("[qianfan] messages rule:")
 
 
 def test_last_message_of_exactly_2000_characters_is_fine() -> None:
-    provider().check(chat_call([user("x" * 2000)]))
+    provider().prepare(chat_call([user("x" * 2000)]))
 
 
 def test_prompt_becomes_one_user_message() -> None:
@@ -145,7 +150,7 @@ def test_body_fields_and_leading_system_message() -> None:
         top_k=None,
     )
     prov = provider()
-    prov.check(call)
+    prov.prepare(call)
     assert prov.body(call) == {
         "messages": [user("hi")],
         "system": "be brief",
@@ -164,12 +169,12 @@ def test_body_fields_and_leading_system_message() -> None:
 def test_system_twice_is_rejected() -> None:
     call = chat_call([{"role": "system", "content": "a"}, user("hi")], system="b")
     with pytest.raises(InvalidRequestError, match="not both"):
-        provider().check(call)
+        provider().prepare(call)
 
 
 def test_stream_param_is_rejected() -> None:
     with pytest.raises(InvalidRequestError, match="stream"):
-        provider().check(
+        provider().prepare(
             Call(
                 op="chat",
                 model="llama_2_7b",
@@ -193,15 +198,15 @@ def test_trim_history_is_opt_in_and_not_sent() -> None:
     history = [user("a" * 1500), bot("b" * 1500), user("c")]
     prov = provider()
     plain = chat_call(history)
-    prov.check(plain)
+    prov.prepare(plain)
     assert prov.body(plain)["messages"] == history
     trimmed = chat_call(history, trim_history=True)
-    prov.check(trimmed)
+    prov.prepare(trimmed)
     body = prov.body(trimmed)
     assert body == {"messages": [user("c")]}
-    assert prov.new_codec(trimmed).extra == {"trimmed_messages": 2}
+    assert prov.prepare(trimmed).notes == {"trimmed_messages": 2}
     with pytest.raises(InvalidRequestError, match="trim_history"):
-        prov.check(chat_call(history, trim_history="yes"))
+        prov.prepare(chat_call(history, trim_history="yes"))
 
 
 # -- request shapes (aioresponses) -------------------------------------------------------------------
@@ -287,7 +292,7 @@ async def fetch_with(m: aioresponses, **response: Any) -> tuple[str, float | Non
     mock(m, TOKEN_URL, **response)
     transport = Transport()
     try:
-        return await QianfanToken(BASE, AK, SK).fetch(transport)
+        return await EndpointToken(QianfanToken(BASE, AK, SK)).fetch(transport)
     finally:
         await transport.aclose()
 
@@ -372,7 +377,8 @@ async def test_token_failure_reaches_the_caller_typed() -> None:
 
 
 def test_requests_declare_their_secrets() -> None:
-    request = provider().build_request(chat_call([user("hi")]), TOKEN)
+    prov = provider()
+    request = prov.build_request(prov.prepare(chat_call([user("hi")])), TOKEN)
     assert request.secrets == (TOKEN,)
     assert TOKEN not in request.url
     token_request = QianfanToken(BASE, AK, SK).request()

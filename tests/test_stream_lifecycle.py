@@ -20,7 +20,7 @@ MSGS = [{"role": "user", "content": "hello"}]
 MODEL = "openai/test-model"
 
 
-async def wait_for(predicate: object, timeout: float = 2.0) -> None:
+async def wait_for(predicate: object, timeout: float = 10.0) -> None:
     """Poll ``predicate()`` until true (the server sees a disconnect a moment after the client)."""
     with anyio.fail_after(timeout):
         while not predicate():  # type: ignore[operator]
@@ -37,7 +37,7 @@ async def test_async_with_and_iterate(client: Client) -> None:
     assert completion.finish_reason == "stop"
     assert completion.usage == aiollm.Usage(1, 24, 25)
     assert completion.provider == "openai" and completion.model == "test-model"
-    assert isinstance(events[-1], aiollm.Usage)
+    assert isinstance(events[-2], aiollm.Usage) and isinstance(events[-1], aiollm.Finish)
 
 
 async def test_anext_break_and_a_second_loop_continue_one_stream(client: Client) -> None:
@@ -293,12 +293,12 @@ async def test_closed_client_refuses_calls(emu: Emulator) -> None:
 async def test_a_codec_bug_surfaces_as_protocol_error(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aiollm.providers.openai import OpenAICodec
+    from aiollm.providers.openai import OpenAIDecoder
 
-    def broken(self: OpenAICodec, event: object) -> list[aiollm.Event]:
+    def broken(self: OpenAIDecoder, items: object, out: object) -> None:
         raise KeyError("choices")
 
-    monkeypatch.setattr(OpenAICodec, "on_frame", broken)
+    monkeypatch.setattr(OpenAIDecoder, "frames", broken)
     with pytest.raises(aiollm.ProtocolError, match="KeyError") as info:
         await client.stream(MODEL, MSGS).final()
     assert isinstance(info.value.__cause__, KeyError)

@@ -10,7 +10,7 @@ from typing import Any
 from .. import ConfigurationError
 from ._capacity import SLO, CapacitySearch, parse_slos
 from ._metrics import parse_goodput
-from ._workload import Messages
+from ._workload import LocalTokenizer, Messages, TraceEntry
 
 __all__ = ["DEFAULT_REQUESTS", "EMULATOR_MODELS", "BenchConfig"]
 
@@ -57,6 +57,17 @@ class BenchConfig:
     step stopped sending are cancelled and count as failures. Retries are off in a search
     unless ``max_retries`` is given, so every throttling answer is seen.
 
+    More workloads: ``conversations`` (e.g. from a ShareGPT file) give single-turn prompts,
+    or with ``turns`` > 1 multi-turn sessions: each worker sends a session's user turns in
+    order, carrying the replies as history, ``think_time`` seconds apart. ``trace``: arrival
+    times and lengths replayed at ``trace_speed`` times the recorded speed. ``input_len_range``
+    and ``output_len_range`` spread the synthetic lengths uniformly (0.5: ±50 %);
+    ``output_len`` sets each request's ``max_tokens`` (default ``max_tokens``) and
+    ``pin_output`` asks the server to produce exactly that many (``ignore_eos`` and
+    ``min_tokens``, honoured by vLLM-style servers). ``shared_prefix_len``: one common
+    system prompt of that many tokens before every request. ``tokenizer``: a local
+    ``tokenizer.json`` making every length exact in tokens.
+
     ``ramp``: seconds over which a paced load rises from nothing to its rate before the
     measured part begins (the requests sent meanwhile are not counted).
     """
@@ -93,6 +104,17 @@ class BenchConfig:
     repeats: int = 2
     drain: float | None = None
     ramp: float = 0.0
+    conversations: Sequence[Messages] | None = None
+    turns: int = 1
+    think_time: float = 0.0
+    trace: Sequence[TraceEntry] | None = None
+    trace_speed: float = 1.0
+    input_len_range: float = 0.0
+    output_len: int | None = None
+    output_len_range: float = 0.0
+    pin_output: bool = False
+    shared_prefix_len: int = 0
+    tokenizer: str | None = None
     goodput_slos: dict[str, float] = field(init=False, repr=False, default_factory=dict)
     """The parsed ``goodput`` SLOs in ms (set from ``goodput``)."""
     capacity_slos: list[SLO] = field(init=False, repr=False, default_factory=list)
@@ -170,6 +192,28 @@ class BenchConfig:
                 repeats=self.repeats,
                 integer=self.find_max == "concurrency",
             )
+        if self.tokenizer is not None:
+            LocalTokenizer(self.tokenizer)  # a clear error now, not at the first request
+        positive_int("turns", self.turns)
+        positive_int("output_len", self.output_len)
+        positive_int("shared_prefix_len", self.shared_prefix_len, zero=True)
+        for name in ("input_len_range", "output_len_range"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be in [0, 1) (got {getattr(self, name)!r})")
+        if self.think_time < 0:
+            raise ConfigurationError(f"think_time must be >= 0 (got {self.think_time!r})")
+        if not self.trace_speed > 0 or math.isinf(self.trace_speed):
+            raise ConfigurationError(f"trace_speed must be > 0 (got {self.trace_speed!r})")
+        if self.trace is not None and not self.trace:
+            raise ConfigurationError("the trace is empty")
+        if self.conversations is not None and not self.conversations:
+            raise ConfigurationError("conversations is empty")
+        if self.turns > 1 and (self.request_rate is not None or self.trace is not None):
+            raise ConfigurationError("multi-turn sessions run at a fixed concurrency")
+        if self.trace is not None and (self.request_rate is not None or self.find_max):
+            raise ConfigurationError("a trace sets its own arrival times: no request rate")
+        if self.pin_output and self.output_len is None and self.max_tokens is None:
+            raise ConfigurationError("pin_output needs an output length (output_len or max_tokens)")
         if self.ramp < 0:
             raise ConfigurationError(f"ramp must be >= 0 seconds (got {self.ramp!r})")
         if self.quota_rps is not None and not self.quota_rps > 0:
@@ -189,10 +233,23 @@ class BenchConfig:
         """The load levels, one run per model each (a description dict per level)."""
         total = self.requests
         if total is None and self.duration is None:
-            total = DEFAULT_REQUESTS
+            total = len(self.trace) if self.trace is not None else DEFAULT_REQUESTS
         base: dict[str, Any] = {"num_requests": total, "duration_limit": self.duration}
         out: list[dict[str, Any]] = []
-        if self.request_rate is None:
+        caps: Sequence[int | None] = list(self.sweep) or [self.max_concurrency]
+        if self.trace is not None:
+            for cap in caps:
+                out.append(
+                    {
+                        "concurrency": None,
+                        "request_rate": None,
+                        "burstiness": None,
+                        "max_concurrency": cap,
+                        "trace_speed": self.trace_speed,
+                        **base,
+                    }
+                )
+        elif self.request_rate is None:
             for n in self.sweep or [self.concurrency]:
                 out.append(
                     {
@@ -205,7 +262,6 @@ class BenchConfig:
                 )
         else:
             rate: float | str = "inf" if math.isinf(self.request_rate) else self.request_rate
-            caps: Sequence[int | None] = self.sweep or [self.max_concurrency]
             for cap in caps:
                 out.append(
                     {
@@ -267,6 +323,28 @@ class BenchConfig:
             ),
             "ramp": self.ramp,
             "find_max": self.find_max,
+            "workload": {
+                "source": (
+                    "trace"
+                    if self.trace is not None
+                    else "conversations"
+                    if self.conversations is not None
+                    else "prompts"
+                    if self.prompts is not None
+                    else "synthetic"
+                ),
+                "turns": self.turns,
+                "think_time": self.think_time,
+                "trace_speed": self.trace_speed if self.trace is not None else None,
+                "input_len": self.input_len,
+                "input_len_range": self.input_len_range,
+                "output_len": self.output_len,
+                "output_len_range": self.output_len_range,
+                "pin_output": self.pin_output,
+                "shared_prefix_len": self.shared_prefix_len,
+                "lengths_in": "tokens" if self.tokenizer else "words (synthetic), characters",
+                "tokenizer": self.tokenizer,
+            },
         }
 
     def step_load(self, value: float) -> dict[str, Any]:

@@ -57,7 +57,10 @@ class RequestRecord:
     - ``start``: when it was sent, in seconds since its run began;
     - ``queued``: how long it waited for a concurrency slot before being sent;
     - ``headers``: send → response headers (the stream was opened);
-    - ``delta_times``: send → each text delta; ``ttft`` is the first of them;
+    - ``delta_times``: send → each text or reasoning delta; ``ttft`` is the first of them;
+    - ``reasoning_ttft`` / ``answer_ttft``: send → the first reasoning / text delta;
+    - ``prompt_chars`` / ``prompt_tokens``: the prompt's size (tokens with a local tokenizer);
+    - ``session`` / ``turn``: its place in a multi-turn session;
     - ``e2el``: send → the end of the stream (or the failure);
     - ``output_tokens``: from the provider's usage when it reported one
       (``tokens_from_usage``), else the number of text deltas.
@@ -77,6 +80,12 @@ class RequestRecord:
     attempts: int = 0
     error: str | None = None
     error_message: str | None = None
+    session: int | None = None
+    turn: int | None = None
+    prompt_chars: int = 0
+    prompt_tokens: int | None = None
+    reasoning_ttft: float | None = None
+    answer_ttft: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -139,6 +148,12 @@ class RequestRecord:
             "attempts": self.attempts,
             "error": self.error,
             "error_message": self.error_message,
+            "session": self.session,
+            "turn": self.turn,
+            "prompt_chars": self.prompt_chars,
+            "prompt_tokens": self.prompt_tokens,
+            "reasoning_ttft_ms": _ms(self.reasoning_ttft),
+            "answer_ttft_ms": _ms(self.answer_ttft),
             "itl_ms": [_ms(x) for x in self.itl],
             "delta_ms": [_ms(x) for x in self.delta_times],
         }
@@ -274,12 +289,14 @@ class RunSummary:
 def describe_load(load: Mapping[str, Any]) -> str:
     """A short description of a load level, e.g. ``concurrency 4`` or ``5 req/s, max 8``."""
     rate = load.get("request_rate")
-    if rate is None:
+    if rate is None and not load.get("trace_speed"):
         return f"concurrency {load.get('concurrency')}"
-    text = "unpaced" if rate == "inf" else f"{rate:g} req/s"
+    text = "unpaced" if rate == "inf" else f"{rate or 0:g} req/s"
     burst = load.get("burstiness")
     if rate != "inf" and burst not in (None, 1, 1.0):
         text += f" (burstiness {burst:g})"
+    if load.get("trace_speed"):
+        text = f"trace replay x{load['trace_speed']:g}"
     cap = load.get("max_concurrency")
     if cap:
         text += f", max {cap}"
@@ -351,6 +368,14 @@ def summarize(
     e2els = [t for r in done if (t := r.e2el) is not None]
     for prefix, values in zip(METRICS, (ttfts, tpots, itls, e2els), strict=True):
         _stats(prefix, values, figures)
+    # reasoning models: the first reasoning token and the first answer token, apart
+    for prefix in ("reasoning_ttft", "answer_ttft"):
+        _stats(prefix, [t for r in done if (t := getattr(r, prefix)) is not None], figures)
+    figures["mean_prompt_chars"] = (
+        round(math.fsum(r.prompt_chars for r in records) / len(records), 2) if records else None
+    )
+    counted = [r.prompt_tokens for r in records if r.prompt_tokens is not None]
+    figures["mean_prompt_tokens"] = round(math.fsum(counted) / len(counted), 2) if counted else None
     errors = dict(Counter(r.error for r in failed if r.error is not None).most_common())
     return RunSummary(
         model=model,

@@ -48,6 +48,12 @@ CSV_COLUMNS = (
     "attempts",
     "error",
     "error_message",
+    "session",
+    "turn",
+    "prompt_chars",
+    "prompt_tokens",
+    "reasoning_ttft_ms",
+    "answer_ttft_ms",
 )
 """The columns of the per-request CSV."""
 
@@ -186,6 +192,17 @@ def _run_block(run: RunSummary) -> list[str]:
             *(f[f"p{q}_{m}_ms"] for q in PERCENTILES),
         ]
         lines.append("  " + f"{_NAMES[m]:<6}" + "".join(_fmt(c, 10) for c in cells))
+    if f.get("median_reasoning_ttft_ms") is not None:
+        lines.append(
+            f"  reasoning: first reasoning token {f['median_reasoning_ttft_ms']:,.1f} ms, first "
+            f"answer token {_fmt(f['median_answer_ttft_ms'], 0).strip()} ms (medians; p99 "
+            f"{_fmt(f['p99_reasoning_ttft_ms'], 0).strip()} / "
+            f"{_fmt(f['p99_answer_ttft_ms'], 0).strip()} ms)"
+        )
+    if f.get("mean_prompt_tokens") is not None:
+        lines.append(f"  prompts: {f['mean_prompt_tokens']:,.1f} tokens on average")
+    elif f.get("mean_prompt_chars"):
+        lines.append(f"  prompts: {f['mean_prompt_chars']:,.1f} characters on average")
     tpc = f.get("mean_tokens_per_chunk")
     done = [r for r in run.records if r.ok]
     if done and all(r.chunks <= 1 for r in done):

@@ -20,15 +20,16 @@ from .. import (
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
+    ReasoningDelta,
     TextDelta,
     Usage,
 )
-from ._capacity import CapacitySearch, StepTelemetry, capacity_summary, is_throttling, judge
 from ._config import BenchConfig
 from ._metrics import RequestRecord, error_key
 from ._progress import ProgressLine
 from ._result import BenchResult, RunState, monotonic
-from ._workload import Messages, synthetic_prompt
+from ._search import search
+from ._workload import LocalTokenizer, Messages, Workload
 
 __all__ = ["FATAL_ERRORS", "Benchmark", "run"]
 
@@ -79,7 +80,22 @@ class Benchmark:
         self._params: dict[str, Any] = dict(config.params)
         if config.max_tokens is not None:
             self._params.setdefault("max_tokens", config.max_tokens)
-        self._prompts = list(config.prompts) if config.prompts is not None else None
+        tokenizer = LocalTokenizer(config.tokenizer) if config.tokenizer else None
+        out_len = config.output_len
+        if out_len is None and (config.output_len_range or config.pin_output):
+            out_len = config.max_tokens
+        self._workload = Workload(
+            prompts=list(config.prompts) if config.prompts is not None else None,
+            conversations=list(config.conversations) if config.conversations else None,
+            trace=list(config.trace) if config.trace is not None else None,
+            input_len=config.input_len,
+            input_len_range=config.input_len_range,
+            output_len=out_len,
+            output_len_range=config.output_len_range,
+            shared_prefix_len=config.shared_prefix_len,
+            tokenizer=tokenizer,
+            seed=config.seed,
+        )
         self.emulator_url: str | None = None
         self.date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -117,7 +133,7 @@ class Benchmark:
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 if cfg.find_max is not None:
-                    await self._search(client)
+                    self.capacity = await search(self, client)
                     self._scope = None
                     return self.result()
                 for load in cfg.levels():
@@ -135,115 +151,14 @@ class Benchmark:
             self._scope = None
         return self.result()
 
-    # -- capacity search ------------------------------------------------------------------------
-    async def _search(self, client: Client) -> None:
-        """Search each model's capacity (:mod:`._capacity`); the answer goes to :attr:`capacity`."""
-        cfg = self.config
-        integer = cfg.find_max == "concurrency"
-        key = "max_concurrency" if integer else "max_request_rate"
-        answers: list[dict[str, Any]] = []
-        for model in cfg.model_list:
-            search = CapacitySearch(
-                start=cfg.search_start,
-                limit=cfg.search_limit,
-                resolution=cfg.resolution,
-                repeats=cfg.repeats,
-                integer=integer,
-            )
-
-            async def step(value: float, model: str = model) -> dict[str, Any]:
-                return await self._step(client, model, value)
-
-            found = await search.run(step, lambda: self._stopped)
-            found["model"] = model
-            found[key] = found.pop("answer")
-            found["steps"] = search.steps
-            found["summary"] = capacity_summary(found, key, cfg.capacity_slos)
-            answers.append(found)
-        first = answers[0] if answers else {}
-        self.capacity = {
-            "search": cfg.find_max,
-            "unit": "concurrent requests" if integer else "requests/s",
-            "slos": {slo.name: slo.limit for slo in cfg.capacity_slos},
-            "count_throttling": cfg.count_throttling,
-            "step_duration": cfg.step_duration,
-            "drain": cfg.drain_time,
-            "ramp": cfg.ramp,
-            "max_retries": cfg.effective_retries,
-            **first,
-        }
-        if len(answers) > 1:
-            self.capacity["models"] = answers
-
-    async def _step(self, client: Client, model: str, value: float) -> dict[str, Any]:
-        """One step of steady load at ``value``: run, watch, judge."""
-        cfg = self.config
-        state = RunState(model, cfg.step_load(value))
+    # -- hooks of the capacity search (:mod:`._search`) ------------------------------------------
+    def add_state(self, state: RunState) -> None:
+        """Count ``state`` among the benchmark's runs."""
         self._states.append(state)
-        limiter = client.limiter(model.partition("/")[0])
-        telemetry = StepTelemetry()
-        early = ""
-        budget = max(3.0, 2.0 * _error_budget(cfg) * value * cfg.step_duration)
-        # a cool-down left by the previous step would hold this one back: let it pass first
-        with anyio.move_on_after(60.0):
-            while limiter.cooling_down:
-                await anyio.sleep(0.02)
 
-        async def watch(scope: anyio.CancelScope) -> None:
-            nonlocal early
-            tick = 0.02
-            while True:
-                await anyio.sleep(tick)
-                telemetry.samples += 1
-                if limiter.cooling_down:
-                    telemetry.cooldown_s += tick
-                if state.started is None:
-                    continue
-                now = monotonic()
-                if now > state.started + cfg.step_duration + cfg.drain_time:
-                    scope.cancel()  # what is left is unfinished: the step saturated
-                    return
-                failed = sum(
-                    1
-                    for r in state.records
-                    if not r.ok and (cfg.count_throttling or not is_throttling(r.error))
-                )
-                if failed > budget:
-                    early = f"stopped early: {failed} errors, past the error budget"
-                    scope.cancel()
-                    return
-
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch, scope)
-                await self._run_one(client, state)
-                tg.cancel_scope.cancel()
-        state.ended = state.ended or monotonic()
-        state.finished = not self._stopped
-        verdict, figures = judge(
-            state, cfg.capacity_slos, count_throttling=cfg.count_throttling, early_stop=early
-        )
-        summary = state.summary(cfg.goodput_slos)
-        f = summary.figures
-        return {
-            "load": value,
-            ("concurrency" if cfg.find_max == "concurrency" else "request_rate"): value,
-            "duration": round(summary.duration, 4),
-            "verdict": verdict.verdict,
-            "reason": verdict.reason,
-            "slo_values": verdict.values,
-            **figures,
-            "request_throughput": f["request_throughput"],
-            "output_throughput": f["output_throughput"],
-            "median_ttft_ms": f["median_ttft_ms"],
-            "p99_ttft_ms": f["p99_ttft_ms"],
-            "median_tpot_ms": f["median_tpot_ms"],
-            "p95_tpot_ms": f["p95_tpot_ms"],
-            "p99_e2el_ms": f["p99_e2el_ms"],
-            "cooldown_s": round(telemetry.cooldown_s, 3),
-            "limiter_wait_ms": None,
-            "quota_remaining": None,
-        }
+    async def run_state(self, client: Client, state: RunState) -> None:
+        """Warm up, then run the measured load ``state`` describes."""
+        await self._run_one(client, state)
 
     # -- internals -----------------------------------------------------------------------------
     async def _open_client(self, stack: AsyncExitStack) -> Client:
@@ -252,14 +167,18 @@ class Benchmark:
         cfg = self.config
         limit = cfg.connection_limit()
         if cfg.uses_emulator:
-            from ..testing import Cadence, Emulator
+            from ..testing import Cadence, Emulator, Quota
 
+            quotas = {}
+            if cfg.quota_rps is not None:
+                # a bucket of a tenth of a second's requests: bursts above the rate are refused
+                quota = Quota(rate=cfg.quota_rps, burst=max(1.0, cfg.quota_rps / 10))
+                quotas = {model.partition("/")[0]: quota for model in cfg.model_list}
             emu = Emulator(
                 cadence=Cadence(cfg.first_token, cfg.per_token),
                 reply_tokens=cfg.max_tokens or 64,
+                quotas=quotas,
             )
-            if cfg.quota_rps is not None:
-                emu.app.middlewares.append(quota_middleware(cfg.quota_rps))
             await stack.enter_async_context(emu)
             self.emulator_url = emu.url
             client: Client = emu.client(connection_limit=limit)
@@ -267,11 +186,6 @@ class Benchmark:
             client = Client(connection_limit=limit)
         await stack.enter_async_context(client)
         return client
-
-    def _prompt(self, index: int) -> Messages:
-        if self._prompts is not None:
-            return self._prompts[index % len(self._prompts)]
-        return synthetic_prompt(index, self.config.input_len, self.config.seed)
 
     async def _run_one(self, client: Client, state: RunState) -> None:
         """Warm up, then run the measured load of one model at one level."""
@@ -292,8 +206,17 @@ class Benchmark:
             async with anyio.create_task_group() as tg:
                 if self._progress is not None:
                     tg.start_soon(self._progress.follow, state)
-                if load["request_rate"] is None:
-                    await self._fixed(client, state, load["concurrency"], state.total, deadline)
+                if load.get("trace_speed"):
+                    await self._traced(client, state, load, deadline)
+                elif load["request_rate"] is None:
+                    await self._fixed(
+                        client,
+                        state,
+                        load["concurrency"],
+                        state.total,
+                        deadline,
+                        turns=cfg.turns,
+                    )
                 else:
                     await self._paced(client, state, load, limit)
                 state.finished = True
@@ -310,17 +233,49 @@ class Benchmark:
         workers: int,
         total: int | None,
         deadline: float | None,
+        *,
+        turns: int = 1,
     ) -> None:
-        """``workers`` loops, each sending its next request when the previous one ended."""
+        """``workers`` loops, each sending its next request when the previous one ended.
+
+        With ``turns`` > 1 each loop runs sessions: a session's user turns in order, each
+        carrying the conversation so far, ``think_time`` apart.
+        """
         counter = itertools.count()
+        sessions = itertools.count()
+        think = self.config.think_time
+
+        def more() -> int | None:
+            index = next(counter)
+            if total is not None and index >= total:
+                return None
+            if deadline is not None and monotonic() >= deadline:
+                return None
+            return index
 
         async def worker() -> None:
-            for index in counter:
-                if total is not None and index >= total:
-                    return
-                if deadline is not None and monotonic() >= deadline:
-                    return
-                await self._request(client, state, index, 0.0)
+            while True:
+                if turns <= 1:
+                    index = more()
+                    if index is None:
+                        return
+                    await self._request(client, state, index, 0.0)
+                    continue
+                session = next(sessions)
+                history, users = self._workload.session(session, turns)
+                for turn, user in enumerate(users):
+                    index = more()
+                    if index is None:
+                        return
+                    if turn and think > 0:
+                        await anyio.sleep(think)
+                    history = [*history, {"role": "user", "content": user}]
+                    reply = await self._request(
+                        client, state, index, 0.0, messages=history, session=session, turn=turn
+                    )
+                    if reply is None:
+                        break  # the session cannot go on without its reply
+                    history = [*history, {"role": "assistant", "content": reply}]
 
         async with anyio.create_task_group() as tg:
             for _ in range(workers):
@@ -388,13 +343,73 @@ class Benchmark:
                     await anyio.sleep(wait)
                 tg.start_soon(arrive, index)
 
-    async def _request(self, client: Client, state: RunState, index: int, queued: float) -> None:
-        """Send one streamed request and record its timings (errors are recorded, not raised)."""
-        record = RequestRecord(model=state.model, index=index, queued=queued)
+    async def _traced(
+        self,
+        client: Client,
+        state: RunState,
+        load: Mapping[str, Any],
+        deadline: float | None,
+    ) -> None:
+        """Arrivals at the trace's times divided by ``trace_speed`` (its lengths in the prompts)."""
+        trace = self._workload.trace
+        assert trace is not None and state.started is not None
+        speed = float(load["trace_speed"])
+        cap = load["max_concurrency"]
+        slots = anyio.CapacityLimiter(cap) if cap else None
+        total = state.total if state.total is not None else len(trace)
+        span = trace[-1].at + 1.0  # a trace replayed again starts after the last request
+
+        async def arrive(index: int) -> None:
+            if slots is None:
+                await self._request(client, state, index, 0.0)
+                return
+            t = monotonic()
+            async with slots:
+                await self._request(client, state, index, monotonic() - t)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(total):
+                laps, i = divmod(index, len(trace))
+                at = state.started + (laps * span + trace[i].at) / speed
+                if deadline is not None and at >= deadline:
+                    break
+                wait = at - monotonic()
+                if wait > 0:
+                    await anyio.sleep(wait)
+                tg.start_soon(arrive, index)
+
+    async def _request(
+        self,
+        client: Client,
+        state: RunState,
+        index: int,
+        queued: float,
+        *,
+        messages: Messages | None = None,
+        session: int | None = None,
+        turn: int | None = None,
+    ) -> str | None:
+        """Send one streamed request and record its timings (errors are recorded, not raised).
+
+        Returns the reply's text (None when it failed).
+        """
+        record = RequestRecord(
+            model=state.model, index=index, queued=queued, session=session, turn=turn
+        )
+        params = self._params
+        if messages is None:
+            prompt = self._workload.prompt(index)
+            messages = prompt.messages
+            if prompt.output_len is not None:
+                params = {**params, "max_tokens": prompt.output_len}
+                if self.config.pin_output:
+                    params["ignore_eos"] = True
+                    params["min_tokens"] = prompt.output_len
+        record.prompt_chars, record.prompt_tokens = self._workload.count(messages)
+        texts: list[str] = []
         clock = monotonic
         times = record.delta_times
         usage: Usage | None = None
-        chars = 0
         stream = None
         state.in_flight += 1
         t0 = clock()
@@ -403,18 +418,26 @@ class Benchmark:
         try:
             stream = client.stream(
                 state.model,
-                self._prompt(index),
+                messages,
                 timeout=self.config.timeout,
                 max_retries=self.config.effective_retries,
-                **self._params,
+                **params,
             )
             async with stream:
                 record.headers = clock() - t0
                 async for event in stream:
                     kind = type(event)
                     if kind is TextDelta:
-                        times.append(clock() - t0)
-                        chars += len(event.text)  # type: ignore[union-attr]
+                        now = clock() - t0
+                        times.append(now)
+                        if record.answer_ttft is None:
+                            record.answer_ttft = now
+                        texts.append(event.text)  # type: ignore[union-attr]
+                    elif kind is ReasoningDelta:
+                        now = clock() - t0
+                        times.append(now)
+                        if record.reasoning_ttft is None:
+                            record.reasoning_ttft = now
                     elif kind is Usage:
                         usage = event  # type: ignore[assignment]
             record.e2el = clock() - t0
@@ -432,7 +455,8 @@ class Benchmark:
             state.in_flight -= 1
             if stream is not None:
                 record.attempts = stream.attempts
-        record.output_chars = chars
+        reply = "".join(texts)
+        record.output_chars = len(reply)
         if usage is not None and usage.output_tokens is not None:
             record.output_tokens = usage.output_tokens
             record.tokens_from_usage = True
@@ -441,6 +465,7 @@ class Benchmark:
         if usage is not None:
             record.input_tokens = usage.input_tokens
         state.records.append(record)
+        return reply if record.ok else None
 
 
 async def run(
@@ -460,39 +485,3 @@ async def run(
     elif settings:
         raise ConfigurationError("pass either a BenchConfig or its fields, not both")
     return await Benchmark(config, client=client, progress=progress).run()
-
-
-def _error_budget(cfg: BenchConfig) -> float:
-    """The error-rate SLO of a capacity search."""
-    return next((s.limit for s in cfg.capacity_slos if s.name == "error_rate"), 0.01)
-
-
-def quota_middleware(rps: float) -> Any:
-    """An aiohttp middleware answering HTTP 429 above ``rps`` requests per second.
-
-    A token bucket refilled at ``rps`` holding at most two requests, so bursts above the
-    rate are refused at once, with ``retry-after-ms`` saying when the next one is free;
-    token endpoints are not limited.
-    """
-    from aiohttp import web
-
-    bucket = {"level": 2.0, "at": monotonic()}
-
-    @web.middleware
-    async def quota(request: web.Request, handler: Any) -> Any:
-        if "token" in request.path.lower() or request.method != "POST":
-            return await handler(request)
-        now = monotonic()
-        level = min(2.0, bucket["level"] + (now - bucket["at"]) * rps)
-        bucket["at"] = now
-        if level < 1.0:
-            bucket["level"] = level
-            wait_ms = (1.0 - level) / rps * 1000.0
-            body = b'{"error": {"message": "rate limit exceeded", "type": "rate_limit", '
-            body += b'"code": "rate_limit_exceeded"}}'
-            headers = {"Content-Type": "application/json", "retry-after-ms": f"{wait_ms:.0f}"}
-            return web.Response(status=429, body=body, headers=headers)
-        bucket["level"] = level - 1.0
-        return await handler(request)
-
-    return quota

@@ -1,4 +1,4 @@
-"""Providers: one module each (a :class:`Provider` and its sans-IO :class:`Codec`).
+"""Providers: one module each (a :class:`Provider` and its sans-IO :class:`ResponseDecoder`).
 
 Providers are imported on first use, so ``import aiollm`` stays cheap.
 """
@@ -8,9 +8,18 @@ from __future__ import annotations
 import importlib
 
 from ..errors import ConfigurationError
-from ._base import Call, Codec, HTTPRequest, Provider
+from ._base import Call, HTTPRequest, Prepared, Provider, ResponseDecoder
 
-__all__ = ["PROVIDERS", "Call", "Codec", "HTTPRequest", "Provider", "load_provider", "split_model"]
+__all__ = [
+    "PROVIDERS",
+    "Call",
+    "HTTPRequest",
+    "Prepared",
+    "Provider",
+    "ResponseDecoder",
+    "load_provider",
+    "split_model",
+]
 
 PROVIDERS: dict[str, str] = {
     "dashscope": "aiollm.providers.dashscope:DashScopeProvider",
@@ -21,7 +30,11 @@ PROVIDERS: dict[str, str] = {
 
 
 def split_model(model: str) -> tuple[str, str]:
-    """``"provider/model"`` → ``(provider, model)``, split at the first ``/`` only."""
+    """``"provider/model"`` → ``(provider, model)``, split at the first ``/`` only.
+
+    Raises :class:`~aiollm.ConfigurationError` for a string without both parts or with an
+    unknown provider. Public as ``aiollm.split_model``.
+    """
     provider, sep, name = model.partition("/")
     if not sep or not provider or not name:
         raise ConfigurationError(

@@ -1,11 +1,9 @@
-"""What a provider is: settings, a token source, a request builder and a sans-IO codec.
+"""What a provider is: settings, a credential, request building and a sans-IO response decoder.
 
-A provider module defines a :class:`Provider` subclass and a :class:`Codec` subclass.
-The core does the rest: transport, framing, retries, token refresh, limits and the
-:class:`~aiollm.Stream`. Codecs never see bytes off the socket or an event loop; they
-are fed frames (batches of server-sent events as :meth:`SSEDecoder.feed_raw
-<aiollm.framing.SSEDecoder.feed_raw>` returns them, or raw JSON documents) and return lists
-of :mod:`aiollm.events`.
+A provider module defines a :class:`Provider` subclass and a :class:`ResponseDecoder`
+subclass. The core does the rest: transport, token fetching, retries, limits and the
+:class:`~aiollm.Stream`. Nothing here does IO: a decoder is fed the body's bytes and returns
+:mod:`aiollm.events`.
 """
 
 from __future__ import annotations
@@ -15,26 +13,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-import msgspec
-
-from .._redact import REDACTED, SECRET_PARAMS, redact_headers, redact_text
-from .._retry_after import parse_retry_after as parse_retry_after
 from ..errors import (
+    AiollmError,
     APIError,
-    AuthenticationError,
     ConfigurationError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
     ProtocolError,
-    RateLimitError,
-    ServerError,
     UnsupportedOperationError,
+    error_for_status,
 )
-from ..events import Embeddings, Event, Usage
-from ..framing import ServerSentEvent, SSEItem
+from ..events import Event
+from ..framing import BodyKind, JSONFramer, ServerSentEvent, SSEDecoder, SSEItem, sniff_body
+from ..request import HTTPRequest, TokenEndpoint, json_body, parse_retry_after
+
+__all__ = [
+    "MAX_ERROR_BODY",
+    "Call",
+    "HTTPRequest",
+    "Prepared",
+    "Provider",
+    "ResponseDecoder",
+    "data_of",
+    "header",
+    "json_body",
+    "parse_retry_after",
+]
 
 Operation = Literal["chat", "complete", "embed"]
+
+MAX_ERROR_BODY = 1024 * 1024
+"""The most bytes of an error body (or of a body that is neither SSE nor JSON) kept."""
 
 
 @dataclass
@@ -50,183 +57,225 @@ class Call:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(repr=False)
-class HTTPRequest:
-    """One HTTP request, ready for the transport.
+@dataclass
+class Prepared:
+    """A validated call with its request body encoded once (retries resend the same bytes).
 
-    ``params`` are query parameters (they may hold an access token); ``secrets`` are literal
-    values the transport masks in every message it builds.
+    ``notes`` are facts preparing it produced (e.g. how many messages were trimmed): the
+    decoder reports them as a :class:`~aiollm.events.ResponseInfo`.
     """
 
-    method: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    secrets: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        params = {
-            k: REDACTED if k.lower() in SECRET_PARAMS or v in self.secrets else v
-            for k, v in self.params.items()
-        }
-        return (
-            f"HTTPRequest({self.method} {redact_text(self.url, self.secrets)} "
-            f"params={params} headers={redact_headers(self.headers)})"
-        )
+    call: Call
+    body: bytes
+    notes: dict[str, Any] = field(default_factory=dict)
+    alternates: dict[str, bytes] = field(default_factory=dict)
+    """Other encodings of the body a provider may fall back to (each encoded once)."""
 
 
-_json_encoder = msgspec.json.Encoder()
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by case-insensitive name (aiohttp's headers are; plain dicts in tests are not)."""
+    value = headers.get(name)
+    if value is None:
+        lower = name.lower()
+        for key, item in headers.items():
+            if key.lower() == lower:
+                return item
+    return value
 
 
-def json_body(obj: Any) -> bytes:
-    """Encode a request body as compact JSON (UTF-8, non-ASCII kept as is)."""
-    return _json_encoder.encode(obj)
+def data_of(item: SSEItem) -> bytes:
+    """The data of a server-sent event as bytes."""
+    if type(item) is bytes:
+        return item
+    event: ServerSentEvent = item  # type: ignore[assignment]
+    return event.raw if event.raw is not None else event.data.encode()
 
 
-def error_for_status(
-    status: int,
-    message: str,
-    *,
-    provider: str,
-    code: str | int | None = None,
-    request_id: str | None = None,
-    retry_after: float | None = None,
-    body: Any = None,
-) -> APIError:
-    """The generic mapping of an HTTP status to the error hierarchy (providers refine it)."""
-    cls: type[APIError]
-    if status == 401:
-        cls = AuthenticationError
-    elif status == 403:
-        cls = PermissionDeniedError
-    elif status == 404:
-        cls = NotFoundError
-    elif status == 429:
-        cls = RateLimitError
-    elif status == 408 or status >= 500:
-        cls = ServerError
-    elif 400 <= status < 500:
-        cls = InvalidRequestError
-    else:
-        cls = APIError
-    return cls(
-        message,
-        provider=provider,
-        status=status,
-        code=code,
-        request_id=request_id,
-        retry_after=retry_after,
-        body=body,
-    )
+class ResponseDecoder(ABC):
+    """One response's body, sans-IO: ``feed(bytes) -> events``, ``end() -> events``.
 
+    Built by the provider from the response head (``status`` and ``headers``; without a
+    ``Content-Type`` the body's first bytes tell an event stream from JSON). It sniffs the body (event stream, JSON or
+    other), frames it, maps each frame to events once, turns error bodies into typed errors
+    and applies the end-of-body rule. The contract:
 
-class Codec(ABC):
-    """Per-response, sans-IO decoder: frames in, uniform events out.
-
-    One instance serves one HTTP response. It raises :class:`~aiollm.APIError` subclasses
-    for error frames and bodies, :class:`~aiollm.ProtocolError` for frames it cannot make
-    sense of. ``request_id`` and ``extra`` end up on the :class:`~aiollm.Completion`.
+    - :meth:`feed` takes the next body chunk (any split) and returns the events it completes;
+      :meth:`end` is called once at the end of the body and returns the last events, or
+      raises if the body was cut short.
+    - After the terminal frame :attr:`finished` is true and the rest of the body is ignored;
+      the last event of a chat response is then :class:`~aiollm.Finish`.
+    - A bad frame raises an :class:`~aiollm.AiollmError`. When frames before it in the same
+      chunk decoded, their events are returned and the error is kept in :attr:`error`; every
+      later call raises it. Nothing else is ever raised.
+    - :meth:`abort` (the exchange was cut short elsewhere) returns events that complete the
+      record of what arrived, e.g. a running usage total; it never raises.
     """
 
     provider: ClassVar[str] = ""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(
+        self, call: Call, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.call = call
-        self.request_id: str | None = None
-        self.extra: dict[str, Any] = {}
-        self.done = False
-        """True once the terminal frame arrived; the stream stops reading then."""
-        self.embeddings: Embeddings | None = None
-        """Set by ``on_json`` for an ``embed`` call (embeddings are a result, not events)."""
+        self.status = status
+        self.headers = headers = headers if headers is not None else {}
+        self.content_type = header(headers, "Content-Type") or ""
+        self.finished = False
+        self.error: AiollmError | None = None
+        self._body: bytearray | None = None
+        self._sse: SSEDecoder | None = None
+        self._json: JSONFramer | None = None
+        self._sniffed = False
+        self._head = b""
 
-    def on_response(self, status: int, headers: Mapping[str, str]) -> None:  # noqa: B027
-        """The response head arrived (any status); e.g. take a request id from a header."""
-
-    def partial_usage(self) -> Usage | None:
-        """The latest usage reported so far, for the completion of a stream cut short.
-
-        A codec whose frames carry a running total yields one :class:`Usage` event at the
-        end and overrides this, so that a partial completion still carries the counts.
-        """
-        return None
-
-    def on_sse(self, event: ServerSentEvent) -> list[Event]:
-        """Decode one server-sent event (a batch of one: see :meth:`on_sse_batch`)."""
+    # -- the contract ---------------------------------------------------------------------
+    def feed(self, data: bytes) -> list[Event]:
+        """The events the next body chunk completes."""
+        if self.error is not None:
+            raise self.error
+        if self.finished or not data:
+            return []
         out: list[Event] = []
-        self.on_sse_batch([event], out)
+        try:
+            sse = self._sse
+            if sse is not None:
+                self.frames(sse.feed_raw(data), out)
+            elif self._sniffed:
+                self._feed_other(data, out)
+            else:
+                self._start(data, out)
+        except Exception as exc:
+            return self._failed(exc, out)
         return out
 
-    def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
-        """Decode the events one body chunk completed (see ``SSEDecoder.feed_raw``) into ``out``.
+    def end(self) -> list[Event]:
+        """The body ended: its last events, or the error if it was cut short."""
+        if self.error is not None:
+            raise self.error
+        if self.finished:
+            return []
+        out: list[Event] = []
+        try:
+            if not self._sniffed:
+                self._start(b"", out, last=True)
+            if self.status >= 300:
+                raise self.http_error(bytes(self._body or b""))
+            if self._sse is not None:
+                self.frames(self._sse.close_raw(), out)
+            elif self._json is not None:
+                for document in self._json.close():
+                    self.document(document, out)
+            elif self._body is not None:
+                self.other(bytes(self._body))
+            if not self.finished:
+                self.finish(out)
+                self.finished = True
+        except Exception as exc:
+            return self._failed(exc, out)
+        return out
 
-        Stops after the terminal frame (:attr:`done`). If a frame raises, ``out`` already
-        holds the events of the frames before it, so the caller can deliver them first.
-        A codec takes its common frames inline here, in one loop, and the others one by
-        one. This default is for codecs whose responses are never event streams.
-        """
-        if events:
-            raise ProtocolError(
-                "unexpected event-stream body for this request", provider=self.provider
-            )
-
-    @abstractmethod
-    def on_json(self, document: bytes) -> list[Event]:
-        """Decode one JSON document (a whole body, an NDJSON line, or an error body)."""
-
-    def on_other(self, body: bytes, content_type: str) -> list[Event]:
-        """Decode a body that is neither an event stream nor JSON (e.g. an HTML error page)."""
-        snippet = body[:200].decode("utf-8", "replace").strip()
-        raise ProtocolError(
-            f"unexpected {content_type or 'untyped'} response body: {snippet!r}",
-            provider=self.provider,
-        )
-
-    def on_end(self) -> list[Event]:
-        """The body ended; return any final events or raise if the stream was cut short."""
+    def abort(self) -> list[Event]:
+        """The exchange was cut short: events that complete the record (never raises)."""
         return []
 
-    def http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
-        """The error for a non-2xx response; the default reads nothing provider-specific."""
-        snippet = body[:300].decode("utf-8", "replace").strip()
-        return error_for_status(
-            status,
-            snippet or f"HTTP {status}",
-            provider=self.provider,
-            retry_after=parse_retry_after(headers),
-        )
-
-
-class TokenSourceLike(ABC):
-    """The part of a token source the core uses (see :mod:`aiollm.auth`)."""
-
-    refreshable: ClassVar[bool] = False
+    # -- what a provider supplies ---------------------------------------------------------
+    @abstractmethod
+    def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
+        """Map the server-sent events of one chunk to events in ``out`` (stop once finished)."""
 
     @abstractmethod
-    async def get(self, transport: Any) -> str:
-        """A valid credential (fetching or refreshing it if needed)."""
+    def document(self, document: bytes, out: list[Event]) -> None:
+        """Map one JSON document (a whole body, an NDJSON line, an error body) to events."""
 
-    def invalidate(self, token: str) -> None:  # noqa: B027 - optional hook
-        """Forget ``token`` after the service rejected it (refreshable sources only)."""
+    @abstractmethod
+    def finish(self, out: list[Event]) -> None:
+        """The end-of-body rule when no terminal frame came: final events, or raise."""
+
+    def other(self, body: bytes) -> None:
+        """A body that is neither an event stream nor JSON (e.g. an HTML error page)."""
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        raise ProtocolError(
+            f"unexpected {self.content_type or 'untyped'} response body: {snippet!r}",
+            provider=self.provider,
+        )
+
+    def http_error(self, body: bytes) -> APIError:
+        """The error of a non-2xx response: the status table unless the body says more."""
+        snippet = body[:300].decode("utf-8", "replace").strip()
+        return error_for_status(
+            self.status,
+            snippet or f"HTTP {self.status}",
+            provider=self.provider,
+            retry_after=parse_retry_after(self.headers),
+        )
+
+    # -- internals -------------------------------------------------------------------------
+    def _start(self, data: bytes, out: list[Event], *, last: bool = False) -> None:
+        if self._head:
+            data, self._head = self._head + data, b""
+        kind = BodyKind.OTHER
+        if self.status < 300:
+            found = sniff_body(self.content_type, data, final=last)
+            if found is None:
+                self._head = data  # too few bytes yet to tell what the body is
+                return
+            kind = found
+        self._sniffed = True
+        if kind is BodyKind.SSE:
+            self._sse = SSEDecoder()
+            if data:
+                self.frames(self._sse.feed_raw(data), out)
+        else:
+            if kind is BodyKind.JSON:
+                self._json = JSONFramer()
+            self._feed_other(data, out)
+
+    def _feed_other(self, data: bytes, out: list[Event]) -> None:
+        framer = self._json
+        if framer is not None:
+            for document in framer.feed(data):
+                self.document(document, out)
+                if self.finished:
+                    return
+            return
+        body = self._body
+        if body is None:
+            body = self._body = bytearray()
+        body += data
+        if len(body) > MAX_ERROR_BODY:
+            what = f"HTTP {self.status}" if self.status >= 300 else "unrecognised"
+            raise ProtocolError(
+                f"{what} {self.content_type or 'untyped'} body over {MAX_ERROR_BODY} bytes",
+                provider=self.provider,
+            )
+
+    def _failed(self, exc: Exception, out: list[Event]) -> list[Event]:
+        if isinstance(exc, AiollmError):
+            error = exc
+        else:
+            # A decoder raises typed errors only: never let a bare KeyError reach the caller.
+            error = ProtocolError(
+                f"could not decode the response ({type(exc).__name__}: {exc})",
+                provider=self.provider,
+            )
+            error.__cause__ = exc
+        self.error = error
+        if out:
+            return out
+        raise error
 
 
 class Provider(ABC):
-    """One provider's settings, auth, request building and codec factory."""
+    """One provider's settings, credential, request building and decoder factory."""
 
     name: ClassVar[str]
     setting_keys: ClassVar[frozenset[str]] = frozenset()
     """The keys ``providers={name: {...}}`` accepts; any other is a ConfigurationError."""
     operations: ClassVar[frozenset[str]] = frozenset({"chat"})
-    sse_data_line_events: ClassVar[bool] = True
-    """Frame the event stream per ``data:`` line (robust to gateways that omit blank lines)."""
-    sse_json_line_events: ClassVar[bool] = False
-    """Dispatch a bare ``{...}`` line inside an event stream as an event (servers that write
-    JSON error objects there without ``data:``)."""
 
     def __init__(self, settings: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.settings = dict(settings)
         self.env = env
-        self._auth: TokenSourceLike | None = None
 
     # -- settings -----------------------------------------------------------------------
     def setting(self, key: str, env_var: str | None = None, default: Any = None) -> Any:
@@ -247,19 +296,11 @@ class Provider(ABC):
             )
         return str(value)
 
-    # -- auth -------------------------------------------------------------------------
-    @property
-    def auth(self) -> TokenSourceLike:
-        """The provider's token source, built on first use (so a missing key fails at call time)."""
-        if self._auth is None:
-            self._auth = self.make_auth()
-        return self._auth
-
     @abstractmethod
-    def make_auth(self) -> TokenSourceLike:
-        """Build the token source from the settings (raise ConfigurationError if incomplete)."""
+    def credential(self) -> str | TokenEndpoint:
+        """The credential from the settings: a key, or the endpoint that issues tokens."""
 
-    # -- requests ---------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
     def check(self, call: Call) -> None:
         """Validate ``call`` before anything is sent (raise InvalidRequestError)."""
         if call.op not in self.operations:
@@ -269,14 +310,32 @@ class Provider(ABC):
                 provider=self.name,
             )
 
+    def prepare(self, call: Call) -> Prepared:
+        """Validate ``call`` and encode its body, once per call."""
+        self.check(call)
+        return Prepared(call, json_body(self.body(call)))
+
     def explain(self, exc: APIError, request: HTTPRequest) -> APIError:
         """Add what to check to the error of an HTTP response to ``request`` (default: nothing)."""
         return exc
 
     @abstractmethod
-    def build_request(self, call: Call, credential: str) -> HTTPRequest:
-        """The HTTP request for ``call`` with ``credential`` from the token source."""
+    def body(self, call: Call) -> dict[str, Any]:
+        """The JSON body of ``call``."""
 
     @abstractmethod
-    def new_codec(self, call: Call) -> Codec:
-        """A fresh codec for one response to ``call``."""
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
+        """The HTTP request of one attempt with ``credential`` from the token source."""
+
+    def failed(self, prepared: Prepared, error: AiollmError) -> None:  # noqa: B027
+        """An attempt of ``prepared`` failed with ``error``, before the retry decision.
+
+        A provider may learn from it (e.g. that the server does not stream), so that its
+        next requests differ; the decision itself belongs to the stream's retry loop.
+        """
+
+    @abstractmethod
+    def decoder(
+        self, prepared: Prepared, status: int, headers: Mapping[str, str]
+    ) -> ResponseDecoder:
+        """A decoder for one response to ``prepared``, from the response head."""

@@ -9,7 +9,7 @@ Requests carry ``input.messages`` (or ``input.prompt``) and every other keyword 
 ``parameters``, unchanged. Streaming is switched on by the ``X-DashScope-SSE: enable`` header;
 the event stream has ``id:``/``event:``/``:HTTP_STATUS/NNN``/``data:`` lines.
 
-Stream text modes (the codec turns both into deltas whose concatenation is the final text, with
+Stream text modes (the decoder turns both into deltas whose concatenation is the final text, with
 work linear in the bytes received):
 
 - ``incremental_output=False``: every frame carries the whole text so far (the service's own
@@ -24,310 +24,108 @@ work linear in the bytes received):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import msgspec
 
-from ..auth import StaticToken
 from ..errors import (
     APIError,
-    AuthenticationError,
-    ContentFilterError,
-    ContextOverflowError,
     InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
     ProtocolError,
-    QuotaExceededError,
-    RateLimitError,
-    ServerError,
 )
-from ..events import Event, Finish, TextDelta, Usage
-from ..framing import ServerSentEvent, SSEItem
-from ._base import Call, Codec, HTTPRequest, Provider, TokenSourceLike, json_body, parse_retry_after
+from ..events import Event, Finish, ResponseInfo, TextDelta, Usage
+from ..framing import SSEItem
+from ..request import TokenEndpoint
+from ._base import (
+    Call,
+    HTTPRequest,
+    Prepared,
+    Provider,
+    ResponseDecoder,
+    data_of,
+    header,
+    parse_retry_after,
+)
+from ._dashscope_rules import (
+    CUMULATIVE,
+    INCREMENTAL,
+    MODEL_LIMITS,
+    PROMPT_ONLY_MODELS,
+    PROVIDER,
+    ModeDetector,
+    ParamRange,
+    error_for,
+    event_status,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "GENERATION_PATH",
     "MODEL_LIMITS",
-    "DashScopeCodec",
+    "DashScopeDecoder",
     "DashScopeProvider",
     "ModeDetector",
     "ParamRange",
     "error_for",
 ]
 
-PROVIDER: Final = "dashscope"
 DEFAULT_BASE_URL: Final = "https://dashscope.aliyuncs.com"
 GENERATION_PATH: Final = "/api/v1/services/aigc/text-generation/generation"
 
 
-# -- validation ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ParamRange:
-    """A documented parameter range: ``[low, high]``, or ``[low, high)`` when ``high_open``."""
-
-    low: float
-    high: float
-    high_open: bool = False
-    integer: bool = False
-
-    def __str__(self) -> str:
-        def num(x: float) -> str:
-            return str(int(x)) if float(x).is_integer() else str(x)
-
-        return f"[{num(self.low)}, {num(self.high)}{')' if self.high_open else ']'}"
-
-    def contains(self, value: Any) -> bool:
-        """Whether ``value`` is a number of the right kind inside the range."""
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        if self.integer and not (isinstance(value, int) or float(value).is_integer()):
-            return False
-        if value < self.low:
-            return False
-        return value < self.high if self.high_open else value <= self.high
-
-
-_BAICHUAN: Final = {
-    "temperature": ParamRange(0, 1),
-    "top_p": ParamRange(0, 1, high_open=True),
-    "top_k": ParamRange(0, 20, integer=True),
-    "max_tokens": ParamRange(1, 8192, integer=True),
-}
-
-MODEL_LIMITS: Final[Mapping[str, Mapping[str, ParamRange]]] = {
-    "baichuan2-turbo": _BAICHUAN,
-    "baichuan2-turbo-192k": {**_BAICHUAN, "max_tokens": ParamRange(1, 2048, integer=True)},
-}
-"""Parameter ranges checked before sending, per documented model (others pass unchecked)."""
-
-PROMPT_ONLY_MODELS: Final = frozenset({"chatyuan-large-v2"})
-"""Models that take ``input.prompt`` only; ``messages`` for them are refused, not converted."""
-
-
-# -- wire structs (only the fields read) -----------------------------------------------------
-class _Message(msgspec.Struct):
+# -- wire structs: one view of a frame, only the fields read --------------------------------
+class _Message(msgspec.Struct, gc=False):
     content: str | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     message: _Message | None = None
     finish_reason: str | None = None
 
 
-class _Output(msgspec.Struct):
+class _Output(msgspec.Struct, gc=False):
     text: str | None = None
     finish_reason: str | None = None
     choices: list[_Choice] | None = None
 
 
-class _Usage(msgspec.Struct):
+class _Usage(msgspec.Struct, gc=False):
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
 
+    def event(self) -> Usage:
+        total = self.total_tokens
+        if total is None and self.input_tokens is not None and self.output_tokens is not None:
+            total = self.input_tokens + self.output_tokens
+        return Usage(self.input_tokens, self.output_tokens, total)
 
-class WireResponse(msgspec.Struct):
+
+class WireResponse(msgspec.Struct, gc=False):
     """A result (whole or one stream frame) or an error body."""
 
     output: _Output | None = None
-    usage: _Usage | None = None
+    usage: msgspec.Raw = msgspec.Raw()
+    """A running total: read from the last frame (or the latest when a stream is cut)."""
     request_id: str | None = None
     code: str | int | None = None
     message: str | None = None
 
 
-class _TextOutput(msgspec.Struct, gc=False):
-    text: str | None = None
-    finish_reason: str | None = None
-    choices: list[_Choice] | None = None
-
-
-class _TextFrame(msgspec.Struct, gc=False):
-    """What a stream frame must show to be a plain text frame (the common frame)."""
-
-    output: _TextOutput | None = None
-
-
-class _FrameUsage(msgspec.Struct, gc=False):
-    usage: _Usage | None = None
-
-
 _decode_response = msgspec.json.Decoder(WireResponse).decode
-_decode_text_frame = msgspec.json.Decoder(_TextFrame).decode
-_decode_frame_usage = msgspec.json.Decoder(_FrameUsage).decode
+_decode_usage = msgspec.json.Decoder(_Usage).decode
 
 
-# -- errors ----------------------------------------------------------------------------------
-_BILLING_CODES: Final = frozenset({"Arrearage", "CommodityNotPurchased"})
-_SERVER_CODE_PREFIXES: Final = (
-    "InternalError",
-    "SystemError",
-    "ModelUnavailable",
-    "RequestTimeOut",
-)
-
-
-def _class_for(code: str, status: int | None, message: str) -> type[APIError]:
-    """The error class for a DashScope ``code`` and the real HTTP ``status`` (None if unknown)."""
-    if "DataInspectionFailed" in code:
-        return ContentFilterError
-    if code in _BILLING_CODES or code.endswith("BillOverdue"):
-        return QuotaExceededError
-    if code.startswith("Throttling") or code == "LimitRequests":
-        return RateLimitError
-    if code == "InvalidApiKey":
-        return AuthenticationError
-    if code.startswith("AccessDenied") or code.endswith(".AccessDenied"):
-        return PermissionDeniedError
-    if code in ("ModelNotFound", "WorkSpaceNotFound"):
-        return NotFoundError
-    if code == "InvalidParameter" and "input length" in message.lower():
-        return ContextOverflowError
-    if status is not None and status >= 400:
-        if status >= 500 or status == 408:
-            return ServerError
-        if status == 401:
-            return AuthenticationError
-        if status == 403:
-            return PermissionDeniedError
-        if status == 404:
-            return NotFoundError
-        if status == 429:
-            return RateLimitError
-        return InvalidRequestError
-    # No usable status (an error inside a 200 body without HTTP_STATUS): go by the code.
-    if code.startswith(_SERVER_CODE_PREFIXES):
-        return ServerError
-    if code.startswith(("InvalidParameter", "BadRequest", "InvalidURL", "UnsupportedOperation")):
-        return InvalidRequestError
-    return APIError
-
-
-def error_for(
-    code: str | int | None,
-    message: str | None,
-    *,
-    status: int | None,
-    request_id: str | None = None,
-    retry_after: float | None = None,
-) -> APIError:
-    """The :class:`~aiollm.APIError` for a DashScope error (HTTP body or ``event:error`` frame)."""
-    code_text = "" if code is None else str(code)
-    text = message or code_text or (f"HTTP {status}" if status else "error")
-    cls = _class_for(code_text, status, text)
-    if cls is AuthenticationError:
-        text += " (check the api_key setting or DASHSCOPE_API_KEY)"
-    return cls(
-        text,
-        provider=PROVIDER,
-        status=status,
-        code=code if code not in (None, "") else None,
-        request_id=request_id,
-        retry_after=retry_after,
-    )
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lower = name.lower()
-        for key, item in headers.items():
-            if key.lower() == lower:
-                return item
-    return value
-
-
-def _event_status(event: ServerSentEvent) -> int | None:
-    """The status in an event's ``:HTTP_STATUS/NNN`` comment, if any."""
-    for comment in event.comments:
-        if comment.startswith("HTTP_STATUS/"):
-            try:
-                return int(comment[12:].strip())
-            except ValueError:
-                return None
-    return None
-
-
-# -- text modes ------------------------------------------------------------------------------
-_NOT_FINISHED: Final = frozenset({None, "null", ""})
-"""``finish_reason`` values of a frame that is not the last (DashScope sends the string "null")."""
-INCREMENTAL: Final = "incremental"
-CUMULATIVE: Final = "cumulative"
-
-
-class ModeDetector:
-    """Tells a cumulative stream from an incremental one when the caller did not choose.
-
-    The request asked for incremental frames, so the server either obliged or ignored the
-    parameter. The first non-empty text is emitted at once (it reads the same either way).
-    Until the mode is known, each later non-empty text ``t`` is compared with the previous
-    non-empty text ``p``:
-
-    1. ``t`` does not start with ``p`` (or is shorter) → **incremental** (certain: a cumulative
-       frame always starts with the one before it);
-    2. ``t == p`` → held back, undecided (a repeated token, or a frame that added no text);
-    3. ``t`` extends ``p`` → held back; the **second** extension → **cumulative**;
-    4. the last frame (with a ``finish_reason``) or the end of the body while frames are held
-       back → **cumulative**.
-
-    Held frames are then emitted: the part beyond the text already emitted (cumulative), or as
-    they are (incremental). So a server that ignores the parameter is always read exactly, at
-    the cost of holding back its second frame until the third arrives. An obliging server is
-    misread only when its first frames each repeat or extend the one before up to a second
-    extension or the end (e.g. ``"ha"``, ``"haha"``, ``"hahaha"``, or a whole answer of one
-    repeated token); ``incremental_output=False`` reads every frame as cumulative without
-    detection.
-    """
-
-    __slots__ = ("emitted", "extensions", "held", "prev")
-
-    def __init__(self) -> None:
-        self.emitted: str | None = None
-        """The first text (the only one emitted while undecided)."""
-        self.prev = ""
-        self.held: list[str] = []
-        self.extensions = 0
-
-    def feed(self, text: str) -> tuple[str | None, list[str]]:
-        """Take one non-empty text: ``(mode, or None while undecided; texts to emit)``."""
-        if self.emitted is None:
-            self.emitted = self.prev = text
-            return None, [text]
-        prev = self.prev
-        if len(text) < len(prev) or not text.startswith(prev):
-            return INCREMENTAL, [*self.held, text]
-        self.held.append(text)
-        if len(text) > len(prev):
-            self.prev = text
-            self.extensions += 1
-            if self.extensions >= 2:
-                return CUMULATIVE, self._cumulative_tail()
-        return None, []
-
-    def finish(self) -> tuple[str | None, list[str]]:
-        """The last frame arrived (or the body ended): held frames are read as cumulative."""
-        if not self.held:
-            return None, []
-        return CUMULATIVE, self._cumulative_tail()
-
-    def _cumulative_tail(self) -> list[str]:
-        assert self.emitted is not None
-        tail = self.prev[len(self.emitted) :]
-        self.held = []
-        return [tail] if tail else []
-
-
-# -- codec -----------------------------------------------------------------------------------
-class DashScopeCodec(Codec):
+# -- decoder ---------------------------------------------------------------------------------
+class DashScopeDecoder(ResponseDecoder):
     """Decodes DashScope text-generation bodies: whole results, stream frames and errors."""
 
     provider: ClassVar[str] = PROVIDER
 
-    def __init__(self, call: Call) -> None:
-        super().__init__(call)
+    def __init__(
+        self, call: Call, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(call, status, headers)
         choice = call.params.get("incremental_output")
         self.mode: str | None
         if not call.stream:
@@ -337,147 +135,94 @@ class DashScopeCodec(Codec):
         else:
             self.mode = None
         self._detector: ModeDetector | None = ModeDetector() if self.mode is None else None
-        if call.stream and self.mode is not None:
-            self.extra["stream_mode"] = self.mode
+        self.request_id = header(self.headers, "x-request-id") or None
         self._text = ""
         """Cumulative mode: the text so far (the last frame's text object, never rebuilt)."""
-        self.finished = False
-        self._sse = False
-        self._wire_usage: _Usage | None = None
-        """The usage of the last frame that carried one (a running total)."""
+        self._usage = msgspec.Raw()
+        """The usage of the last frame that carried one (a running total), until emitted."""
         self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
         """The last comments seen and the status they carry (the same on every frame)."""
-        self._warm = False
-        """A first stream frame went through on_frame, and its status was not an error."""
-        self._usage_frame: bytes | None = None
-        """The latest text frame taken inline: its usage is read only when needed."""
+        self._seen = False
         self._documents = 0
 
-    # -- public hooks ----------------------------------------------------------------------
-    def on_response(self, status: int, headers: Mapping[str, str]) -> None:
-        """Take the ``x-request-id`` header (the body's ``request_id`` wins when present)."""
-        request_id = _header(headers, "x-request-id")
-        if request_id:
-            self.request_id = request_id
-
-    def on_sse_batch(self, events: Sequence[SSEItem], out: list[Event]) -> None:
-        append = out.append
-        for item in events:
-            # DashScope frames carry an id and a status comment: they come as events.
-            event = item if isinstance(item, ServerSentEvent) else ServerSentEvent(raw=item)
-            raw = event.raw
-            if (
-                self._warm
-                and raw
-                and event.comments == self._status_of[0]
-                and event.event != "error"
-            ):
-                # The common frame, decoded with only the fields that tell it apart: text
-                # that is not the last, in a stream whose status is not an error. Its usage
-                # (a running total) is read later, from the latest such frame, if needed.
-                try:
-                    frame = _decode_text_frame(raw)
-                except msgspec.DecodeError:
-                    pass
+    # -- the decoder contract --------------------------------------------------------------
+    def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
+        for item in items:
+            if type(item) is bytes:
+                data: bytes = item
+                kind = "message"
+                frame_id = ""
+                status = None
+            else:
+                data = data_of(item)
+                kind = item.event  # type: ignore[union-attr]
+                frame_id = item.id  # type: ignore[union-attr]
+                comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
+                if comments != self._status_of[0]:
+                    self._status_of = (comments, event_status(comments))
+                status = self._status_of[1]
+            if not data:
+                continue
+            try:
+                wire = _decode_response(data)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                text = data.decode("utf-8", "replace")
+                if kind == "error":
+                    try:
+                        wire = _decode_response(text)
+                    except msgspec.DecodeError:
+                        raise error_for(
+                            None, text[:300], status=status, request_id=self.request_id
+                        ) from None
                 else:
-                    output = frame.output
-                    if output is not None:
-                        choices = output.choices
-                        if choices is None:
-                            text = output.text
-                            finish = output.finish_reason
-                        elif choices:
-                            choice = choices[0]
-                            message = choice.message
-                            text = message.content if message is not None else None
-                            finish = choice.finish_reason
-                        else:
-                            text = finish = "?"  # no choice at all: on_frame reads it
-                        if finish is None or finish == "null" or finish == "":
-                            self._usage_frame = raw
-                            if text:
-                                mode = self.mode
-                                if mode is INCREMENTAL:
-                                    append(TextDelta(text))
-                                elif mode is CUMULATIVE:
-                                    self._cumulative(text, event.id, out)
-                                else:
-                                    assert self._detector is not None
-                                    self._resolve(self._detector.feed(text), out)
-                            continue
-            out += self.on_frame(event)
-            if self.done:
+                    # Invalid UTF-8 reads as U+FFFD; anything else is a malformed frame.
+                    wire = self.decode(text, frame_id)
+            if kind == "error" or (status is not None and status >= 400) or is_error(wire):
+                raise error_for(
+                    wire.code,
+                    wire.message,
+                    status=status,
+                    request_id=wire.request_id or self.request_id,
+                )
+            self._result(wire, frame_id, out)
+            if self.finished:
                 return
 
-    def on_frame(self, event: ServerSentEvent) -> list[Event]:
-        """One server-sent event, any kind (:meth:`on_sse_batch` takes plain text inline)."""
-        self._sse = True
-        self._read_usage_frame()
-        raw = event.raw
-        data = event.data if raw is None else raw
-        if not data:
-            return []
-        comments = event.comments
-        if comments != self._status_of[0]:
-            self._status_of = (comments, _event_status(event))
-        status = self._status_of[1]
-        if event.event == "error":
-            try:
-                wire = _decode_response(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                message = event.text()
-                try:
-                    wire = _decode_response(message)
-                except msgspec.DecodeError:
-                    raise error_for(
-                        None, message[:300], status=status, request_id=self.request_id
-                    ) from None
-        else:
-            try:
-                wire = _decode_response(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                # Invalid UTF-8 in undecoded bytes reads as U+FFFD; else the ProtocolError.
-                wire = self.decode(event.text(), event)
-        if event.event == "error" or (status is not None and status >= 400) or self.is_error(wire):
-            raise error_for(
-                wire.code,
-                wire.message,
-                status=status,
-                request_id=wire.request_id or self.request_id,
-            )
-        events = self.events_of(wire, event.id)
-        self._warm = self.call.stream
-        return events
-
-    def on_json(self, document: bytes) -> list[Event]:
-        wire = self.decode(document, None)
-        if self.is_error(wire):
+    def document(self, document: bytes, out: list[Event]) -> None:
+        wire = self.decode(document, "")
+        if is_error(wire):
             raise error_for(
                 wire.code, wire.message, status=None, request_id=wire.request_id or self.request_id
             )
         self._documents += 1
-        return self.events_of(wire, None)
+        self._result(wire, "", out)
 
-    def on_end(self) -> list[Event]:
-        out: list[Event] = []
-        if self._detector is not None and not self.finished:
+    def finish(self, out: list[Event]) -> None:
+        if self._detector is not None:
             self._resolve(self._detector.finish(), out)
-        if self._sse:
-            if not self.finished:
-                raise ProtocolError(
-                    "the event stream ended before a frame with a finish_reason",
-                    provider=self.provider,
-                )
-        elif not self._documents:
+        if self._sse is not None:
+            raise ProtocolError(
+                "the event stream ended before a frame with a finish_reason",
+                provider=self.provider,
+            )
+        if not self._documents:
             raise ProtocolError("the response body held no result", provider=self.provider)
-        return out
 
-    def http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
+    def abort(self) -> list[Event]:
+        """The running usage total of the last frame that carried one (not yet emitted)."""
+        try:
+            usage = self._read_usage()
+        except ProtocolError:
+            return []  # a cut stream whose latest usage is unreadable has none
+        return [usage] if usage is not None else []
+
+    def http_error(self, body: bytes) -> APIError:
+        status, headers = self.status, self.headers
         retry_after = parse_retry_after(headers)
-        header_id = _header(headers, "x-request-id")
+        header_id = header(self.headers, "x-request-id")
         try:
             wire = _decode_response(body)
-        except (msgspec.DecodeError, ValueError):
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             wire = None
         if wire is not None and (wire.code or wire.message):
             return error_for(
@@ -497,27 +242,30 @@ class DashScopeCodec(Codec):
         )
 
     # -- decoding ----------------------------------------------------------------------------
-    def decode(self, document: bytes | str, event: ServerSentEvent | None) -> WireResponse:
+    def decode(self, document: bytes | str, frame_id: str) -> WireResponse:
         """One JSON document (ProtocolError if it is not a DashScope object)."""
         try:
             return _decode_response(document)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            where = f" in event id {event.id!r}" if event is not None and event.id else ""
+            where = f" in event id {frame_id!r}" if frame_id else ""
             raise ProtocolError(
                 f"malformed JSON frame{where} ({exc}): {str(document)[:120]!r}",
                 provider=self.provider,
             ) from None
 
-    @staticmethod
-    def is_error(wire: WireResponse) -> bool:
-        """An error body: a non-empty ``code`` and no ``output``."""
-        return wire.output is None and wire.code not in (None, "", 0, "0")
-
-    def events_of(self, wire: WireResponse, frame_id: str | None) -> list[Event]:
+    def _result(self, wire: WireResponse, frame_id: str, out: list[Event]) -> None:
         """The events of one result document or stream frame."""
-        if wire.request_id:
-            self.request_id = wire.request_id
-        out: list[Event] = []
+        request_id = wire.request_id
+        if not self._seen:
+            self._seen = True
+            notes = {"stream_mode": self.mode} if self.call.stream and self.mode else {}
+            if request_id:
+                self.request_id = request_id
+            if self.request_id or notes:
+                out.append(ResponseInfo(request_id=self.request_id, notes=notes))
+        elif request_id and request_id != self.request_id:
+            self.request_id = request_id
+            out.append(ResponseInfo(request_id=request_id))
         text: str | None = None
         finish: str | None = None
         output = wire.output
@@ -543,49 +291,27 @@ class DashScopeCodec(Codec):
                 self._resolve(self._detector.feed(text), out)
         if last and self._detector is not None:
             self._resolve(self._detector.finish(), out)
-        if wire.usage is not None:
-            self._wire_usage = wire.usage
+        if len(wire.usage):
+            self._usage = wire.usage
         if last or not self.call.stream:
-            usage = self.partial_usage()
+            usage = self._read_usage()
             if usage is not None:
                 out.append(usage)
+                self._usage = msgspec.Raw()
         if last:
             out.append(Finish(finish))
             self.finished = True
-            self.done = True
-        elif not self.call.stream:
-            self.finished = True
-        return out
 
-    def partial_usage(self) -> Usage | None:
-        """The running usage total of the last frame that carried one."""
-        try:
-            self._read_usage_frame()
-        except ProtocolError:
-            pass  # a stream cut short keeps the last usage it could read
-        usage = self._wire_usage
-        if usage is None:
+    def _read_usage(self) -> Usage | None:
+        raw = self._usage
+        if not len(raw) or raw == b"null":
             return None
-        total = usage.total_tokens
-        if total is None and usage.input_tokens is not None and usage.output_tokens is not None:
-            total = usage.input_tokens + usage.output_tokens
-        return Usage(usage.input_tokens, usage.output_tokens, total)
+        try:
+            return _decode_usage(raw).event()
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"malformed usage ({exc})", provider=self.provider) from None
 
-    def _read_usage_frame(self) -> None:
-        """Take the usage of the latest frame :meth:`on_sse_batch` took inline."""
-        raw = self._usage_frame
-        if raw is not None:
-            self._usage_frame = None
-            try:
-                usage = _decode_frame_usage(raw).usage
-            except msgspec.DecodeError as exc:
-                raise ProtocolError(
-                    f"malformed usage in a stream frame ({exc})", provider=self.provider
-                ) from None
-            if usage is not None:
-                self._wire_usage = usage
-
-    def _cumulative(self, text: str, frame_id: str | None, out: list[Event]) -> None:
+    def _cumulative(self, text: str, frame_id: str, out: list[Event]) -> None:
         """Emit what a cumulative frame adds to the text so far (its own length in work)."""
         so_far = self._text
         n = len(so_far)
@@ -613,10 +339,15 @@ class DashScopeCodec(Codec):
             detector = self._detector
             assert detector is not None
             self.mode = mode
-            self.extra["stream_mode"] = mode
+            out.append(ResponseInfo(notes={"stream_mode": mode}))
             if mode is CUMULATIVE:
                 self._text = detector.prev
             self._detector = None
+
+
+def is_error(wire: WireResponse) -> bool:
+    """An error body: a non-empty ``code`` and no ``output``."""
+    return wire.output is None and wire.code not in (None, "", 0, "0")
 
 
 # -- provider --------------------------------------------------------------------------------
@@ -626,7 +357,6 @@ class DashScopeProvider(Provider):
     name: ClassVar[str] = PROVIDER
     operations: ClassVar[frozenset[str]] = frozenset({"chat", "complete"})
     setting_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "base_url", "workspace"})
-    codec_class: ClassVar[type[DashScopeCodec]] = DashScopeCodec
 
     @property
     def base_url(self) -> str:
@@ -640,8 +370,8 @@ class DashScopeProvider(Provider):
         value = self.setting("workspace", "DASHSCOPE_WORKSPACE")
         return str(value) if value else None
 
-    def make_auth(self) -> TokenSourceLike:
-        return StaticToken(self.require("api_key", "DASHSCOPE_API_KEY"))
+    def credential(self) -> str | TokenEndpoint:
+        return self.require("api_key", "DASHSCOPE_API_KEY")
 
     def check(self, call: Call) -> None:
         super().check(call)
@@ -679,9 +409,9 @@ class DashScopeProvider(Provider):
             body["parameters"] = parameters
         return body
 
-    def build_request(self, call: Call, credential: str) -> HTTPRequest:
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
-        if call.stream:
+        if prepared.call.stream:
             headers["Accept"] = "text/event-stream"
             headers["X-DashScope-SSE"] = "enable"
         else:
@@ -693,9 +423,11 @@ class DashScopeProvider(Provider):
             "POST",
             self.base_url + GENERATION_PATH,
             headers=headers,
-            body=json_body(self.body(call)),
+            body=prepared.body,
             secrets=(credential,),
         )
 
-    def new_codec(self, call: Call) -> Codec:
-        return self.codec_class(call)
+    def decoder(
+        self, prepared: Prepared, status: int, headers: Mapping[str, str]
+    ) -> ResponseDecoder:
+        return DashScopeDecoder(prepared.call, status, headers)

@@ -22,14 +22,16 @@ The token travels as the ``accessToken`` query parameter and is masked in every 
 **Streaming.** The gateway answers JSON only, so by default ``client.stream("gateway/...")``
 sends one non-streaming request and yields its text as one :class:`~aiollm.TextDelta`, then
 :class:`~aiollm.Usage` and :class:`~aiollm.Finish`. With ``stream`` on, the request asks to
-stream; if the gateway refuses with -98434, the provider remembers that (for the life of the
-client) and the error is marked retryable, so the client's retry — and every later call — is
-a non-streaming request. The retry follows the client's :class:`~aiollm.RetryPolicy` (with
-``max_retries=0`` that first call fails with the -98434 error; later calls still fall back).
-Without a fallback, -98434 is an :class:`~aiollm.InvalidRequestError`.
+stream; if the gateway refuses with -98434, that is a retryable
+:class:`~aiollm.StreamingRefusedError`: the retry (under the client's
+:class:`~aiollm.RetryPolicy`) is a non-streaming request, and the provider remembers the
+refusal (for the life of the client) so every later call is one too (with
+``max_retries=0`` the first call fails with the -98434 error; later calls still fall back).
+Without a fallback, -98434 is a :class:`~aiollm.StreamingRefusedError` that is not retryable
+(an :class:`~aiollm.InvalidRequestError`).
 
 **Errors.** -98432 → :class:`~aiollm.ContentFilterError`, -98433 →
-:class:`~aiollm.QuotaExceededError`, -98434 → :class:`~aiollm.InvalidRequestError`, 40303 →
+:class:`~aiollm.QuotaExceededError`, -98434 → :class:`~aiollm.StreamingRefusedError`, 40303 →
 :class:`~aiollm.ContextOverflowError`, 50002 → :class:`~aiollm.ServerError` (retryable), read
 from ``{"code", "msg"|"message"}``, ``{"error": {"code", "message", "type"}}`` or a non-2xx
 status; the code may also come as a string or as its name (``"SENSITIVE_WORD_ERROR"``).
@@ -43,16 +45,15 @@ import base64
 import binascii
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import msgspec
 
 from .._redact import REDACTED, Secret, redact_text
-from ..auth import CachedToken
 from ..errors import (
+    AiollmError,
     APIError,
     AuthenticationError,
     ConfigurationError,
@@ -62,24 +63,18 @@ from ..errors import (
     ProtocolError,
     QuotaExceededError,
     ServerError,
-)
-from ._base import Call, Codec, HTTPRequest, TokenSourceLike, json_body
-from .openai import (
-    ErrorCode,
-    OpenAICodec,
-    OpenAIProvider,
-    WireResponse,
-    normalize_code,
+    StreamingRefusedError,
     status_class,
 )
-
-if TYPE_CHECKING:
-    from ..transport import Transport
+from ..request import TokenEndpoint
+from ._base import Call, HTTPRequest, Prepared, ResponseDecoder, json_body
+from ._openai_errors import ErrorCode, normalize_code
+from .openai import OpenAIDecoder, OpenAIProvider, WireResponse
 
 __all__ = [
     "GATEWAY_ERRORS",
     "TOKEN_PATH",
-    "GatewayCodec",
+    "GatewayDecoder",
     "GatewayProvider",
     "GatewayToken",
     "jwt_claims",
@@ -100,7 +95,7 @@ STREAM_REFUSED = -98434
 GATEWAY_ERRORS: dict[int, tuple[str, type[APIError]]] = {
     -98432: ("SENSITIVE_WORD_ERROR", ContentFilterError),
     -98433: ("TOKEN_LIMIT_DAY", QuotaExceededError),
-    STREAM_REFUSED: ("INVALID_RESPONSE_CONTENT_TYPE", InvalidRequestError),
+    STREAM_REFUSED: ("INVALID_RESPONSE_CONTENT_TYPE", StreamingRefusedError),
     40303: ("CONTEXT_OVERFLOW", ContextOverflowError),
     50002: ("CUDA_OUT_OF_MEMORY", ServerError),
 }
@@ -269,44 +264,40 @@ def parse_token_response(
     )
 
 
-class GatewayToken(CachedToken):
-    """The gateway's access token: fetched with appid + secret, refreshed before its JWT ``exp``."""
+class GatewayToken(TokenEndpoint):
+    """The gateway's getToken exchange (sans-IO): appid + secret in, a JWT and its lifetime out.
 
-    def __init__(
-        self,
-        url: str,
-        appid: str,
-        secret: str,
-        *,
-        provider: str = "gateway",
-        wall_clock: Callable[[], float] = time.time,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
+    The lifetime comes from the JWT's ``exp``/``iat`` (see :func:`token_lifetime`);
+    ``lifetime`` is that of the last token read.
+    """
+
+    def __init__(self, url: str, appid: str, secret: str, *, provider: str = "gateway") -> None:
         self.url = url.rstrip("/")
         self.provider = provider
         self._appid = Secret(appid)
         self._secret = Secret(secret)
-        self._wall_clock = wall_clock
         self.lifetime: float | None = None
-        """The lifetime in seconds of the last token fetched (None when unknown)."""
 
-    async def fetch(self, transport: Transport) -> tuple[str, float | None]:
-        """GET the token endpoint; return ``(token, lifetime)``."""
+    def request(self) -> HTTPRequest:
+        """``GET {url}/api/v1/ability_sub/external/getToken?appid=..&secret=..``."""
         appid, secret = self._appid.get(), self._secret.get()
-        secrets = (appid, secret)
-        request = HTTPRequest(
+        return HTTPRequest(
             "GET",
             self.url + TOKEN_PATH,
             headers={"Accept": "application/json"},
             params={"appid": appid, "secret": secret},
-            secrets=secrets,
+            secrets=(appid, secret),
         )
-        status, headers, body = await transport.request_bytes(request, provider=self.provider)
+
+    def parse(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, now: float
+    ) -> tuple[str, float | None]:
+        """``(token, lifetime)`` of a getToken answer, or its typed error."""
+        secrets = (self._appid.get(), self._secret.get())
         token, expires_in = parse_token_response(
             status, headers, body, provider=self.provider, secrets=secrets
         )
-        self.lifetime = token_lifetime(token, now=self._wall_clock(), expires_in=expires_in)
+        self.lifetime = token_lifetime(token, now=now, expires_in=expires_in)
         log.debug(
             "%s: new access token, lifetime %s",
             self.provider,
@@ -315,10 +306,10 @@ class GatewayToken(CachedToken):
         return token, self.lifetime
 
     def __repr__(self) -> str:
-        return f"GatewayToken(url={self.url!r}, appid='***', secret='***', fetches={self.fetches})"
+        return f"GatewayToken(url={self.url!r}, appid='***', secret='***')"
 
 
-# -- the codec ---------------------------------------------------------------------------------
+# -- the decoder -------------------------------------------------------------------------------
 def _looks_like_rejected_token(message: str) -> bool:
     lower = message.lower()
     if "unauthorized" in lower or "unauthorised" in lower:
@@ -326,14 +317,25 @@ def _looks_like_rejected_token(message: str) -> bool:
     return any(w in lower for w in _TOKEN_WORDS) and any(w in lower for w in _REJECT_WORDS)
 
 
-class GatewayCodec(OpenAICodec):
-    """The OpenAI codec with the gateway's error codes, token masking and stream fallback."""
+class GatewayDecoder(OpenAIDecoder):
+    """The OpenAI decoder with the gateway's error codes and token masking.
+
+    ``fallback``: the request asked to stream and may be sent again without streaming, so a
+    refusal to stream (-98434) is a retryable :class:`~aiollm.StreamingRefusedError`.
+    """
 
     provider: ClassVar[str] = "gateway"
 
-    def __init__(self, call: Call, *, on_stream_refused: Callable[[], bool] | None = None) -> None:
-        super().__init__(call)
-        self._on_stream_refused = on_stream_refused
+    def __init__(
+        self,
+        call: Call,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        *,
+        fallback: bool = False,
+    ) -> None:
+        super().__init__(call, status, headers)
+        self.fallback = fallback
 
     def clean_message(self, message: str) -> str:
         return _JWT.sub(REDACTED, super().clean_message(message))
@@ -359,21 +361,24 @@ class GatewayCodec(OpenAICodec):
         return super().error_class(code, type_, message, status)
 
     def error_from(self, wire: WireResponse, status: int, headers: Mapping[str, str]) -> APIError:
-        exc = super().error_from(wire, status, headers)
-        if exc.code == STREAM_REFUSED:
-            name = GATEWAY_ERRORS[STREAM_REFUSED][0]
-            if name not in exc.message:
-                exc.message = f"{exc.message} ({name})"
-            if (
-                self.call.stream
-                and self._on_stream_refused is not None
-                and self._on_stream_refused()
-            ):
-                exc.retryable = True
-                exc.message += ": the gateway does not stream; retrying without streaming"
-            else:
-                exc.message += ": the gateway does not stream (do not ask it to)"
-        return exc
+        code, message, _ = self.error_fields(wire)
+        if code != STREAM_REFUSED:
+            return super().error_from(wire, status, headers)
+        name = GATEWAY_ERRORS[STREAM_REFUSED][0]
+        if name not in message:
+            message = f"{message} ({name})"
+        if self.fallback:
+            message += ": the gateway does not stream; retrying without streaming"
+        else:
+            message += ": the gateway does not stream (do not ask it to)"
+        return StreamingRefusedError(
+            message,
+            provider=self.provider,
+            status=status,
+            code=code,
+            request_id=wire.id or self.request_id,
+            retryable=self.fallback,
+        )
 
 
 # -- the provider ------------------------------------------------------------------------------
@@ -385,7 +390,7 @@ class GatewayProvider(OpenAIProvider):
         {"url", "appid", "secret", "ability", "stream"}
     )
     operations: ClassVar[frozenset[str]] = frozenset({"chat", "complete", "embed"})
-    codec_class: ClassVar[type[OpenAICodec]] = GatewayCodec
+    decoder_class: ClassVar[type[OpenAIDecoder]] = GatewayDecoder
 
     def __init__(self, settings: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(settings, env)
@@ -412,7 +417,7 @@ class GatewayProvider(OpenAIProvider):
         value = self.setting("stream", ENV_STREAM, False)
         return value is True or str(value).strip().lower() in _TRUE
 
-    def make_auth(self) -> TokenSourceLike:
+    def credential(self) -> str | TokenEndpoint:
         return GatewayToken(
             self.url,
             self.require("appid", ENV_APPID),
@@ -456,17 +461,13 @@ class GatewayProvider(OpenAIProvider):
         """Whether the request for ``call`` asks the gateway to stream."""
         return call.stream and self.streaming and not self.stream_refused
 
-    def refuse_streaming(self) -> bool:
-        """Record that the gateway refused to stream; True when a non-streaming retry applies."""
-        if not self.streaming:
-            return False
-        if not self.stream_refused:
-            self.stream_refused = True
-            log.info("%s: the gateway refused to stream; using non-streaming requests", self.name)
-        return True
-
-    def build_request(self, call: Call, credential: str) -> HTTPRequest:
+    def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
+        call = prepared.call
         stream = self.wants_stream(call)
+        key = "stream" if stream else "whole"
+        body = prepared.alternates.get(key)
+        if body is None:
+            body = prepared.alternates[key] = json_body(self.body(call, stream=stream))
         url = f"{self.url}/{quote(self.ability(credential), safe='')}/v1{self.path(call)}"
         return HTTPRequest(
             "POST",
@@ -476,9 +477,24 @@ class GatewayProvider(OpenAIProvider):
                 "Accept": "text/event-stream" if stream else "application/json",
             },
             params={"accessToken": credential},
-            body=json_body(self.body(call, stream=stream)),
+            body=body,
             secrets=(credential,),
         )
 
-    def new_codec(self, call: Call) -> Codec:
-        return GatewayCodec(call, on_stream_refused=self.refuse_streaming)
+    def failed(self, prepared: Prepared, error: AiollmError) -> None:
+        """A refusal to stream is remembered: every later request is a non-streaming one."""
+        if isinstance(error, StreamingRefusedError) and self.streaming and not self.stream_refused:
+            self.stream_refused = True
+            log.info("%s: the gateway refused to stream; using non-streaming requests", self.name)
+
+    def decoder(
+        self, prepared: Prepared, status: int, headers: Mapping[str, str]
+    ) -> ResponseDecoder:
+        call = prepared.call
+        return GatewayDecoder(call, status, headers, fallback=call.stream and self.streaming)
+
+    def prepare(self, call: Call) -> Prepared:
+        self.check(call)
+        stream = self.wants_stream(call)
+        body = json_body(self.body(call, stream=stream))
+        return Prepared(call, body, alternates={"stream" if stream else "whole": body})

@@ -1,8 +1,8 @@
-"""Codecs fed as the Stream feeds them: raw data, one batch of events per body chunk.
+"""Decoders fed as the Stream feeds them, with uncommon frames in the middle of a stream.
 
-Each codec takes its common frame inline (decoded with only the fields that tell it apart)
-and hands every other frame to its general path; these tests put the uncommon frames in the
-middle of a stream, after the inline path has started.
+A decoder maps every frame the same way whatever its position: these tests put usage, errors,
+safety flags, other choices and wrong types after ordinary text frames. A bad frame's error
+comes after the events of the frames before it in the same chunk (``decoder.error``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import aiollm
 from aiollm import (
     APIError,
     Event,
@@ -23,27 +24,33 @@ from aiollm import (
     TextDelta,
     Usage,
 )
-from aiollm.framing import SSEDecoder
-from aiollm.providers import Call
-from aiollm.providers._base import Codec
-from aiollm.providers.dashscope import DashScopeCodec
-from aiollm.providers.openai import OpenAICodec
-from aiollm.providers.qianfan import QianfanCodec
+from aiollm.events import fold
+from aiollm.providers import Call, ResponseDecoder
+from aiollm.providers.dashscope import DashScopeDecoder
+from aiollm.providers.openai import OpenAIDecoder
+from aiollm.providers.qianfan import QianfanDecoder
 
 
 def chat(model: str = "m") -> Call:
     return Call(op="chat", model=model, stream=True, messages=[])
 
 
-def feed(codec: Codec, *chunks: bytes, **modes: bool) -> list[Event]:
-    """Every event the codec yields, one ``on_sse_batch`` per chunk, then the end."""
-    decoder = SSEDecoder(raw_data=True, data_line_events=True, **modes)
+def feed(codec: ResponseDecoder, *chunks: bytes, info: bool = False) -> list[Event]:
+    """Every event the decoder yields, one ``feed`` per chunk, then the end."""
     out: list[Event] = []
     for chunk in chunks:
-        codec.on_sse_batch(decoder.feed_raw(chunk), out)
-    codec.on_sse_batch(decoder.close(), out)
-    out += codec.on_end()
-    return out
+        out += codec.feed(chunk)
+        if codec.error is not None:
+            raise codec.error
+    out += codec.end()
+    if codec.error is not None:
+        raise codec.error
+    return out if info else [e for e in out if not isinstance(e, aiollm.ResponseInfo)]
+
+
+def feed_partial(codec: ResponseDecoder, body: bytes) -> list[Event]:
+    """The events of one chunk (ResponseInfo dropped); a bad frame's error stays on the codec."""
+    return [e for e in codec.feed(body) if not isinstance(e, aiollm.ResponseInfo)]
 
 
 def texts(events: list[Event]) -> str:
@@ -60,7 +67,7 @@ def oa(content: str | None = None, finish: str | None = None, **extra: Any) -> b
 def test_openai_text_with_usage_in_the_same_chunk_yields_both() -> None:
     usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
     body = oa("a") + oa("b", usage=usage) + oa("c") + oa(None, "stop") + b"data: [DONE]\n\n"
-    events = feed(OpenAICodec(chat()), body)
+    events = feed(OpenAIDecoder(chat()), body)
     assert events == [
         TextDelta("a"),
         TextDelta("b"),
@@ -71,19 +78,19 @@ def test_openai_text_with_usage_in_the_same_chunk_yields_both() -> None:
 
 
 def test_openai_error_object_mid_stream_raises_after_the_text_before_it() -> None:
-    codec = OpenAICodec(chat())
-    out: list[Event] = []
-    decoder = SSEDecoder(raw_data=True, data_line_events=True)
+    codec = OpenAIDecoder(chat())
     body = oa("a") + oa("b") + oa("c", error={"message": "overloaded", "type": "server_error"})
-    with pytest.raises(ServerError, match="overloaded"):
-        codec.on_sse_batch(decoder.feed_raw(body), out)
+    out = feed_partial(codec, body)
     assert out == [TextDelta("a"), TextDelta("b")]
+    assert isinstance(codec.error, ServerError) and "overloaded" in str(codec.error)
+    with pytest.raises(ServerError, match="overloaded"):
+        codec.feed(oa("d"))
 
 
 def test_openai_other_choice_index_and_empty_deltas() -> None:
     other = b'data: {"choices":[{"index":1,"delta":{"content":"x"}}]}\n\n'
     body = oa("a") + other + oa("") + oa(None) + oa("b") + oa(None, "length")
-    assert feed(OpenAICodec(chat()), body, b"data: [DONE]\n\n") == [
+    assert feed(OpenAIDecoder(chat()), body, b"data: [DONE]\n\n") == [
         TextDelta("a"),
         TextDelta("b"),
         Finish("length"),
@@ -93,7 +100,7 @@ def test_openai_other_choice_index_and_empty_deltas() -> None:
 def test_openai_wrong_type_mid_stream_is_a_protocol_error() -> None:
     bad = b'data: {"choices":[{"index":0,"delta":{"content":5}}]}\n\n'
     with pytest.raises(ProtocolError, match="malformed JSON frame"):
-        feed(OpenAICodec(chat()), oa("a") + oa("b") + bad)
+        feed(OpenAIDecoder(chat()), oa("a") + oa("b") + bad)
 
 
 def test_openai_completions_text_chunks() -> None:
@@ -101,7 +108,7 @@ def test_openai_completions_text_chunks() -> None:
         b'data: {"id":"x","choices":[{"index":0,"text":"%s"}]}\n\n' % t for t in (b"a", b"b")
     )
     body += b'data: {"choices":[{"index":0,"text":"","finish_reason":"stop"}]}\n\n'
-    assert texts(feed(OpenAICodec(chat()), body, b"data: [DONE]\n\n")) == "ab"
+    assert texts(feed(OpenAIDecoder(chat()), body, b"data: [DONE]\n\n")) == "ab"
 
 
 # -- Qianfan ---------------------------------------------------------------------------------
@@ -111,28 +118,28 @@ def qf(sid: int, result: str, **extra: Any) -> bytes:
 
 
 def test_qianfan_error_code_mid_stream_is_typed() -> None:
-    codec = QianfanCodec(chat())
-    out: list[Event] = []
-    decoder = SSEDecoder(raw_data=True, data_line_events=True, json_line_events=True)
+    codec = QianfanDecoder(chat())
     body = (
         qf(0, "a")
         + qf(1, "b")
         + b'{"error_code":18,"error_msg":"Open api qps request limit reached"}\n'
     )
-    with pytest.raises(RateLimitError, match="qps"):
-        codec.on_sse_batch(decoder.feed_raw(body), out)
+    out = feed_partial(codec, body)
     assert texts(out) == "ab"
+    with pytest.raises(RateLimitError, match="qps"):
+        codec.end()
 
 
 def test_qianfan_safety_flag_and_sentence_gap_mid_stream() -> None:
-    codec = QianfanCodec(chat())
+    codec = QianfanDecoder(chat())
     end = qf(4, "e", need_clear_history=False).replace(b'"is_end": false', b'"is_end": true')
     body = qf(0, "a") + qf(1, "b", need_clear_history=True, ban_round=-1) + qf(3, "d") + end
     with pytest.warns(UserWarning, match="skipped: expected 2, got 3"):
-        events = feed(codec, body)
+        events = feed(codec, body, info=True)
     assert texts(events) == "abde"
     assert [type(e) for e in events].count(SafetyNotice) == 1
-    assert codec.extra["sentence_anomalies"] == [{"frame": 2, "expected": 2, "sentence_id": 3}]
+    extra = fold(events).extra
+    assert extra["sentence_anomalies"] == [{"frame": 2, "expected": 2, "sentence_id": 3}]
     assert events[-1] == Finish("stop")
 
 
@@ -151,36 +158,39 @@ def tokens(n: int) -> dict[str, int]:
     return {"input_tokens": 5, "output_tokens": n, "total_tokens": 5 + n}
 
 
-def incremental() -> DashScopeCodec:
-    return DashScopeCodec(
+def incremental() -> DashScopeDecoder:
+    return DashScopeDecoder(
         Call(op="chat", model="qwen", stream=True, params={"incremental_output": True})
     )
 
 
-def test_dashscope_usage_is_read_from_the_latest_inline_frame_only_when_needed() -> None:
+def test_dashscope_running_usage_is_given_at_the_end_or_when_cut() -> None:
     codec = incremental()
     out = feed_partial(codec, ds(1, "a", usage=tokens(1)) + ds(2, "b", usage=tokens(2)))
     assert out == [TextDelta("a"), TextDelta("b")]
-    assert codec.partial_usage() == Usage(5, 2, 7)  # a stream cut here still has the counts
+    assert codec.abort() == [Usage(5, 2, 7)]  # a stream cut here still has the counts
     events = feed(
         incremental(), ds(1, "a", usage=tokens(1)) + ds(2, "b", usage=tokens(2)) + ds(3, "", "stop")
     )
     assert events[-2:] == [Usage(5, 2, 7), Finish("stop")]
 
 
-def feed_partial(codec: Codec, body: bytes) -> list[Event]:
-    out: list[Event] = []
-    codec.on_sse_batch(SSEDecoder(raw_data=True, data_line_events=True).feed_raw(body), out)
-    return out
-
-
-def test_dashscope_malformed_usage_in_an_inline_frame() -> None:
+def test_dashscope_malformed_usage() -> None:
+    # Usage is a running total read from the last frame: a bad one there is an error, wherever
+    # the stream ends; one in a frame that is not the last is never read.
     body = ds(1, "a", usage=tokens(1)) + ds(2, "b", usage="many")
     codec = incremental()
-    assert texts(feed_partial(codec, body)) == "ab"
-    assert codec.partial_usage() == Usage(5, 1, 6)  # the last usage it could read
-    with pytest.raises(ProtocolError, match="malformed usage"):
-        feed(incremental(), body + ds(3, "", "stop"))
+    assert texts(feed_partial(codec, body)) == "ab" and codec.error is None
+    assert codec.abort() == []  # a stream cut here has no readable usage
+    with pytest.raises(ProtocolError, match="usage"):
+        feed(incremental(), body + ds(3, "", "stop", usage="many"))
+    with pytest.raises(ProtocolError, match="usage"):
+        feed(
+            incremental(),
+            ds(1, "a", usage=tokens(1)) + ds(2, "", "stop", usage={"output_tokens": "x"}),
+        )
+    events = feed(incremental(), body + ds(3, "", "stop", usage=tokens(2)))
+    assert events[-2:] == [Usage(5, 2, 7), Finish("stop")]
 
 
 def test_dashscope_error_status_mid_stream_raises() -> None:
@@ -188,11 +198,10 @@ def test_dashscope_error_status_mid_stream_raises() -> None:
         b'id:3\nevent:result\n:HTTP_STATUS/500\ndata:{"code":"InternalError","message":"boom"}\n\n'
     )
     codec = incremental()
-    out: list[Event] = []
-    decoder = SSEDecoder(raw_data=True, data_line_events=True)
-    with pytest.raises(APIError, match="boom"):
-        codec.on_sse_batch(decoder.feed_raw(ds(1, "a") + ds(2, "b") + bad), out)
+    out = feed_partial(codec, ds(1, "a") + ds(2, "b") + bad)
     assert texts(out) == "ab"
+    with pytest.raises(APIError, match="boom"):
+        codec.end()
 
 
 def test_dashscope_detection_and_message_format_inline() -> None:
@@ -210,7 +219,7 @@ def test_dashscope_detection_and_message_format_inline() -> None:
         + msg(4, "Hello, w")
         + msg(5, "Hello, world", "stop")
     )
-    codec = DashScopeCodec(chat("qwen"))
-    events = feed(codec, body)
+    codec = DashScopeDecoder(chat("qwen"))
+    events = feed(codec, body, info=True)
     assert texts(events) == "Hello, world" and events[-1] == Finish("stop")
-    assert codec.extra["stream_mode"] == "cumulative"
+    assert fold(events).extra["stream_mode"] == "cumulative"

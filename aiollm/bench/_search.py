@@ -1,0 +1,144 @@
+"""Running a capacity search: each step a measured run, watched and judged (:mod:`._capacity`)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import anyio
+
+from .. import Client
+from ._capacity import CapacitySearch, StepTelemetry, capacity_summary, is_throttling, judge
+from ._config import BenchConfig
+from ._result import RunState, monotonic
+
+__all__ = ["StepRunner", "search"]
+
+
+class StepRunner(Protocol):
+    """What the search needs of the benchmark that runs its steps."""
+
+    config: BenchConfig
+
+    @property
+    def stopped(self) -> bool: ...
+
+    def add_state(self, state: RunState) -> None: ...
+
+    async def run_state(self, client: Client, state: RunState) -> None: ...
+
+
+def _error_budget(cfg: BenchConfig) -> float:
+    """The error-rate SLO of a capacity search."""
+    return next((s.limit for s in cfg.capacity_slos if s.name == "error_rate"), 0.01)
+
+
+async def search(bench: StepRunner, client: Client) -> dict[str, Any]:
+    """Search each model's capacity (:mod:`._capacity`); returns the ``capacity`` dict."""
+    cfg = bench.config
+    integer = cfg.find_max == "concurrency"
+    key = "max_concurrency" if integer else "max_request_rate"
+    answers: list[dict[str, Any]] = []
+    for model in cfg.model_list:
+        search = CapacitySearch(
+            start=cfg.search_start,
+            limit=cfg.search_limit,
+            resolution=cfg.resolution,
+            repeats=cfg.repeats,
+            integer=integer,
+        )
+
+        async def step(value: float, model: str = model) -> dict[str, Any]:
+            return await _step(bench, client, model, value)
+
+        found = await search.run(step, lambda: bench.stopped)
+        found["model"] = model
+        found[key] = found.pop("answer")
+        found["steps"] = search.steps
+        found["summary"] = capacity_summary(found, key, cfg.capacity_slos)
+        answers.append(found)
+    first = answers[0] if answers else {}
+    capacity: dict[str, Any] = {
+        "search": cfg.find_max,
+        "unit": "concurrent requests" if integer else "requests/s",
+        "slos": {slo.name: slo.limit for slo in cfg.capacity_slos},
+        "count_throttling": cfg.count_throttling,
+        "step_duration": cfg.step_duration,
+        "drain": cfg.drain_time,
+        "ramp": cfg.ramp,
+        "max_retries": cfg.effective_retries,
+        **first,
+    }
+    if len(answers) > 1:
+        capacity["models"] = answers
+    return capacity
+
+
+async def _step(bench: StepRunner, client: Client, model: str, value: float) -> dict[str, Any]:
+    """One step of steady load at ``value``: run, watch, judge."""
+    cfg = bench.config
+    state = RunState(model, cfg.step_load(value))
+    bench.add_state(state)
+    limiter = client.limiter(model.partition("/")[0])
+    telemetry = StepTelemetry()
+    early = ""
+    budget = max(3.0, 2.0 * _error_budget(cfg) * value * cfg.step_duration)
+    # a cool-down left by the previous step would hold this one back: let it pass first
+    with anyio.move_on_after(60.0):
+        while limiter.cooling_down:
+            await anyio.sleep(0.02)
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal early
+        tick = 0.02
+        while True:
+            await anyio.sleep(tick)
+            telemetry.samples += 1
+            if limiter.cooling_down:
+                telemetry.cooldown_s += tick
+            if state.started is None:
+                continue
+            now = monotonic()
+            if now > state.started + cfg.step_duration + cfg.drain_time:
+                scope.cancel()  # what is left is unfinished: the step saturated
+                return
+            failed = sum(
+                1
+                for r in state.records
+                if not r.ok and (cfg.count_throttling or not is_throttling(r.error))
+            )
+            if failed > budget:
+                early = f"stopped early: {failed} errors, past the error budget"
+                scope.cancel()
+                return
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, scope)
+            await bench.run_state(client, state)
+            tg.cancel_scope.cancel()
+    state.ended = state.ended or monotonic()
+    state.finished = not bench.stopped
+    verdict, figures = judge(
+        state, cfg.capacity_slos, count_throttling=cfg.count_throttling, early_stop=early
+    )
+    summary = state.summary(cfg.goodput_slos)
+    f = summary.figures
+    return {
+        "load": value,
+        ("concurrency" if cfg.find_max == "concurrency" else "request_rate"): value,
+        "duration": round(summary.duration, 4),
+        "verdict": verdict.verdict,
+        "reason": verdict.reason,
+        "slo_values": verdict.values,
+        **figures,
+        "request_throughput": f["request_throughput"],
+        "output_throughput": f["output_throughput"],
+        "median_ttft_ms": f["median_ttft_ms"],
+        "p99_ttft_ms": f["p99_ttft_ms"],
+        "median_tpot_ms": f["median_tpot_ms"],
+        "p95_tpot_ms": f["p95_tpot_ms"],
+        "p99_e2el_ms": f["p99_e2el_ms"],
+        "cooldown_s": round(telemetry.cooldown_s, 3),
+        "limiter_wait_ms": None,
+        "quota_remaining": None,
+    }

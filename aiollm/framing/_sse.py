@@ -1,0 +1,486 @@
+"""The server-sent events decoder: :class:`SSEDecoder` and what it returns."""
+
+from __future__ import annotations
+
+from itertools import repeat
+from operator import itemgetter
+from typing import Final
+
+import msgspec
+
+from ..errors import ProtocolError
+from ._json import BOM, DEFAULT_MAX_BYTES, JSONValueScan
+
+COMMENT_COST: Final = 64
+"""What a kept comment line counts against ``max_event_bytes`` beyond its length."""
+
+_MIN_LANE_LINES: Final = 16  # fewer lines do not pay for the fast lane's set-up
+
+
+class ServerSentEvent(msgspec.Struct, gc=False):
+    """One dispatched server-sent event.
+
+    ``event``: the event type; ``data``: the ``data`` lines joined by ``"\\n"``; ``id``: the
+    stream's last event ID at dispatch; ``retry``: this block's valid ``retry`` value;
+    ``comments``: the block's comment lines without the ``:``; ``raw``: the data bytes (with
+    ``data`` left ``""``) in the events :meth:`SSEDecoder.feed_raw` returns.
+    """
+
+    event: str = "message"
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+    comments: tuple[str, ...] = ()
+    raw: bytes | None = None
+
+    def text(self) -> str:
+        """The data as text: :attr:`data`, or :attr:`raw` decoded (invalid UTF-8 replaced)."""
+        raw = self.raw
+        return self.data if raw is None else raw.decode("utf-8", "replace")
+
+
+SSEItem = ServerSentEvent | bytes
+"""What :meth:`SSEDecoder.feed_raw` returns: an event, or a *plain* event's data bytes alone.
+
+A plain event is of type ``message``, has no comments and no ``retry``, and the last event ID
+is ``""`` when it is dispatched: the bytes ``b`` stand for ``ServerSentEvent(raw=b)``.
+"""
+
+
+def as_event(item: SSEItem) -> ServerSentEvent:
+    """``item`` as a :class:`ServerSentEvent` (plain data bytes become ``ServerSentEvent(raw=...)``)."""
+    return ServerSentEvent(raw=item) if type(item) is bytes else item  # type: ignore[return-value]
+
+
+_Fields = tuple[bytes | None, int | None, list[bytes], str, int]  # event, retry, comments, id, size
+
+
+def _text(item: SSEItem) -> ServerSentEvent:
+    """``item`` with its data decoded into ``data`` (invalid UTF-8 replaced)."""
+    if type(item) is bytes:
+        return ServerSentEvent(data=item.decode("utf-8", "replace"))
+    e: ServerSentEvent = item  # type: ignore[assignment]
+    return ServerSentEvent(e.event, e.text(), e.id, e.retry, e.comments)
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` parser, in one mode.
+
+    Feed body chunks with :meth:`feed_raw` (or :meth:`feed`) as they arrive and call
+    :meth:`close` at the end of the body; each returns the events that call completed.
+
+    **The WHATWG rules**: LF, CR and CRLF line ends (a CRLF may be split across chunks), one
+    leading BOM stripped, ``:`` comment lines, a line without a colon being a field name with
+    an empty value, one space after the colon stripped, ``data`` lines joined by ``"\\n"``,
+    dispatch at a blank line when some ``data`` line was seen, ``id`` values containing NUL
+    ignored, ``retry`` only when all ASCII digits (more than 18 significant digits: ignored),
+    unknown fields ignored, invalid UTF-8 replaced by U+FFFD. Comment lines go into the event's
+    ``comments``; a blank line clears them with the event type and ``retry``.
+
+    **Frames without blank lines.** Some servers omit the blank line between frames, and some
+    write bare JSON error objects into the stream. Three rules, which never change a stream
+    whose frames are JSON values each ended by a blank line, read them:
+
+    1. While the pending data (the ``data`` lines so far, joined by LF) is *one complete JSON
+       object or array* (valid for msgspec, whitespace around it allowed), a ``data`` line
+       with a non-blank value, or a bare JSON line (rule 2), starts a new frame: the pending
+       event is dispatched first, with the fields its block had when its data was complete;
+       ``event``, ``id``, ``retry`` and comment lines seen since then belong to the new
+       frame. If a blank line comes first, those lines apply to the pending event as WHATWG
+       says. Data split over several lines (pretty-printed, or split mid-value) never forms a
+       complete value before its last line, so it is still joined.
+    2. A line starting with ``{`` is a bare JSON line: it is dispatched at once as its own
+       ``message`` event whose data is the whole line (the WHATWG rules would ignore it as an
+       unknown field); an event being built around it continues.
+    3. At the end of the body the last line is read even without its line end; then a
+       pending event whose data is a complete JSON value is dispatched. Any other unfinished
+       event is discarded (WHATWG).
+
+    The constructor's ``data_line_events``, ``json_line_events`` and ``raw_data`` are
+    accepted and ignored (the one mode reads what they used to switch on).
+
+    ``max_line_bytes`` bounds a line and ``max_event_bytes`` an event (its data with the LFs
+    between lines, plus each comment line's length and ``COMMENT_COST``); exceeding either
+    raises :class:`~aiollm.errors.ProtocolError`. After an error, or after :meth:`close`,
+    :meth:`feed` raises ``ProtocolError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_line_events: bool = False,
+        json_line_events: bool = False,
+        max_line_bytes: int = DEFAULT_MAX_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_BYTES,
+        raw_data: bool = False,
+    ) -> None:
+        if max_line_bytes < 1 or max_event_bytes < 1:
+            raise ValueError("max_line_bytes and max_event_bytes must be positive")
+        self._max_line = max_line_bytes
+        self._max_event = max_event_bytes
+        self._closed = False
+        self._error: ProtocolError | None = None  # found after events: raised by the next call
+        self._started = False  # BOM check done
+        self._boundary = True  # the last line read was blank: a block starts
+        self._head = b""  # first bytes while they may still be a split BOM
+        self._cr = False  # the last chunk ended with CR: drop a leading LF of the next one
+        self._parts: list[bytes] = []  # the unterminated last line
+        self._plen = 0
+        # The event being built (reset at each blank line).
+        self._data: bytes | bytearray | None = None
+        self._event: bytes | None = None
+        self._retry: int | None = None
+        self._comments: list[bytes] = []
+        self._size = 0
+        self._jstat = 0  # pending data: 0 not known to be complete JSON, 1 complete, 2 never
+        # The pending event's fields when its data was complete (rule 1), while undecided.
+        self._frozen: _Fields | None = None
+        self._complete = JSONValueScan().status  # is the pending data complete JSON?
+        # The last event type and single comment seen, decoded.
+        self._event_cache: tuple[bytes, str] = (b"message", "message")
+        self._comment_cache: tuple[bytes, tuple[str, ...]] = (b"", ("",))
+        # Stream state.
+        self._last_id = ""
+        self._reconnect: int | None = None
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID buffer: the latest ``id`` field value (``""`` if none)."""
+        return self._last_id
+
+    @property
+    def retry(self) -> int | None:
+        """The latest valid ``retry`` value seen anywhere in the stream (milliseconds)."""
+        return self._reconnect
+
+    def feed(self, data: bytes) -> list[ServerSentEvent]:
+        """Parse the next chunk of the body; return the events it completed, data as text."""
+        return [_text(item) for item in self.feed_raw(data)]
+
+    def feed_raw(self, data: bytes) -> list[SSEItem]:
+        """Parse the next chunk of the body; return the events it completed, data as bytes.
+
+        A plain event comes as its data bytes alone (see :data:`SSEItem`), any other as a
+        :class:`ServerSentEvent` with ``raw`` set; :func:`as_event` makes an event of either.
+        """
+        if self._closed:
+            self._raise_pending()
+            raise ProtocolError("SSEDecoder.feed() called after close() or after an error")
+        if type(data) is not bytes:
+            data = bytes(data)
+        if not data:
+            return []
+        if not self._started:
+            head = self._head + data
+            if len(head) < 3 and BOM.startswith(head):
+                self._head = head
+                return []
+            self._started = True
+            self._head = b""
+            data = head[3:] if head.startswith(BOM) else head
+            if not data:
+                return []
+        if self._cr:
+            self._cr = False
+            if data[0] == 0x0A:
+                data = data[1:]
+                if not data:
+                    return []
+        if b"\r" in data:
+            # CR, LF and CRLF are each one line end: make them all LF. A CR that ends the
+            # chunk is a line end now; remember it to drop the LF of a split CRLF.
+            self._cr = data[-1] == 0x0D
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in data:
+            self._parts.append(data)
+            self._plen += len(data)
+            if self._plen > self._max_line:
+                self._closed = True
+                raise self._line_too_long(self._plen)
+            return []
+        if self._parts:
+            self._parts.append(data)
+            data = b"".join(self._parts)
+            self._parts = []
+        out: list[SSEItem] = []
+        try:
+            lines = data.split(b"\n")
+            tail = lines.pop()
+            self._lines(lines, out, len(data))
+            if len(tail) > self._max_line:
+                raise self._line_too_long(len(tail))
+        except ProtocolError as exc:
+            self._closed = True
+            if not out:
+                raise
+            self._error = exc
+            return out
+        if tail:
+            self._parts.append(tail)
+        self._plen = len(tail)
+        return out
+
+    def close(self) -> list[ServerSentEvent]:
+        """Signal the end of the body; return the events it completes, data as text."""
+        return [_text(item) for item in self.close_raw()]
+
+    def close_raw(self) -> list[SSEItem]:
+        """Signal the end of the body (rule 3); return the events it completes, as ``feed_raw``.
+
+        Raises an error found earlier; calling it again returns ``[]``.
+        """
+        if self._closed:
+            self._raise_pending()
+            return []
+        self._closed = True
+        out: list[SSEItem] = []
+        if self._parts:
+            self._interpret([b"".join(self._parts)], out)
+        data, frozen = self._data, self._frozen
+        if frozen is not None:
+            out.append(self._make(data, *frozen[:4]))  # type: ignore[arg-type]
+        elif data is not None and self._complete(data) == 1:
+            out.append(self._make(data, self._event, self._retry, self._comments, self._last_id))
+        self._parts, self._data, self._comments = [], None, []
+        return out
+
+    def _raise_pending(self) -> None:
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+
+    def _line_too_long(self, size: int) -> ProtocolError:
+        return ProtocolError(
+            f"server-sent event line longer than max_line_bytes={self._max_line} "
+            f"(at least {size} bytes without a line end); pass a larger "
+            "SSEDecoder(max_line_bytes=...) if the server legitimately sends such lines"
+        )
+
+    def _event_too_big(self, size: int) -> ProtocolError:
+        return ProtocolError(
+            f"server-sent event larger than max_event_bytes={self._max_event} "
+            f"(at least {size} bytes of data and comments before its blank line); pass a "
+            "larger SSEDecoder(max_event_bytes=...) if the server legitimately sends such events"
+        )
+
+    def _make(
+        self,
+        data: bytes | bytearray,
+        event: bytes | None,
+        retry: int | None,
+        comments: list[bytes],
+        last_id: str,
+    ) -> SSEItem:
+        """The item for an event with these fields."""
+        value = data if type(data) is bytes else bytes(data)
+        if not event or event == b"message":
+            if not comments and retry is None and not last_id:
+                return value
+            name = "message"
+        elif event == self._event_cache[0]:
+            name = self._event_cache[1]
+        else:
+            name = event.decode("utf-8", "replace")
+            self._event_cache = (event, name)
+        if not comments:
+            texts: tuple[str, ...] = ()
+        elif len(comments) == 1:
+            if comments[0] != self._comment_cache[0]:
+                self._comment_cache = (comments[0], (comments[0].decode("utf-8", "replace"),))
+            texts = self._comment_cache[1]
+        else:
+            texts = tuple(c.decode("utf-8", "replace") for c in comments)
+        return ServerSentEvent(name, "", last_id, retry, texts, value)
+
+    def _lines(self, lines: list[bytes], out: list[SSEItem], nbytes: int) -> None:
+        """Interpret whole lines (without their line ends; ``nbytes`` in all) in order."""
+        if nbytes > self._max_line and max(map(len, lines)) > self._max_line:
+            for i, line in enumerate(lines):  # the lines before the long one count
+                if len(line) > self._max_line:
+                    self._interpret(lines[:i], out)
+                    raise self._line_too_long(len(line))
+        start = 0
+        if not self._boundary and len(lines) >= _MIN_LANE_LINES:
+            try:
+                start = lines.index(b"") + 1  # the end of the block in progress
+            except ValueError:
+                start = len(lines)
+            self._interpret(lines[:start], out)
+        end = len(lines)
+        while end > start and lines[end - 1]:
+            end -= 1  # lines[start:end] are whole blocks, each ended by a blank line
+        if end - start >= _MIN_LANE_LINES:
+            start += self._same_shape(lines[start:end], out, nbytes)
+        self._interpret(lines[start:] if start else lines, out)
+
+    def _same_shape(self, lines: list[bytes], out: list[SSEItem], nbytes: int) -> int:
+        """The fast lane: blocks of one shape, a column at a time; returns the lines it read.
+
+        ``lines`` are whole blocks, each ended by a blank line, the first starting a block.
+        Seen as a table with one row per block, the lane applies when the last column holds
+        ``data:`` lines (all with a space after the colon, or all without), and every other
+        column one repeated line, except at most one column of ``id:`` lines (so a block is
+        header lines, then one ``data`` line). The first block goes through
+        :meth:`_interpret`, which gives the event type, retry and comments the others share;
+        the rest cost a slice (and their id) each. Returns 0 if it does not apply.
+        """
+        period = lines.index(b"") + 1
+        n = len(lines)
+        k = n // period
+        if period < 2 or n % period or lines[period - 1 :: period].count(b"") != k:
+            return 0
+        col = lines[period - 2 :: period]
+        if all(map(bytes.startswith, col, repeat(b"data:{"))):
+            cut = 5  # JSON data: one check for the prefix and for no space
+        elif all(map(bytes.startswith, col, repeat(b"data: "))):
+            cut = 6
+        elif all(map(bytes.startswith, col, repeat(b"data:"))) and not any(
+            map(bytes.startswith, col, repeat(b" "), repeat(5))
+        ):
+            cut = 5
+        else:
+            return 0
+        ids: list[str] | None = None
+        size = 1 - cut  # an event's size, less its data line's length
+        for c in range(period - 2):
+            column = lines[c::period]
+            line = column[0]
+            if line[:1] == b":":
+                size += len(line) + COMMENT_COST
+            if line.partition(b":")[0] == b"id":
+                joined = b"\n".join(column)
+                if ids is not None or len(line) == 2 or b"\x00" in joined:
+                    return 0
+                # One decode: the separators are ASCII, so this is what decoding each gives.
+                text = joined.decode("utf-8", "replace")
+                spaced = text[3:4] == " "
+                ids = text[4:].split("\nid: ") if spaced else text[3:].split("\nid:")
+                if len(ids) != k or (not spaced and "\nid: " in text):
+                    return 0
+            elif column.count(line) != k:
+                return 0
+        if nbytes + size > self._max_event and max(map(len, col)) + size > self._max_event:
+            return 0  # some event is too big: the general path says which
+        first: list[SSEItem] = []
+        self._interpret(lines[:period], first)
+        out += first
+        if len(first) != 1 or as_event(first[0]).raw != col[0][cut:]:
+            return period  # more data lines, or a bare JSON line: not this lane's shape
+        values = list(map(itemgetter(slice(cut, None)), col))
+        del values[0]
+        if type(first[0]) is bytes:
+            out += values
+            return n
+        e = as_event(first[0])
+        if ids is None:
+            ids = [e.id] * k
+        else:
+            self._last_id = ids[-1]
+        del ids[0]
+        name, retry, comments = repeat(e.event), repeat(e.retry), repeat(e.comments)
+        out += map(ServerSentEvent, name, repeat(""), ids, retry, comments, values)
+        return n
+
+    def _interpret(self, lines: list[bytes], out: list[SSEItem]) -> None:
+        """Interpret whole lines (without their line ends, none too long) one at a time."""
+        max_event = self._max_event
+        append = out.append
+        data = self._data
+        event = self._event
+        comments = self._comments
+        size = self._size
+        jstat = self._jstat
+        frozen = self._frozen
+        try:
+            for line in lines:
+                if not line:  # a blank line: dispatch
+                    if data is not None:
+                        retry = self._retry
+                        if frozen is not None:  # the lines since apply to this event
+                            if event is None:
+                                event = frozen[0]
+                            if retry is None:
+                                retry = frozen[1]
+                            comments = frozen[2] + comments
+                            frozen = None
+                        if event is None and retry is None and not comments and not self._last_id:
+                            append(data if type(data) is bytes else bytes(data))
+                        else:
+                            append(self._make(data, event, retry, comments, self._last_id))
+                        data = None
+                        jstat = 0
+                    if event is not None or comments or self._retry is not None:
+                        event = None
+                        comments = []
+                        self._retry = None
+                    size = 0
+                    continue
+                if data is not None and jstat != 2:
+                    # Rule 1: after a complete JSON value, does this line start a new frame?
+                    if jstat == 0:
+                        jstat = self._complete(data)
+                        if jstat == 1:
+                            frozen = (event, self._retry, comments, self._last_id, size)
+                            event = None
+                            comments = []
+                            self._retry = None
+                    if jstat == 1 and (
+                        line[0] == 0x7B
+                        or (line.startswith(b"data:") and bool(line[5:].strip(b" \t")))
+                    ):
+                        assert frozen is not None
+                        append(self._make(data, *frozen[:4]))
+                        size -= frozen[4]
+                        frozen = None
+                        data = None
+                        jstat = 0
+                c = line[0]
+                if c == 0x3A:  # ":" a comment
+                    size += len(line) + COMMENT_COST
+                    if size > max_event:
+                        raise self._event_too_big(size)
+                    comments.append(line[1:])
+                    continue
+                if c == 0x64 and line.startswith(b"data:"):
+                    value = line[5:]
+                    if value[:1] == b" ":
+                        value = value[1:]
+                elif c == 0x7B:  # "{" a bare JSON line: its own event (rule 2)
+                    lid = self._last_id
+                    append(ServerSentEvent(raw=line, id=lid) if lid else line)
+                    continue
+                else:
+                    name, _, value = line.partition(b":")
+                    if value[:1] == b" ":
+                        value = value[1:]
+                    if name != b"data":
+                        if name == b"event":
+                            event = value
+                        elif name == b"id":
+                            if b"\x00" not in value:
+                                self._last_id = value.decode("utf-8", "replace")
+                        elif name == b"retry" and value.isdigit():  # ASCII digits only
+                            digits = value.lstrip(b"0")
+                            if len(digits) <= 18:
+                                self._retry = self._reconnect = int(digits or b"0")
+                        continue
+                size += len(value) + 1
+                if size > max_event:
+                    raise self._event_too_big(size - 1)
+                if data is None:
+                    data = value
+                else:
+                    if type(data) is bytes:
+                        data = bytearray(data)
+                    data += b"\n"
+                    data += value
+        finally:
+            if lines:
+                self._boundary = not lines[-1]
+            self._data = data
+            self._event = event
+            self._comments = comments
+            self._size = size
+            self._jstat = jstat
+            self._frozen = frozen
