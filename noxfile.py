@@ -1,4 +1,4 @@
-"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``soak``, ``bench_sdks``, ``external``, ``compat``."""
+"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``soak``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,19 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests (tests/fuzz) for a long run: ``nox -s fuzz`` (600 s), ``nox -s fuzz -- 120``.
+
+    The budget in seconds is shared by the fuzz tests; the number of inputs tried is printed.
+    """
+    seconds = session.posargs[0] if session.posargs else "600"
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "tests/fuzz", "-q", "-p", "no:cacheprovider", env={"AIOLLM_FUZZ_SECONDS": seconds}
+    )
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Stream a reply from every provider of the embedded emulator (no keys, no network)."""
     session.install("-e", ".")
@@ -54,6 +67,7 @@ BENCHMARKS = (
     "bench_import.py",
     "bench_layers.py",
     "bench_otel.py",
+    "bench_emulator.py",
 )
 
 

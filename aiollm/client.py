@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ._attempts import Attempts
 from ._checks import check_call, check_client_config
 from .auth import TokenSource, token_source
 from .errors import ConfigurationError, ProtocolError
@@ -208,17 +209,17 @@ class Client:
         retry = (
             self._retry if max_retries is None else replace(self._retry, max_retries=max_retries)
         )
-        return Stream(
+        attempts = Attempts(
             self._transport,
             provider,
             prepared,
             auth=self.auth(name),
+            limiter=self.limiter(name),
             timeout=self._transport.timeout.merged(timeout),
             extra_headers=extra_headers,
-            retry=retry,
-            limiter=self.limiter(name),
             observe=lambda: self._observe(provider, call),
         )
+        return Stream(provider, prepared, attempts, retry=retry)
 
     def stream(
         self,

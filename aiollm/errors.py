@@ -93,6 +93,15 @@ class TimeoutError(TransportError, builtins.TimeoutError):
 class ProtocolError(AiollmError):
     """The peer sent bytes that break the wire format: malformed frame, oversized line, truncation."""
 
+    @classmethod
+    def wrapping(cls, exc: Exception, provider: str | None = None) -> ProtocolError:
+        """The typed error for a bare exception raised while reading a response."""
+        error = cls(
+            f"could not decode the response ({type(exc).__name__}: {exc})", provider=provider
+        )
+        error.__cause__ = exc
+        return error
+
 
 class UnsupportedOperationError(AiollmError):
     """The provider has no endpoint for the requested operation (e.g. embeddings)."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from itertools import chain
 from typing import TYPE_CHECKING
 
 import anyio
 
+from ._attempts import Attempts
 from ._redact import scrub_exception
 from .errors import (
     AiollmError,
@@ -28,14 +27,11 @@ from .errors import (
     StreamInterrupted,
 )
 from .events import Completion, Event, ResponseInfo, TextDelta, Usage, fold
-from .hooks import CallObserver
 
 if TYPE_CHECKING:
-    from .auth import TokenSource
-    from .hooks import Outcome
-    from .limits import Lease, ProviderLimiter, RetryPolicy
-    from .providers import HTTPRequest, Prepared, Provider, ResponseDecoder
-    from .transport import Response, Timeout, Transport
+    from .limits import RetryPolicy
+    from .providers import Prepared, Provider, ResponseDecoder
+    from .transport import Response
 
 __all__ = ["State", "Stream"]
 
@@ -58,39 +54,26 @@ class Stream:
     """One call's response as an async iterator of :data:`~aiollm.events.Event`."""
 
     def __init__(
-        self,
-        transport: Transport,
-        provider: Provider,
-        prepared: Prepared,
-        *,
-        auth: TokenSource,
-        timeout: Timeout,
-        extra_headers: Mapping[str, str] | None,
-        retry: RetryPolicy,
-        limiter: ProviderLimiter,
-        observe: Callable[[], CallObserver | None] = lambda: None,
+        self, provider: Provider, prepared: Prepared, attempts: Attempts, *, retry: RetryPolicy
     ) -> None:
-        self._transport, self._provider, self._prepared = transport, provider, prepared
-        self._auth, self._retry, self._limiter = auth, retry, limiter
-        self._timeout, self._headers = timeout, extra_headers
-        self._observe: Callable[[], CallObserver | None] | None = observe
-        self._obs = _UNOBSERVED  # the call's hooks / OpenTelemetry, made at its first attempt
-        self._deadline = math.inf  # the call's total timeout (anyio's clock), set at its start
-        self._request: HTTPRequest | None = None
+        self._provider, self._prepared, self._retry = provider, prepared, retry
+        self._call = attempts
         self.state = State.NEW
-        self.attempts = 0  # HTTP requests sent, retries included
-        self._lease: Lease | None = None
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
-        self._credential: str | None = None
         self._error: AiollmError | None = None
-        self._refreshed, self._retries, self._slept = False, 0, 0.0
+        self._retries, self._slept = 0, 0.0
         self._pending: Iterator[Event] = iter(())
         self._batches: list[list[Event]] = []  # every event delivered, folded when asked
         self._delivered = False
         self._completion: Completion | None = None
 
     # -- public API ---------------------------------------------------------------------
+    @property
+    def attempts(self) -> int:
+        """How many HTTP requests this stream has sent (retries included)."""
+        return self._call.count
+
     @property
     def provider(self) -> str:
         """The provider name (``dashscope``, ``qianfan``, ``gateway``, ``openai``)."""
@@ -170,7 +153,8 @@ class Stream:
 
     def __del__(self) -> None:
         # A plain `async for` that breaks drops the stream: close the socket then.
-        if getattr(self, "_resp", None) is not None or getattr(self, "_lease", None) is not None:
+        call = getattr(self, "_call", None)
+        if getattr(self, "_resp", None) is not None or (call is not None and call.lease):
             self._close(State.CLOSED)
 
     def __repr__(self) -> str:
@@ -201,12 +185,12 @@ class Stream:
                 events = decoder.feed(chunk) if chunk else decoder.end()
             except AiollmError as exc:
                 if isinstance(exc, APIError) and decoder is not None and decoder.status >= 300:
-                    assert self._request is not None
-                    exc = self._provider.explain(exc, self._request)  # what to check
+                    assert self._call.request is not None
+                    exc = self._provider.explain(exc, self._call.request)  # what to check
                 await self._failed(exc)
                 continue
             except Exception as exc:  # e.g. an error body or token answer nested too deep
-                await self._failed(_typed(exc, self.provider))
+                await self._failed(ProtocolError.wrapping(exc, self.provider))
                 continue
             except BaseException as exc:
                 self._close(State.CLOSED, exc)  # cancelled, or a bug: never leave it open
@@ -225,40 +209,9 @@ class Stream:
                 return True
 
     async def _open(self) -> None:
-        """One attempt: slot, credential, request, response head, decoder."""
-        provider, limiter, obs = self._provider, self._limiter, self._obs
-        if self._observe is not None:  # the call starts: its observer and its deadline
-            obs = self._obs = self._observe() or _UNOBSERVED
-            self._observe = None
-            total = self._timeout.total
-            self._deadline = math.inf if total is None else anyio.current_time() + total
-        cooling, started = limiter.cooling_down, time.monotonic()
-        if self._lease is None:
-            estimate = limiter.estimate(self._prepared.call)
-            self._lease = await limiter.acquire(estimate, self._deadline)
-        elif self.attempts:
-            await limiter.pace(self._deadline)
-        obs.waited(time.monotonic() - started, cooling)
-        self._credential = None
-        fetches, started = getattr(self._auth, "fetches", None), time.monotonic()
-        credential = await self._auth.get(self._transport)
-        if getattr(self._auth, "fetches", None) != fetches:
-            obs.token_fetched(time.monotonic() - started)
-        request = self._request = provider.build_request(self._prepared, credential)
-        # The request is about to be sent: the service may now reject the credential.
-        self.attempts += 1
-        self._credential = credential
-        added = obs.request(request, self.attempts)
-        headers = {**(self._headers or {}), **added} if added else self._headers
-        timeout = self._timeout.within(self._deadline - anyio.current_time())
-        resp = await self._transport.open(
-            request, timeout=timeout, provider=provider.name, extra_headers=headers
-        )
-        # The response head arrived: the provider builds this response's decoder from it.
-        limiter.observe(resp.headers)
-        obs.response(resp.status, resp.headers)
-        self._resp = resp
-        self._decoder = provider.decoder(self._prepared, resp.status, resp.headers)
+        """One attempt (see :class:`~aiollm._attempts.Attempts`); a decoder for its response."""
+        resp = self._resp = await self._call.open()
+        self._decoder = self._provider.decoder(self._prepared, resp.status, resp.headers)
         self.state = State.OPEN
 
     def _deliver(self, events: list[Event]) -> bool:
@@ -268,34 +221,27 @@ class Stream:
             self._batches.append(events)
             if not self._delivered:
                 self._delivered = any(type(event) is not ResponseInfo for event in events)
-            self._obs.chunk(events)
+            self._call.obs.chunk(events)
         return self._delivered
 
     async def _failed(self, exc: AiollmError) -> None:
         """The one retry loop: try again if nothing reached the caller and ``exc`` allows it."""
-        scrub_exception(exc, self._secrets())  # an error holds no secret the client sent
+        call = self._call
+        scrub_exception(exc, call.secrets())  # an error holds no secret the client sent
         self._drop_response()
         self._provider.failed(self._prepared, exc)
         if isinstance(exc, RateLimitError) and exc.status is not None:  # the server's answer
-            self._limiter.throttled(exc.retry_after, self._retry.max_retry_after)
+            call.limiter.throttled(exc.retry_after, self._retry.max_retry_after)
         if not self._delivered and self.state is not State.CLOSED:
-            rejected = self._credential if isinstance(exc, AuthenticationError) else None
-            if rejected is not None and self._auth.refreshable and not self._refreshed:
-                # Refresh once when the service rejected a token we sent; a failure to get
-                # one in the first place (bad AK/SK) cannot be helped by fetching again.
-                self._refreshed = True
-                self._auth.invalidate(rejected)
-                log.debug("%s: token rejected, refreshing once", self.provider)
-                self._obs.retry(exc, self.attempts, 0.0, True)
-                self._new_attempt()
+            if isinstance(exc, AuthenticationError) and call.refresh_once(exc):
+                self._new_attempt()  # the service rejected the token sent: a new one, once
                 return
             self._retries += 1
-            remaining = self._deadline - anyio.current_time()
-            delay = self._retry.delay(exc, self._retries, self._slept, remaining)
+            delay = self._retry.delay(exc, self._retries, self._slept, call.remaining())
             if delay is not None:
                 # The attempt failed and will be retried.
                 log.debug("%s: attempt failed (%s); retry in %.2fs", self.provider, exc, delay)
-                self._obs.retry(exc, self.attempts, delay, False)
+                call.obs.retry(exc, call.count, delay, False)
                 self._new_attempt()
                 self._slept += delay
                 if not isinstance(exc, RateLimitError):  # the limiter's cool-down waits
@@ -311,14 +257,10 @@ class Stream:
         self._error = exc
         self._close(State.FAILED)
 
-    def _secrets(self) -> tuple[str, ...]:
-        secrets = self._transport.secrets
-        return (*secrets, self._credential) if self._credential else secrets
-
     def _raise(self) -> None:
         exc = self._error
         assert exc is not None
-        scrub_exception(exc, self._secrets())
+        scrub_exception(exc, self._call.secrets())
         if self._delivered and not isinstance(exc, StreamInterrupted):
             partial = self.partial
             message = f"the stream broke off after {len(partial.text)} characters: {exc}"
@@ -330,19 +272,9 @@ class Stream:
     def _finish(self) -> None:
         """The exchange is over: the limiter settles; connection and slot go back at its end."""
         self.state = State.FINISHED
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            usage = next(
-                (e for b in reversed(self._batches) for e in b[::-1] if type(e) is Usage), None
-            )
-            if isinstance(usage, Usage):
-                lease.settle(usage.total_tokens)
+        usage = next((e for b in self._batches[::-1] for e in b[::-1] if type(e) is Usage), None)
         resp, self._resp = self._resp, None
-        if resp is not None:  # it gives the connection back itself, and the slot at the end
-            resp.finish(lease.release if lease is not None else None)
-        elif lease is not None:
-            lease.release()
-        self._limiter.succeeded()
+        self._call.finished(resp, usage if isinstance(usage, Usage) else None)
         self._close(State.FINISHED)
 
     def _drop_response(self) -> None:
@@ -352,35 +284,14 @@ class Stream:
 
     def _close(self, state: State, exc: BaseException | None = None) -> None:
         self._drop_response()
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            lease.release()
+        self._call.release()
         if self.state is State.NEW or self.state is State.OPEN:
             self.state = state
-        obs, self._obs = self._obs, _UNOBSERVED
-        if obs is not _UNOBSERVED:  # the call ended: its observer hears it once
-            error = self._error if self._error is not None else exc
-            outcome: Outcome = "completed" if self.state is State.FINISHED else "closed"
-            if isinstance(error, anyio.get_cancelled_exc_class()):
-                outcome = "cancelled"
-            elif error is not None:
-                outcome = "error"
-            obs.end(outcome, self._completion_or_none(), error)
+        error = self._error if self._error is not None else exc
+        self._call.ended(self.state is State.FINISHED, self._completion_or_none, error)
 
     def _completion_or_none(self) -> Completion | None:
-        try:
+        try:  # for the observer: the completion of a broken response may not fold
             return self.completion if self.state is State.FINISHED else self.partial
-        except Exception:  # the completion of a broken response: observe the end anyway
+        except Exception:
             return None
-
-
-def _typed(exc: Exception, provider: str) -> ProtocolError:
-    """A bare exception from an error path, as the typed error the caller gets."""
-    message = f"could not decode the response ({type(exc).__name__}: {exc})"
-    error = ProtocolError(message, provider=provider)
-    error.__cause__ = exc
-    return error
-
-
-_UNOBSERVED = CallObserver()
-"""The observer of a call no one observes (every point does nothing)."""

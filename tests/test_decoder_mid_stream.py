@@ -223,3 +223,50 @@ def test_dashscope_detection_and_message_format_inline() -> None:
     events = feed(codec, body, info=True)
     assert texts(events) == "Hello, world" and events[-1] == Finish("stop")
     assert fold(events).extra["stream_mode"] == "cumulative"
+
+
+# -- one rule for every frame: fields read are checked, fields not read are tolerated ---------
+def until_error(codec: ResponseDecoder, body: bytes) -> tuple[str, BaseException | None]:
+    """The text before the first bad frame, and its error."""
+    try:
+        out = feed_partial(codec, body)
+    except ProtocolError as exc:
+        return "", exc
+    return texts(out), codec.error
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b'data: {"object": {}, "choices": [{"index": 0, "delta": {"content": "x"}}]}\n\n',
+        b'data: {"choices": [], "usage": {"total_tokens": "x"}}\n\n',
+        b'data: {"choices": [{"index": 0, "delta": {"content": 5}}]}\n\n',
+    ],
+)
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_openai_a_frames_position_does_not_decide_its_fate(bad: bytes, position: int) -> None:
+    frames = [oa("a"), oa("b"), oa("c")]
+    frames.insert(position, bad)
+    text, error = until_error(OpenAIDecoder(chat()), b"".join(frames))
+    assert isinstance(error, ProtocolError) and text == "abc"[:position]
+
+
+@pytest.mark.parametrize("position", [0, 2])
+def test_openai_unread_fields_are_tolerated_anywhere(position: int) -> None:
+    odd = b'data: {"model": {}, "created": "x", "system_fingerprint": [], "choices": [{"index": 0, "delta": {"content": "z", "role": 7}, "logprobs": "?"}]}\n\n'
+    frames = [oa("a"), oa("b")]
+    frames.insert(position, odd)
+    events = feed(OpenAIDecoder(chat()), b"".join(frames), oa(None, "stop"))
+    assert sorted(texts(events)) == sorted("abz") and events[-1] == Finish("stop")
+
+
+@pytest.mark.parametrize("position", [0, 2])
+def test_qianfan_and_dashscope_check_every_frame_alike(position: int) -> None:
+    frames = [qf(0, "a"), qf(1, "b")]
+    frames.insert(position, b'data: {"sentence_id": 9, "result": 5}\n\n')
+    text, error = until_error(QianfanDecoder(chat()), b"".join(frames))
+    assert isinstance(error, ProtocolError) and text == "ab"[:position]
+    frames = [ds(1, "a"), ds(2, "b")]
+    frames.insert(position, ds(5, "x").replace(b'"text": "x"', b'"text": 5'))
+    text, error = until_error(incremental(), b"".join(frames))
+    assert isinstance(error, ProtocolError) and text == "ab"[:position]

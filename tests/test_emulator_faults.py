@@ -11,6 +11,7 @@ import anyio
 import pytest
 from emu_wire import Raw, Wire
 
+from aiollm import AiollmError, RetryPolicy, Timeout
 from aiollm.testing import Cadence, Emulator, Fault
 from aiollm.testing.qianfan import QianfanFault
 
@@ -289,3 +290,26 @@ async def test_log_limit_keeps_the_latest() -> None:
         assert set(emu.stats.records_by_id()) == {"chatcmpl-emu2", "chatcmpl-emu3"}
         emu.stats.reset()
         assert not emu.stats.log and emu.stats.log.maxlen == 2
+
+
+async def test_random_faults_through_the_client_end_typed_and_match_the_log() -> None:
+    models = ["openai/m", "dashscope/qwen-plus", "qianfan/llama_2_7b", "gateway/llama-2-7b-chat"]
+    kinds = ["error", "http", "reset", "stall", "malformed", "truncate", "content_type"]
+    async with Emulator(fault_rate=0.25, seed=11, fault_kinds=kinds) as emu:
+        retry = RetryPolicy(backoff_base=0.01)
+        ok = failed = 0
+        async with emu.client(retry=retry, timeout=Timeout(idle=0.3, first_byte=2.0)) as client:
+            for i in range(48):
+                msgs = [{"role": "user", "content": f"question {i}"}]
+                try:
+                    completion = await client.stream(models[i % 4], msgs).final()
+                except AiollmError:
+                    failed += 1
+                    continue
+                ok += 1
+                record = emu.stats.record(completion.request_id or "")
+                assert record is not None and record.outcome == "completed"
+                assert record.text == completion.text  # nothing duplicated or missing
+    assert ok + failed == 48 and ok > failed
+    assert sum(emu.stats.faults.values()) >= 5
+    assert emu.stats.tokens_issued["qianfan"] >= 1

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiollm.errors import ProtocolError
-from aiollm.framing import BodyKind, JSONFramer, sniff_body
+from aiollm.framing import SNIFF_MAX_BYTES, BodyKind, BodySniffer, JSONFramer, sniff_body
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -287,6 +287,35 @@ def test_arbitrary_bytes_only_protocol_error(body: bytes, points: list[int], lim
         pass
 
 
+ANSWER = (
+    b'{"id":"as-1","object":"chat.completion","result":"\xe4\xbd\xa0\xe5\xa5\xbd",'
+    b'"is_truncated":false,"need_clear_history":false,"usage":{"total_tokens":74}}'
+)
+
+
+@pytest.mark.parametrize("junk", [b"}", b"<html>", b"]]", b",", b": 1"])
+@pytest.mark.parametrize("doc", [ANSWER, b'{"error_code":111,"error_msg":"Access token expired"}'])
+def test_completed_documents_come_before_the_error(doc: bytes, junk: bytes) -> None:
+    """Junk after a whole document in the same chunk: the document first, then the error."""
+    body = doc + b"\n" + junk
+    for chunks in ([body], split_at(body, [len(doc)]), [body[i : i + 1] for i in range(len(body))]):
+        framer = JSONFramer()
+        docs: list[bytes] = []
+        with pytest.raises(ProtocolError, match=r"JSON body|JSON value"):
+            for chunk in chunks:
+                docs += framer.feed(chunk)
+            framer.close()
+        assert docs == [doc]
+    if junk == b"<html>":
+        return  # a top-level token that may go on: the error comes at the end of the body
+    framer = JSONFramer()
+    assert framer.feed(body) == [doc]
+    with pytest.raises(ProtocolError, match="JSON"):
+        framer.feed(b"{}")  # the next call raises
+    with pytest.raises(ProtocolError, match="after close"):
+        framer.feed(b"{}")
+
+
 # -- sniff_body ---------------------------------------------------------------------------
 
 
@@ -329,3 +358,57 @@ def test_arbitrary_bytes_only_protocol_error(body: bytes, points: list[int], lim
 )
 def test_sniff_body(content_type: str | None, head: bytes, kind: BodyKind) -> None:
     assert sniff_body(content_type, head) is kind
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"", BodyKind.OTHER),
+        (b"\n", BodyKind.OTHER),
+        (b"  \r\n", BodyKind.OTHER),
+        (b"da", BodyKind.OTHER),
+        (b"\n\nretr", BodyKind.OTHER),
+        (b":", BodyKind.SSE),
+        (b"\xef\xbb", BodyKind.OTHER),
+        (b"\xef\xbb\xbf", BodyKind.OTHER),
+        (b"\xef\xbb\xbf ev", BodyKind.OTHER),
+    ],
+)
+def test_sniff_waits_on_a_head_too_short_to_decide(head: bytes, kind: BodyKind) -> None:
+    if kind is BodyKind.SSE:
+        assert sniff_body(None, head, final=False) is kind
+        return
+    assert sniff_body(None, head, final=False) is None
+    assert sniff_body(None, head) is kind  # at the end of the body: decided
+    assert sniff_body("application/json", head, final=False) is BodyKind.JSON
+
+
+def test_sniff_decides_once_the_prefix_is_whole() -> None:
+    assert sniff_body(None, b"\n", final=False) is None
+    assert sniff_body(None, b"\nda", final=False) is None
+    assert sniff_body(None, b"\ndata", final=False) is None
+    assert sniff_body(None, b"\ndata:", final=False) is BodyKind.SSE
+    assert sniff_body(None, b"\n\t{", final=False) is BodyKind.JSON
+    assert sniff_body(None, b"\xef\xbb", final=False) is None
+    assert sniff_body(None, b"\xef\xbb\xbf[", final=False) is BodyKind.JSON
+
+
+def test_sniff_decides_on_what_cannot_become_sse_or_json() -> None:
+    assert sniff_body(None, b"<", final=False) is BodyKind.OTHER
+    assert sniff_body(None, b"dx", final=False) is BodyKind.OTHER
+    assert sniff_body(None, b"\n" * SNIFF_MAX_BYTES, final=False) is BodyKind.OTHER
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lead=st.sampled_from([b"", b"\n", b" \r\n\t", b"\xef\xbb\xbf", b"\xef\xbb\xbf\n"]),
+    head=st.sampled_from([b"data: {}\n\n", b": x\n", b"id: 1\n", b"{}", b"[1]", b"<p>", b"dat"]),
+    points=st.lists(st.integers(min_value=0, max_value=100), max_size=5),
+)
+def test_body_sniffer_split_invariance(lead: bytes, head: bytes, points: list[int]) -> None:
+    body = lead + head
+    expected = sniff_body(None, body)
+    sniffer = BodySniffer(None)
+    kinds = [sniffer.feed(chunk) for chunk in split_at(body, points)] + [sniffer.end()]
+    assert [k for k in kinds if k is not None] == [expected]
+    assert body.startswith(sniffer.head)  # every byte before the decision is kept

@@ -580,14 +580,6 @@ def test_bare_json_lines() -> None:
     check(b'{"x":1}\n{"y":2}', [SSE(data='{"x":1}'), SSE(data='{"y":2}')])
 
 
-def test_old_mode_flags_are_accepted_and_ignored() -> None:
-    body = b'data: {"a":1}\ndata: {"b":2}\n\ndata: x\ndata: y\n\n{"e":1}\n'
-    expected = feed_chunks([body])
-    assert len(expected) == 4
-    for kw in ({"data_line_events": True}, {"json_line_events": True}, {"raw_data": True}):
-        assert feed_chunks([body], **kw) == expected
-
-
 def test_end_of_body_rules() -> None:
     check(b"data: a\n\ndata: b", [SSE(data="a")])  # not JSON: discarded
     check(b"data: a\n\ndata: {", [SSE(data="a")])  # incomplete JSON: discarded

@@ -159,6 +159,9 @@ async def test_non_streamed_chat_has_no_chunk_metrics(oclient: Client, otel: Ote
     span = otel.one_span()
     assert (span.attributes or {})["gen_ai.request.stream"] is False
     assert (span.attributes or {})["gen_ai.provider.name"] == "openai"
+    assert (span.attributes or {})["gen_ai.response.model"] == "gpt-4o-mini"
+    (duration,) = otel.points(DURATION)
+    assert duration.attributes["gen_ai.response.model"] == "gpt-4o-mini"
     assert otel.count(DURATION) == 1
     assert otel.count(TTFC) == 0 and otel.count(TPOC) == 0
 
@@ -237,6 +240,7 @@ async def test_retried_429_then_success(emu: Emulator, oclient: Client, otel: Ot
     span = otel.one_span()
     attrs = span.attributes or {}
     assert attrs["aiollm.outcome"] == "completed" and attrs["aiollm.attempts"] == 2
+    assert attrs["gen_ai.response.model"] == "gpt-4o-mini"
     assert span.status.status_code is StatusCode.UNSET and "error.type" not in attrs
     retries = [e for e in span.events if e.name == "aiollm.retry"]
     assert len(retries) == 1

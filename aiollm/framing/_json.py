@@ -82,6 +82,12 @@ class JSONValueScan:
         if data is self._data:
             p, depth, in_str = self._scan
         else:
+            if data.lstrip(b" \t")[:1] in (b"{", b"["):  # most often one line: try it whole
+                try:
+                    msgspec.json.decode(data, type=msgspec.Raw)
+                    return 1
+                except (msgspec.DecodeError, RecursionError):
+                    pass
             self._data = data
             p, depth, in_str = 0, -1, False
         n = len(data)
@@ -209,11 +215,10 @@ class JSONFramer:
         if self._buf.startswith(BOM):
             del self._buf[:3]
 
-    def _too_big(self, size: int) -> ProtocolError:
+    def _too_big(self) -> ProtocolError:
         return ProtocolError(
-            f"JSON document larger than max_document_bytes={self._max} "
-            f"(at least {size} bytes); pass a larger JSONFramer(max_document_bytes=...) "
-            "if the server legitimately sends such documents"
+            f"JSON document larger than max_document_bytes={self._max}; pass a larger "
+            "JSONFramer(max_document_bytes=...) if the server legitimately sends such documents"
         )
 
     def _emit_scalar(self, tok: bytes, out: list[bytes], *, final: bool) -> None:
@@ -225,7 +230,7 @@ class JSONFramer:
                 )
             raise ProtocolError(f"invalid JSON value at the top level: {tok[:40]!r}")
         if len(tok) > self._max:
-            raise self._too_big(len(tok))
+            raise self._too_big()
         out.append(tok)
 
     def _scan(self, out: list[bytes]) -> None:
@@ -268,7 +273,7 @@ class JSONFramer:
                 if self._depth > 0 or self._in_str:
                     break  # the end of the buffer inside a document
                 if p - start > self._max:
-                    raise self._too_big(p - start)
+                    raise self._too_big()
                 out.append(bytes(buf[start:p]))
                 start = -1
         finally:
@@ -282,4 +287,4 @@ class JSONFramer:
             self._pos = p
             self._start = start
         if start >= 0 and len(buf) > self._max:
-            raise self._too_big(len(buf))
+            raise self._too_big()

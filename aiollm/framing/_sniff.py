@@ -79,3 +79,33 @@ def sniff_body(content_type: str | None, head: bytes, *, final: bool = True) -> 
     if any(prefix.startswith(rest) for prefix in _SSE_HEADS):
         return None
     return BodyKind.OTHER
+
+
+class BodySniffer:
+    """Keeps a body's first bytes until :func:`sniff_body` can decide (sans-IO).
+
+    ``feed(chunk)`` returns ``None`` while undecided, then the :class:`BodyKind` once (and
+    ``None`` after); ``end()`` decides with what came if nothing did yet. :attr:`head` is every
+    byte fed before the decision, for the framer chosen: nothing is lost. It holds at most
+    ``SNIFF_MAX_BYTES`` plus one chunk.
+    """
+
+    def __init__(self, content_type: str | None) -> None:
+        self.content_type = content_type
+        self.head = b""
+        self.kind: BodyKind | None = None
+
+    def feed(self, data: bytes) -> BodyKind | None:
+        """Add the next chunk; the kind when this chunk decides it, else ``None``."""
+        if self.kind is not None:
+            return None
+        self.head += data
+        self.kind = sniff_body(self.content_type, self.head, final=False)
+        return self.kind
+
+    def end(self) -> BodyKind | None:
+        """The end of the body: the kind if it was not decided yet, else ``None``."""
+        if self.kind is not None:
+            return None
+        self.kind = sniff_body(self.content_type, self.head)
+        return self.kind

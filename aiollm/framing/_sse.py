@@ -96,9 +96,6 @@ class SSEDecoder:
        pending event whose data is a complete JSON value is dispatched. Any other unfinished
        event is discarded (WHATWG).
 
-    The constructor's ``data_line_events``, ``json_line_events`` and ``raw_data`` are
-    accepted and ignored (the one mode reads what they used to switch on).
-
     ``max_line_bytes`` bounds a line and ``max_event_bytes`` an event (its data with the LFs
     between lines, plus each comment line's length and ``COMMENT_COST``); exceeding either
     raises :class:`~aiollm.errors.ProtocolError`. After an error, or after :meth:`close`,
@@ -106,13 +103,7 @@ class SSEDecoder:
     """
 
     def __init__(
-        self,
-        *,
-        data_line_events: bool = False,
-        json_line_events: bool = False,
-        max_line_bytes: int = DEFAULT_MAX_BYTES,
-        max_event_bytes: int = DEFAULT_MAX_BYTES,
-        raw_data: bool = False,
+        self, *, max_line_bytes: int = DEFAULT_MAX_BYTES, max_event_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
         if max_line_bytes < 1 or max_event_bytes < 1:
             raise ValueError("max_line_bytes and max_event_bytes must be positive")
@@ -196,7 +187,7 @@ class SSEDecoder:
             self._plen += len(data)
             if self._plen > self._max_line:
                 self._closed = True
-                raise self._line_too_long(self._plen)
+                raise self._line_too_long()
             return []
         if self._parts:
             self._parts.append(data)
@@ -208,7 +199,7 @@ class SSEDecoder:
             tail = lines.pop()
             self._lines(lines, out, len(data))
             if len(tail) > self._max_line:
-                raise self._line_too_long(len(tail))
+                raise self._line_too_long()
         except ProtocolError as exc:
             self._closed = True
             if not out:
@@ -250,11 +241,10 @@ class SSEDecoder:
             self._error = None
             raise error
 
-    def _line_too_long(self, size: int) -> ProtocolError:
+    def _line_too_long(self) -> ProtocolError:
         return ProtocolError(
-            f"server-sent event line longer than max_line_bytes={self._max_line} "
-            f"(at least {size} bytes without a line end); pass a larger "
-            "SSEDecoder(max_line_bytes=...) if the server legitimately sends such lines"
+            f"server-sent event line longer than max_line_bytes={self._max_line}; pass a "
+            "larger SSEDecoder(max_line_bytes=...) if the server legitimately sends such lines"
         )
 
     def _event_too_big(self, size: int) -> ProtocolError:
@@ -299,7 +289,7 @@ class SSEDecoder:
             for i, line in enumerate(lines):  # the lines before the long one count
                 if len(line) > self._max_line:
                     self._interpret(lines[:i], out)
-                    raise self._line_too_long(len(line))
+                    raise self._line_too_long()
         start = 0
         if not self._boundary and len(lines) >= _MIN_LANE_LINES:
             try:

@@ -250,15 +250,8 @@ class ResponseDecoder(ABC):
             )
 
     def _failed(self, exc: Exception, out: list[Event]) -> list[Event]:
-        if isinstance(exc, AiollmError):
-            error = exc
-        else:
-            # A decoder raises typed errors only: never let a bare KeyError reach the caller.
-            error = ProtocolError(
-                f"could not decode the response ({type(exc).__name__}: {exc})",
-                provider=self.provider,
-            )
-            error.__cause__ = exc
+        # A decoder raises typed errors only: never let a bare KeyError reach the caller.
+        error = exc if isinstance(exc, AiollmError) else ProtocolError.wrapping(exc, self.provider)
         self.error = error
         if out:
             return out

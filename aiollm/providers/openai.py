@@ -119,7 +119,14 @@ class WireEmbeddings(msgspec.Struct):
     usage: WireUsage | None = None
 
 
+class _Head(msgspec.Struct, gc=False):
+    """The model that answered, read from the first frame only (not on the hot path)."""
+
+    model: str | None = None
+
+
 _decode_response = msgspec.json.Decoder(WireResponse).decode
+_decode_head = msgspec.json.Decoder(_Head).decode
 _decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
 
 _SUCCESS_CODES: frozenset[object] = frozenset({0, 200, "", "0", "200"})
@@ -189,7 +196,7 @@ class OpenAIDecoder(ResponseDecoder):
             if is_error(wire):
                 raise self.error_from(wire, self.status, {})
             if not self._seen:
-                self._first(wire, out)
+                self._first(wire, out, data)
             choices = wire.choices
             if choices:
                 choice = choices[0] if choices[0].index == 0 else _first_choice(choices)
@@ -221,7 +228,7 @@ class OpenAIDecoder(ResponseDecoder):
                 provider=self.provider,
             )
         if not self._seen:
-            self._first(wire, out)
+            self._first(wire, out, document)
         choice = _first_choice(wire.choices)
         reason: str | None = None
         if choice is not None:
@@ -248,12 +255,17 @@ class OpenAIDecoder(ResponseDecoder):
         out.append(Finish(self._reason))
         self.finished = True
 
-    def _first(self, wire: WireResponse, out: list[Event]) -> None:
+    def _first(self, wire: WireResponse, out: list[Event], data: bytes | str) -> None:
         self._seen = True
         if self.request_id is None and wire.id:
             self.request_id = wire.id
-        if self.request_id is not None:
-            out.append(ResponseInfo(request_id=self.request_id))
+        try:
+            model = _decode_head(data).model
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            model = None
+        notes = {"response_model": model} if model else {}
+        if self.request_id is not None or notes:
+            out.append(ResponseInfo(request_id=self.request_id, notes=notes))
 
     def decode(self, document: bytes | str) -> WireResponse:
         """One JSON document as a :class:`WireResponse` (ProtocolError if it is not one)."""

@@ -42,8 +42,9 @@ PROVIDERS: dict[str, type[Service]] = {
 class Cadence:
     """Token timing: ``first_token`` seconds before the first token, ``per_token`` between tokens.
 
-    Frames are due at ``start + first_token + i * per_token`` (``start``: when the response
-    head was sent), so delays do not accumulate.
+    The first content frame is due ``first_token`` after the response head, each next one
+    ``per_token`` after the previous one went out: a late frame (a busy machine) delays the
+    rest rather than releasing a burst. ``emu.stats.log`` records when each frame was sent.
     """
 
     first_token: float = 0.0

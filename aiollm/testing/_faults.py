@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "RandomFaults"]
@@ -118,18 +118,7 @@ class RandomFaults:
             after = rng.randrange(1, frames)
         else:
             after = rng.randrange(0, frames)
-        template = choice.fault
-        return Fault(
-            kind=template.kind,
-            code=template.code,
-            message=template.message,
-            status=template.status,
-            retry_after=template.retry_after,
-            after_tokens=after,
-            in_stream=template.in_stream,
-            interval=template.interval,
-            expire_token=template.expire_token,
-        )
+        return replace(choice.fault, after_tokens=after)
 
 
 COMMON_MENU: tuple[FaultChoice, ...] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["Piece", "Reply", "ToolCall", "default_tokens", "split_tokens"]
 
@@ -80,8 +80,7 @@ class Reply:
 PieceKind = Literal["reasoning", "text", "tool"]
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     """One paced unit of an answer: a token of reasoning or text, or a tool-call fragment.
 
     A tool fragment belongs to call ``call`` and ``text`` is the next piece of its arguments

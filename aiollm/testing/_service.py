@@ -38,7 +38,7 @@ class ClientGone(Exception):
     """The client went away while the server was answering."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """One frame of a streamed answer and what it delivers.
 
@@ -87,8 +87,11 @@ class Call:
         """The access token the request carried (providers that use one)."""
         self.extra: dict[str, Any] = {}
         """What a provider keeps about the call between checking it and answering."""
+        self.stream: web.StreamResponse | None = None
+        """The streamed answer once its head is sent."""
         self._quota: QuotaState | None = None
         self._t0 = now
+        self._released = now
 
     @property
     def emu(self) -> Emulator:
@@ -134,12 +137,20 @@ class Call:
             self._quota = None
 
     async def pace(self, position: int) -> None:
-        """Wait until content frame ``position`` is due (first token, then per token)."""
+        """Wait until content frame ``position`` is due.
+
+        The first is due ``first_token`` after the start, each next one ``per_token`` after the
+        previous one was released: a late frame delays the rest, none are sent in a burst.
+        """
         cadence = self.emu.cadence
-        due = self._t0 + cadence.first_token + position * cadence.per_token
+        if position == 0:
+            due = self._t0 + cadence.first_token
+        else:
+            due = self._released + cadence.per_token
         wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        self._released = time.monotonic()
 
     def sent(self, frame: Frame) -> None:
         """Log a frame about to be written."""
@@ -167,7 +178,7 @@ class Call:
 
         With ``keepalive`` (a stream), write a keep-alive comment every that many seconds.
         """
-        resp = self.service.current_stream(self)
+        resp = self.stream
         next_beat = time.monotonic()
         while True:
             transport = self.request.transport
@@ -194,7 +205,6 @@ class Service:
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.quota_state: QuotaState | None = None
-        self._streams: dict[int, web.StreamResponse] = {}
 
     # -- what subclasses provide ----------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
@@ -263,10 +273,6 @@ class Service:
     def set_quota(self, quota: Quota | None) -> None:
         """Apply ``quota`` to this provider's calls (None: unlimited)."""
         self.quota_state = None if quota is None else QuotaState(quota)
-
-    def current_stream(self, call: Call) -> web.StreamResponse | None:
-        """The open stream answering ``call``, if any."""
-        return self._streams.get(id(call))
 
     def endpoint(
         self,
@@ -400,7 +406,7 @@ class Service:
     async def _stream(self, call: Call, answer: Answer) -> web.StreamResponse:
         stats = self.emu.stats
         resp = await self.open_stream(call)
-        self._streams[id(call)] = resp
+        call.stream = resp
         call._t0 = time.monotonic()
         fault = call.fault
         position = 0
@@ -429,7 +435,6 @@ class Service:
             raise
         finally:
             stats.open_streams -= 1
-            del self._streams[id(call)]
         return resp
 
     async def _fire(

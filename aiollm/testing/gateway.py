@@ -275,7 +275,9 @@ class Gateway(Service):
         tokens = self.emu.reply_tokens_for(prompt_text(body))
         answer = self.make_answer(call, tokens, max_tokens_of(body))
         fault = call.take_fault(len(answer.pieces))
-        if fault is not None and fault.kind in ("error", "http"):
+        if fault is not None and (
+            fault.kind == "http" or (fault.kind == "error" and fault.after_tokens == 0)
+        ):
             return self.respond(call, self.fault_response(call, fault))
         if streamed and not (route == "chat" and self.state.allow_stream):
             return self.respond(call, self.error(-98434, "INVALID_RESPONSE_CONTENT_TYPE", None))

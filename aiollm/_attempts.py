@@ -1,0 +1,155 @@
+"""What one call's attempts draw on, and how one attempt is sent: the :class:`Attempts` of a Stream.
+
+The limiter's slot (taken at the first attempt, paced at the next ones), the credential, the
+request, the call's deadline (its ``total`` timeout) and its observer (hooks, OpenTelemetry).
+The :class:`~aiollm.Stream` decides what to do with an attempt's answer and whether to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .hooks import CallObserver
+
+if TYPE_CHECKING:
+    from .auth import TokenSource
+    from .events import Completion, Usage
+    from .hooks import Outcome
+    from .limits import Lease, ProviderLimiter
+    from .providers import HTTPRequest, Prepared, Provider
+    from .transport import Response, Timeout, Transport
+
+__all__ = ["UNOBSERVED", "Attempts"]
+
+log = logging.getLogger("aiollm.stream")
+
+UNOBSERVED = CallObserver()
+"""The observer of a call no one observes (every point does nothing)."""
+
+
+class Attempts:
+    """One call's slot, credential, deadline and observer; :meth:`open` sends one attempt."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        provider: Provider,
+        prepared: Prepared,
+        *,
+        auth: TokenSource,
+        limiter: ProviderLimiter,
+        timeout: Timeout,
+        extra_headers: Mapping[str, str] | None,
+        observe: Callable[[], CallObserver | None],
+    ) -> None:
+        self._transport, self._provider, self._prepared = transport, provider, prepared
+        self.auth, self.limiter = auth, limiter
+        self._timeout, self._headers = timeout, extra_headers
+        self._observe: Callable[[], CallObserver | None] | None = observe
+        self.obs = UNOBSERVED  # made when the first attempt starts
+        self.deadline = math.inf  # the call's total timeout (anyio's clock), from its start
+        self.count = 0  # requests sent
+        self.lease: Lease | None = None
+        self.credential: str | None = None  # the one the last request carried
+        self.request: HTTPRequest | None = None
+        self._refreshed = False
+
+    async def open(self) -> Response:
+        """Send one attempt's request; return its response head (the body is not read)."""
+        limiter, obs = self.limiter, self.obs
+        if self._observe is not None:  # the call starts: its observer and its deadline
+            obs = self.obs = self._observe() or UNOBSERVED
+            self._observe = None
+            total = self._timeout.total
+            self.deadline = math.inf if total is None else anyio.current_time() + total
+        cooling, started = limiter.cooling_down, time.monotonic()
+        if self.lease is None:
+            estimate = limiter.estimate(self._prepared.call)
+            self.lease = await limiter.acquire(estimate, self.deadline)
+        elif self.count:
+            await limiter.pace(self.deadline)
+        obs.waited(time.monotonic() - started, cooling)
+        self.credential = None
+        fetches, started = getattr(self.auth, "fetches", None), time.monotonic()
+        credential = await self.auth.get(self._transport)
+        if getattr(self.auth, "fetches", None) != fetches:
+            obs.token_fetched(time.monotonic() - started)
+        request = self.request = self._provider.build_request(self._prepared, credential)
+        # The request is about to be sent: the service may now reject the credential.
+        self.count += 1
+        self.credential = credential
+        added = obs.request(request, self.count)
+        headers = {**(self._headers or {}), **added} if added else self._headers
+        resp = await self._transport.open(
+            request,
+            timeout=self._timeout.within(self.remaining()),
+            provider=self._provider.name,
+            extra_headers=headers,
+        )
+        # The response head arrived.
+        limiter.observe(resp.headers)
+        obs.response(resp.status, resp.headers)
+        return resp
+
+    def refresh_once(self, error: BaseException) -> bool:
+        """Drop the credential the service rejected, once per call; True if a retry may follow.
+
+        A failure to get one in the first place (bad AK/SK) cannot be helped by fetching again.
+        """
+        rejected = self.credential
+        if rejected is None or not self.auth.refreshable or self._refreshed:
+            return False
+        self._refreshed = True
+        self.auth.invalidate(rejected)
+        log.debug("%s: token rejected, refreshing once", self._provider.name)
+        self.obs.retry(error, self.count, 0.0, True)
+        return True
+
+    def remaining(self) -> float:
+        """Seconds left before the call's deadline."""
+        return self.deadline - anyio.current_time()
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the client sent (an error must hold none of them)."""
+        secrets = self._transport.secrets
+        return (*secrets, self.credential) if self.credential else secrets
+
+    def finished(self, resp: Response | None, usage: Usage | None) -> None:
+        """The exchange ended well: the limiter settles, and the slot goes back when the
+        connection does (``resp.finish`` gives it back as soon as the body ends)."""
+        lease, self.lease = self.lease, None
+        if lease is not None and usage is not None:
+            lease.settle(usage.total_tokens)
+        if resp is not None:
+            resp.finish(lease.release if lease is not None else None)
+        elif lease is not None:
+            lease.release()
+        self.limiter.succeeded()
+
+    def release(self) -> None:
+        """Give the slot back now (the call failed or was closed)."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
+
+    def ended(
+        self,
+        finished: bool,
+        completion: Callable[[], Completion | None],
+        error: BaseException | None,
+    ) -> None:
+        """The call ended (``finished``: normally): its observer hears it once."""
+        obs, self.obs = self.obs, UNOBSERVED
+        if obs is not UNOBSERVED:
+            outcome: Outcome = "completed" if finished else "closed"
+            if isinstance(error, anyio.get_cancelled_exc_class()):
+                outcome = "cancelled"
+            elif error is not None:
+                outcome = "error"
+            obs.end(outcome, completion(), error)
