@@ -77,6 +77,7 @@ NAMES: dict[str, str] = {
     "usage.cached_tokens": "gen_ai.usage.cache_read.input_tokens",
     "token.type": "gen_ai.token.type",
     "input.messages": "gen_ai.input.messages",
+    "system_instructions": "gen_ai.system_instructions",
     "output.messages": "gen_ai.output.messages",
     "server.address": "server.address",
     "server.port": "server.port",
@@ -309,6 +310,9 @@ class SpanObserver(CallObserver):
             self._input = _dumps(_messages(call))
             if telemetry.capture_span:
                 attrs[n["input.messages"]] = self._input
+                system = call.params.get("system")  # given apart from the messages
+                if isinstance(system, str):
+                    attrs[n["system_instructions"]] = _dumps([{"type": "text", "content": system}])
         self._span = telemetry.tracer.start_span(
             f"{op} {call.model}", kind=SpanKind.CLIENT, attributes=attrs
         )

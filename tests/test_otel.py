@@ -346,7 +346,14 @@ async def test_no_secret_in_anything_exported(
     ]
     secrets += emu.state.gateway.issued
     exported = otel.exported()
-    assert len(otel.ended()) == 11
+    spans = otel.ended()
+    assert len(spans) == 11 and otel.count(DURATION) == 11
+    # every call's tokens are counted once, by type, and match its span
+    for kind in ("input", "output"):
+        points = [p for p in otel.points(TOKENS) if p.attributes["gen_ai.token.type"] == kind]
+        counted = [(s.attributes or {}).get(f"gen_ai.usage.{kind}_tokens") for s in spans]
+        assert sum(p.count for p in points) == sum(1 for n in counted if n is not None) >= 9
+        assert sum(p.sum for p in points) == sum(n for n in counted if isinstance(n, int))
     assert "gen_ai.output.messages" in exported
     for secret in secrets:
         assert secret not in exported
@@ -357,8 +364,15 @@ async def test_content_capture(
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     async with emu.client(tracer_provider=otel.tracer_provider) as c:
+        await c.chat("qianfan/llama_2_7b", HI, system="be brief")
+        system = otel.one_span().attributes or {}
+        otel.spans.clear()
         reply = await c.chat("openai/gpt-4o-mini", [{"role": "user", "content": "你好"}])
+    assert json.loads(str(system["gen_ai.system_instructions"])) == [
+        {"type": "text", "content": "be brief"}
+    ]
     attrs = otel.one_span().attributes or {}
+    assert "gen_ai.system_instructions" not in attrs
     assert json.loads(str(attrs["gen_ai.input.messages"])) == [
         {"role": "user", "parts": [{"type": "text", "content": "你好"}]}
     ]
