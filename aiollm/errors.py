@@ -27,6 +27,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "StreamInterrupted",
+    "StreamOptionsRejectedError",
     "StreamingRefusedError",
     "TimeoutError",
     "ToolArgumentsError",
@@ -230,6 +231,16 @@ class StreamingRefusedError(InvalidRequestError):
     ``retryable`` is true when that fallback applies (the call asked to stream and the
     provider can answer it whole); the retry loop then sends the non-streaming request.
     """
+
+
+class StreamOptionsRejectedError(InvalidRequestError):
+    """The server rejected ``stream_options``, which aiollm adds to ask for usage.
+
+    Retryable: the retry loop sends the call again without the option (and the provider
+    leaves it out from then on). Usage is then whatever the server reports unasked.
+    """
+
+    default_retryable = True
 
 
 def status_class(status: int) -> type[APIError]:

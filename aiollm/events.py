@@ -34,6 +34,7 @@ __all__ = [
     "Event",
     "Finish",
     "ReasoningDelta",
+    "RefusalDelta",
     "ResponseInfo",
     "SafetyNotice",
     "TextDelta",
@@ -52,6 +53,13 @@ class TextDelta(msgspec.Struct, tag="text_delta", frozen=True, gc=False):
 
 class ReasoningDelta(msgspec.Struct, tag="reasoning_delta", frozen=True, gc=False):
     """New reasoning ("thinking") text; never mixed into :class:`TextDelta`."""
+
+    text: str
+
+
+class RefusalDelta(msgspec.Struct, tag="refusal_delta", frozen=True, gc=False):
+    """The model declined: new text of its refusal (OpenAI ``delta.refusal``), kept apart
+    from :class:`TextDelta` and joined on :attr:`Completion.refusal`."""
 
     text: str
 
@@ -153,6 +161,7 @@ class Completion(msgspec.Struct, kw_only=True):
     model: str | None = None
     safety: SafetyNotice | None = None
     reasoning: str = ""
+    refusal: str = ""
     tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -190,8 +199,16 @@ class Embeddings(msgspec.Struct, tag="embeddings", kw_only=True):
 
 
 Event = (
-    TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish | SafetyNotice | ResponseInfo
-) | Embeddings
+    TextDelta
+    | ReasoningDelta
+    | ToolCallDelta
+    | RefusalDelta
+    | Usage
+    | Finish
+    | SafetyNotice
+    | ResponseInfo
+    | Embeddings
+)
 """Every event type a :class:`~aiollm.Stream` can yield."""
 
 
@@ -207,6 +224,7 @@ class Accumulator:
         "_extra",
         "_finish",
         "_reasoning",
+        "_refusal",
         "_request_id",
         "_safety",
         "_texts",
@@ -223,6 +241,7 @@ class Accumulator:
         self.model = model
         self._texts: list[str] = []
         self._reasoning: list[str] = []
+        self._refusal: list[str] = []
         self._tools = ToolCallMerger()
         self._usage: Usage | None = None
         self._finish: Finish | None = None
@@ -252,6 +271,8 @@ class Accumulator:
                 self._extra.update(meta.notes)
             elif kind is SafetyNotice:
                 self._safety = event  # type: ignore[assignment]
+            elif kind is RefusalDelta:
+                self._refusal.append(event.text)  # type: ignore[union-attr]
 
     def completion(self) -> Completion:
         """The :class:`Completion` of the events taken so far."""
@@ -264,6 +285,7 @@ class Accumulator:
             model=self.model,
             safety=self._safety,
             reasoning="".join(self._reasoning),
+            refusal="".join(self._refusal),
             tool_calls=self._tools.calls(),
             extra=dict(self._extra),
         )

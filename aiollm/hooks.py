@@ -28,9 +28,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlencode
+
+import msgspec
 
 from ._redact import REDACTED, SECRET_PARAMS, redact_headers, redact_text
 
@@ -55,8 +55,7 @@ Outcome = Literal["completed", "error", "closed", "cancelled"]
 """How a call ended: read to its end, failed, closed (or dropped) early, or cancelled."""
 
 
-@dataclass(frozen=True)
-class RequestInfo:
+class RequestInfo(msgspec.Struct, frozen=True, kw_only=True):
     """A request about to be sent (``url`` and ``headers`` have their secrets masked)."""
 
     provider: str
@@ -69,8 +68,7 @@ class RequestInfo:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class ResponseHead:
+class ResponseHead(msgspec.Struct, frozen=True, kw_only=True):
     """A response head arrived (any status)."""
 
     provider: str
@@ -82,8 +80,7 @@ class ResponseHead:
     """Seconds from the start of the call."""
 
 
-@dataclass(frozen=True)
-class RetryInfo:
+class RetryInfo(msgspec.Struct, frozen=True, kw_only=True):
     """An attempt failed and the call will try again.
 
     ``reason`` is ``"retry"`` (after ``delay`` seconds, per the client's retry policy; a rate
@@ -101,8 +98,7 @@ class RetryInfo:
     delay: float = 0.0
 
 
-@dataclass(frozen=True)
-class FinishInfo:
+class FinishInfo(msgspec.Struct, frozen=True, kw_only=True):
     """A call ended: ``completion`` is what arrived (partial unless ``outcome`` is completed)."""
 
     provider: str
@@ -136,6 +132,8 @@ class Hooks:
 
 def redacted_url(request: HTTPRequest) -> str:
     """``request``'s URL with its query, secret values masked."""
+    from urllib.parse import urlencode  # imported when first needed (import aiollm stays lean)
+
     url = redact_text(request.url, request.secrets)
     if not request.params:
         return url
@@ -257,11 +255,11 @@ class HookObserver(CallObserver):
         self._each("on_finish", info)
 
 
-@dataclass
 class Observers(CallObserver):
     """Several observers of one call, called in order."""
 
-    each: list[CallObserver] = field(default_factory=list)
+    def __init__(self, each: list[CallObserver]) -> None:
+        self.each = each
 
     def waited(self, seconds: float, cooldown: bool) -> None:
         for o in self.each:

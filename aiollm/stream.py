@@ -59,6 +59,8 @@ class Stream:
         self._provider, self._prepared, self._retry = provider, prepared, retry
         self._call = attempts
         self.state = State.NEW
+        self.read_at: float | None = None
+        """When the bytes of the events being delivered were read (``time.perf_counter``)."""
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
         self._error: AiollmError | None = None
@@ -153,8 +155,8 @@ class Stream:
 
     def __del__(self) -> None:
         # A plain `async for` that breaks drops the stream: close the socket then.
-        call = getattr(self, "_call", None)
-        if getattr(self, "_resp", None) is not None or (call is not None and call.lease):
+        lease = getattr(getattr(self, "_call", None), "lease", None)
+        if getattr(self, "_resp", None) is not None or lease is not None:
             self._close(State.CLOSED)
 
     def __repr__(self) -> str:
@@ -182,6 +184,7 @@ class Stream:
                     await self._open()
                     continue
                 chunk = await resp.next_chunk()
+                self.read_at = resp.read_at
                 events = decoder.feed(chunk) if chunk else decoder.end()
             except AiollmError as exc:
                 if isinstance(exc, APIError) and decoder is not None and decoder.status >= 300:

@@ -131,10 +131,42 @@ class Timeout:
         return replace(self, total=max(0.0, remaining))
 
 
+class _ReadClock:
+    """Installed as a connection's ``data_received``: notes when bytes came off the socket."""
+
+    __slots__ = ("at", "inner")
+
+    def __init__(self, inner: Callable[[bytes], None]) -> None:
+        self.inner = inner
+        self.at = 0.0
+
+    def __call__(self, data: bytes) -> None:
+        self.at = time.perf_counter()
+        self.inner(data)
+
+
+def _read_clock(resp: aiohttp.ClientResponse) -> _ReadClock | None:
+    """The read clock of ``resp``'s connection (installed once per connection)."""
+    conn = resp.connection
+    proto = conn.protocol if conn is not None else None
+    if proto is None or not hasattr(proto, "__dict__"):
+        return None
+    clock = proto.__dict__.get("data_received")
+    if not isinstance(clock, _ReadClock):
+        clock = _ReadClock(proto.data_received)
+        proto.data_received = clock  # type: ignore[method-assign]
+    return clock
+
+
 class Response:
-    """A response whose body is read as raw chunks under the idle and total timeouts."""
+    """A response whose body is read as raw chunks under the idle and total timeouts.
+
+    ``read_at``: when the bytes of the last chunk returned were read from the socket
+    (``time.perf_counter``), before any decoding or waiting for the reader's task to run.
+    """
 
     __slots__ = (
+        "_clock",
         "_eof",
         "_event_deadline",
         "_event_phase",
@@ -148,6 +180,7 @@ class Response:
         "content_type",
         "headers",
         "provider",
+        "read_at",
         "status",
     )
 
@@ -173,6 +206,8 @@ class Response:
         self._got_first = False
         self._secrets = secrets
         self._eof = False
+        self._clock = _read_clock(resp)
+        self.read_at = 0.0
         self.provider = provider
         self.status: int = resp.status
         self.headers: Mapping[str, str] = resp.headers
@@ -234,6 +269,8 @@ class Response:
             raise wrap_client_error(
                 exc, self.provider, self._secrets, response_started=True
             ) from None
+        clock = self._clock
+        self.read_at = clock.at if clock is not None and clock.at else time.perf_counter()
         if chunk:
             self._got_first = True
         else:

@@ -220,6 +220,7 @@ class _ReasoningStream:
     """Streams reasoning, then text, as a reasoning model does (no codec emits it yet)."""
 
     attempts = 1
+    read_at = None
 
     def __init__(self) -> None:
         self.events: list[Any] = [

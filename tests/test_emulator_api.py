@@ -68,3 +68,11 @@ def test_emulator_command_runs_for_a_duration(capsys: pytest.CaptureFixture[str]
     assert main(["emulator", "--fault-rate", "2", "--duration", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["emulator", "--fault-kinds", "explode"])
+
+
+@pytest.mark.anyio
+@pytest.mark.aiollm_emulator(reply="marked reply", fault_rate=0.0)
+async def test_fixture_takes_its_arguments_from_the_marker(aiollm_emulator: Emulator) -> None:
+    assert aiollm_emulator.reply == "marked reply"
+    async with aiollm_emulator.client() as client:
+        assert (await client.chat("openai/m", MSGS)).text == "marked reply"

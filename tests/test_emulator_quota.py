@@ -118,3 +118,17 @@ def test_quota_is_validated() -> None:
             Quota(**bad)  # type: ignore[arg-type]
     emu = Emulator(quotas={"openai": Quota(rate=3)})
     assert emu.services["openai"].quota_state is not None
+
+
+async def test_openai_answers_carry_rate_limit_headers(emu: Emulator, wire: Wire) -> None:
+    emu.set_quota("openai", Quota(rate=0.5, burst=3))
+    first = await wire.request("openai")
+    assert first.headers["x-ratelimit-limit-requests"] == "3"
+    assert first.headers["x-ratelimit-remaining-requests"] == "2"
+    assert first.headers["x-ratelimit-reset-requests"].endswith("ms")
+    for _ in range(2):
+        await wire.request("openai")
+    refused = await wire.request("openai")
+    assert refused.status == 429 and refused.headers["x-ratelimit-remaining-requests"] == "0"
+    emu.set_quota("dashscope", Quota(rate=0.5))
+    assert "x-ratelimit-limit-requests" not in (await wire.request("dashscope")).headers

@@ -248,3 +248,36 @@ async def test_qianfan_function_call(emu: Emulator, wire: Wire) -> None:
     whole = (await wire.request("qianfan", stream=False, model="ernie-bot")).json()
     assert whole["function_call"]["name"] == "get_weather" and whole["result"] == ""
     assert whole["finish_reason"] == "function_call" and "thoughts" not in whole["function_call"]
+
+
+async def test_openai_refusal(emu: Emulator, wire: Wire) -> None:
+    emu.queue_reply("openai", Reply(refusal="I can't help with that."))
+    emu.queue_reply("openai", Reply(refusal="No."))
+    ds = deltas((await wire.request("openai")).datas())
+    assert "".join(d.get("refusal", "") for d in ds) == "I can't help with that."
+    assert not any(d.get("content") for d in ds)
+    whole = (await wire.request("openai", stream=False)).json()
+    assert whole["choices"][0]["message"]["refusal"] == "No."
+    assert emu.stats.log[0].frames[0].refusal == "I"
+
+
+async def test_refusal_is_openai_only(emu: Emulator, wire: Wire) -> None:
+    emu.queue_reply("dashscope", Reply(text="ok", refusal="No."))
+    params = {"result_format": "message", "incremental_output": True}
+    frames = (await wire.request("dashscope", params=params)).datas()
+    assert b"No." not in json.dumps(frames).encode()
+    assert "".join(m["content"] for m in ds_messages(frames)) == "ok"
+
+
+async def test_qianfan_accepts_a_function_turn(emu: Emulator, wire: Wire) -> None:
+    call = {"name": "get_weather", "arguments": WEATHER.arguments}
+    turns = [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": "", "function_call": call},
+        {"role": "function", "name": "get_weather", "content": '{"temp": 21}'},
+    ]
+    ok = await wire.request("qianfan", stream=False, body={"messages": turns})
+    assert ok.json()["result"]
+    orphan = [turns[0], {"role": "assistant", "content": "hi"}, turns[2]]
+    bad = await wire.request("qianfan", stream=False, body={"messages": orphan})
+    assert bad.json()["error_code"] == 336003

@@ -409,3 +409,13 @@ def test_in_body_error_takes_status_and_retry_after_from_the_response_head() -> 
     with pytest.raises(RateLimitError) as info:
         whole(codec, b'{"error_code":336501,"error_msg":"rpm limit reached"}')
     assert info.value.status == 200 and info.value.retry_after == 3.0
+
+
+def test_unsafe_first_frame_without_ban_round_is_one_safety_notice() -> None:
+    body = (
+        f"data: {frame(sentence_id=0, is_end=False, result='a', need_clear_history=True)}\n\n"
+        f"data: {frame(sentence_id=1, is_end=True, result='', need_clear_history=True)}\n\n"
+    )
+    events = decode_stream(stream_codec(), body.encode(), info=True)
+    assert [type(e) for e in events].count(SafetyNotice) == 1
+    assert fold(events).extra["need_clear_history"] is True

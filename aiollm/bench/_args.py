@@ -216,6 +216,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 1: connection, credential and code path are warm before measuring)",
     )
     load.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send the load from N processes, aggregated exactly (default 1)",
+    )
+    load.add_argument(
         "--models-together",
         action="store_true",
         help="run the models at the same time instead of one after another",

@@ -70,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         pin_output=args.pin_output,
         shared_prefix_len=args.shared_prefix_len,
         tokenizer=args.tokenizer,
+        workers=args.workers,
     )
 
 

@@ -68,6 +68,9 @@ class BenchConfig:
     system prompt of that many tokens before every request. ``tokenizer``: a local
     ``tokenizer.json`` making every length exact in tokens.
 
+    ``workers``: run the load from that many processes (see :mod:`aiollm.bench._workers`),
+    aggregated exactly from every request's record.
+
     ``ramp``: seconds over which a paced load rises from nothing to its rate before the
     measured part begins (the requests sent meanwhile are not counted).
     """
@@ -115,6 +118,9 @@ class BenchConfig:
     pin_output: bool = False
     shared_prefix_len: int = 0
     tokenizer: str | None = None
+    workers: int = 1
+    shard: tuple[int, int] = (0, 1)
+    """This process's part of a multi-process run: (worker, workers); set by the workers."""
     goodput_slos: dict[str, float] = field(init=False, repr=False, default_factory=dict)
     """The parsed ``goodput`` SLOs in ms (set from ``goodput``)."""
     capacity_slos: list[SLO] = field(init=False, repr=False, default_factory=list)
@@ -195,6 +201,7 @@ class BenchConfig:
         if self.tokenizer is not None:
             LocalTokenizer(self.tokenizer)  # a clear error now, not at the first request
         positive_int("turns", self.turns)
+        positive_int("workers", self.workers)
         positive_int("output_len", self.output_len)
         positive_int("shared_prefix_len", self.shared_prefix_len, zero=True)
         for name in ("input_len_range", "output_len_range"):
@@ -323,6 +330,7 @@ class BenchConfig:
             ),
             "ramp": self.ramp,
             "find_max": self.find_max,
+            "workers": self.workers,
             "workload": {
                 "source": (
                     "trace"

@@ -253,6 +253,8 @@ class RunSummary:
     interrupted: bool = False
     cancelled: int = 0
     warmup_failed: int = 0
+    started_at: float = 0.0
+    """When the measured part began (``time.perf_counter``; request ``start`` s count from it)."""
 
     def __getitem__(self, key: str) -> Any:
         return self.figures[key]
@@ -334,6 +336,7 @@ def summarize(
     interrupted: bool = False,
     cancelled: int = 0,
     warmup_failed: int = 0,
+    started_at: float = 0.0,
 ) -> RunSummary:
     """Aggregate one run's records into a :class:`RunSummary`."""
     slos = dict(goodput_slos or {})
@@ -388,4 +391,5 @@ def summarize(
         interrupted=interrupted,
         cancelled=cancelled,
         warmup_failed=warmup_failed,
+        started_at=started_at,
     )

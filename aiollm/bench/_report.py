@@ -13,6 +13,7 @@ import msgspec
 
 from .. import ConfigurationError, __version__
 from ._metrics import METRICS, PERCENTILES, RequestRecord, RunSummary, describe_load
+from ._selfwatch import client_note
 
 __all__ = [
     "CSV_COLUMNS",
@@ -225,6 +226,21 @@ def _run_block(run: RunSummary) -> list[str]:
             if example:
                 text = example if len(example) <= 160 else example[:157] + "..."
                 lines.append(f"    {key}: {text}")
+    note = client_note(f)
+    if note:
+        lines.append("  " + note)
+    elif f.get("client_loop_lag_p99_ms") is not None:
+        busy = f.get("client_cpu_busy")
+        lines.append(
+            f"  client: event-loop lag p99 {f['client_loop_lag_p99_ms']:.1f} ms"
+            + (f", CPU {busy:.0%} of a core" if busy is not None else "")
+            + (
+                f" ({f['client_processes']} processes, the worst)"
+                if f["client_processes"] > 1
+                else ""
+            )
+            + ": not the limit"
+        )
     if run.warmup_failed:
         lines.append(f"  warm-up: {run.warmup_failed} request(s) failed (not counted)")
     return lines

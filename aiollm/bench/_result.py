@@ -57,6 +57,7 @@ class RunState:
             interrupted=not self.finished,
             cancelled=self.cancelled,
             warmup_failed=self.warmup_failed,
+            started_at=self.started or 0.0,
         )
 
 

@@ -29,6 +29,7 @@ from ._metrics import RequestRecord, error_key
 from ._progress import ProgressLine
 from ._result import BenchResult, RunState, monotonic
 from ._search import search
+from ._selfwatch import SelfWatch
 from ._workload import LocalTokenizer, Messages, Workload
 
 __all__ = ["FATAL_ERRORS", "Benchmark", "run"]
@@ -75,6 +76,7 @@ class Benchmark:
         self.capacity: dict[str, Any] | None = None
         """The answer and steps of a capacity search (``find_max``), once it ran."""
         self._states: list[RunState] = []
+        self._watch = SelfWatch()
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
         self._params: dict[str, Any] = dict(config.params)
@@ -114,7 +116,12 @@ class Benchmark:
     def result(self) -> BenchResult:
         """Every run so far (the one in progress, if any, partially)."""
         slos = self.config.goodput_slos
-        runs = [s.summary(slos) for s in self._states if s.started is not None]
+        runs = []
+        for state in self._states:
+            if state.started is not None:
+                run = state.summary(slos)
+                run.figures.update(self._watch.window(state.started, state.ended))
+                runs.append(run)
         return BenchResult(
             runs=runs,
             config=self.config.describe(),
@@ -128,8 +135,15 @@ class Benchmark:
     async def run(self) -> BenchResult:
         """Run every level for every model; returns the result (partial after :meth:`stop`)."""
         cfg = self.config
+        if cfg.workers > 1 and self._client is None:
+            from ._workers import run_workers
+
+            return await run_workers(cfg, cfg.workers, self.date)
         async with AsyncExitStack() as stack:
             client = await self._open_client(stack)
+            watch = await stack.enter_async_context(anyio.create_task_group())
+            watch.start_soon(self._watch.follow)
+            stack.callback(watch.cancel_scope.cancel)
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 if cfg.find_max is not None:
@@ -297,7 +311,9 @@ class Benchmark:
         shape = float(load["burstiness"] or 1.0)
         cap = load["max_concurrency"]
         total: int | None = state.total
-        rng = random.Random(self.config.seed)
+        worker, workers = self.config.shard
+        seed = self.config.seed
+        rng = random.Random(seed if workers == 1 else seed * 1_000_003 + worker + 1)
         slots = anyio.CapacityLimiter(cap) if cap else None
 
         async def arrive(index: int) -> None:
@@ -393,6 +409,9 @@ class Benchmark:
 
         Returns the reply's text (None when it failed).
         """
+        worker, workers = self.config.shard
+        if workers > 1:
+            index = index * workers + worker  # its place in the whole run
         record = RequestRecord(
             model=state.model, index=index, queued=queued, session=session, turn=turn
         )
@@ -428,13 +447,16 @@ class Benchmark:
                 async for event in stream:
                     kind = type(event)
                     if kind is TextDelta:
-                        now = clock() - t0
+                        # when its bytes came off the socket, not when this task got to run
+                        at = stream.read_at
+                        now = (at if at is not None and at > t0 else clock()) - t0
                         times.append(now)
                         if record.answer_ttft is None:
                             record.answer_ttft = now
                         texts.append(event.text)  # type: ignore[union-attr]
                     elif kind is ReasoningDelta:
-                        now = clock() - t0
+                        at = stream.read_at
+                        now = (at if at is not None and at > t0 else clock()) - t0
                         times.append(now)
                         if record.reasoning_ttft is None:
                             record.reasoning_ttft = now

@@ -464,7 +464,7 @@ class GatewayProvider(OpenAIProvider):
     def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         call = prepared.call
         stream = self.wants_stream(call)
-        key = "stream" if stream else "whole"
+        key = ("stream" if stream else "whole") + ("-bare" if self.no_stream_options else "")
         body = prepared.alternates.get(key)
         if body is None:
             body = prepared.alternates[key] = json_body(self.body(call, stream=stream))
@@ -483,6 +483,7 @@ class GatewayProvider(OpenAIProvider):
 
     def failed(self, prepared: Prepared, error: AiollmError) -> None:
         """A refusal to stream is remembered: every later request is a non-streaming one."""
+        super().failed(prepared, error)
         if isinstance(error, StreamingRefusedError) and self.streaming and not self.stream_refused:
             self.stream_refused = True
             log.info("%s: the gateway refused to stream; using non-streaming requests", self.name)

@@ -14,6 +14,7 @@ same wire format behind a different URL scheme, token and error codes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -21,15 +22,28 @@ import msgspec
 
 from .._redact import redact_text
 from ..errors import (
+    AiollmError,
     APIError,
     InvalidRequestError,
     ProtocolError,
+    StreamOptionsRejectedError,
     error_for_status,
     status_class,
 )
-from ..events import Embeddings, Event, Finish, ResponseInfo, TextDelta, Usage
+from ..events import (
+    Embeddings,
+    Event,
+    Finish,
+    ReasoningDelta,
+    RefusalDelta,
+    ResponseInfo,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from ..framing import SSEItem
-from ..request import TokenEndpoint
+from ..request import TokenEndpoint, json_body
+from ..tools import ThinkSplitter
 from ._base import (
     Call,
     HTTPRequest,
@@ -54,18 +68,37 @@ __all__ = ["DEFAULT_BASE_URL", "OpenAIDecoder", "OpenAIProvider", "WireError", "
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
+log = logging.getLogger("aiollm.openai")
+
 
 # -- wire structs: one view per frame type, only the fields read ------------------------------
+class _PromptDetails(msgspec.Struct, gc=False):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct, gc=False):
+    reasoning_tokens: int | None = None
+
+
 class WireUsage(msgspec.Struct, gc=False):
     """``usage`` of a response or of the final chunk."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
 
     def event(self) -> Usage:
         """As a uniform :class:`~aiollm.Usage` event."""
-        return Usage(self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        prompt, completion = self.prompt_tokens_details, self.completion_tokens_details
+        return Usage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            completion.reasoning_tokens if completion is not None else None,
+            prompt.cached_tokens if prompt is not None else None,
+        )
 
 
 class WireError(msgspec.Struct, gc=False):
@@ -76,8 +109,26 @@ class WireError(msgspec.Struct, gc=False):
     type: str | None = None
 
 
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct, gc=False):
+    index: int | None = None
+    id: str | None = None
+    function: _Function | None = None
+
+
 class _Delta(msgspec.Struct, gc=False):
+    """A chunk's ``delta`` or a response's ``message``: only the fields read."""
+
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+    function_call: _Function | None = None
 
 
 class _Choice(msgspec.Struct, gc=False):
@@ -173,6 +224,9 @@ class OpenAIDecoder(ResponseDecoder):
         self._reason: str | None = None
         self._finishing = False  # a finish_reason (or a whole response) arrived
         self._seen = False  # a first frame arrived (its ResponseInfo went out)
+        think = call.params.get("think_tags")
+        self._think = ThinkSplitter(inside=think == "inside") if think else None
+        """``think_tags``: reasoning inlined in the content between ``<think>`` tags."""
 
     # -- frames --------------------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
@@ -202,9 +256,16 @@ class OpenAIDecoder(ResponseDecoder):
                 choice = choices[0] if choices[0].index == 0 else _first_choice(choices)
                 if choice is not None:
                     delta = choice.delta or choice.message
-                    text = delta.content if delta is not None else choice.text
-                    if text:
-                        append(TextDelta(text))
+                    if delta is None:
+                        if choice.text:
+                            append(TextDelta(choice.text))
+                    elif delta.tool_calls or delta.function_call or self._rare(delta):
+                        self._parts(delta, out)
+                    elif delta.content:
+                        if self._think is None:
+                            append(TextDelta(delta.content))
+                        else:
+                            self._split(delta.content, out)
                     if choice.finish_reason is not None and not self._finishing:
                         self._finishing = True
                         self._reason = choice.finish_reason
@@ -233,10 +294,12 @@ class OpenAIDecoder(ResponseDecoder):
         reason: str | None = None
         if choice is not None:
             part = choice.message or choice.delta
-            text = part.content if part is not None else choice.text
-            if text:
-                out.append(TextDelta(text))
+            if part is not None:
+                self._parts(part, out)
+            elif choice.text:
+                out.append(TextDelta(choice.text))
             reason = choice.finish_reason
+        self._end_think(out)
         if wire.usage is not None:
             out.append(wire.usage.event())
         out.append(Finish(reason))
@@ -249,11 +312,58 @@ class OpenAIDecoder(ResponseDecoder):
             raise ProtocolError(
                 "the body ended before a finish_reason or [DONE]", provider=self.provider
             )
+        self._end_think(out)
         out.append(Finish(self._reason))
 
     def _end_stream(self, out: list[Event]) -> None:
+        self._end_think(out)
         out.append(Finish(self._reason))
         self.finished = True
+
+    # -- the parts of a delta or message ----------------------------------------------------
+    @staticmethod
+    def _rare(delta: _Delta) -> bool:
+        """Whether ``delta`` has reasoning or a refusal (not plain text)."""
+        return bool(delta.reasoning_content or delta.reasoning or delta.refusal)
+
+    def _parts(self, delta: _Delta, out: list[Event]) -> None:
+        """Reasoning, text, refusal and tool-call fragments of one delta, in that order."""
+        reasoning = delta.reasoning_content or delta.reasoning
+        if reasoning:
+            out.append(ReasoningDelta(reasoning))
+        if delta.content:
+            if self._think is None:
+                out.append(TextDelta(delta.content))
+            else:
+                self._split(delta.content, out)
+        if delta.refusal:
+            out.append(RefusalDelta(delta.refusal))
+        for call in delta.tool_calls or ():
+            function = call.function
+            out.append(
+                ToolCallDelta(
+                    index=call.index,
+                    id=call.id or None,
+                    name=(function.name or None) if function is not None else None,
+                    arguments=(function.arguments or "") if function is not None else "",
+                )
+            )
+        legacy = delta.function_call
+        if legacy is not None:
+            out.append(
+                ToolCallDelta(index=0, name=legacy.name or None, arguments=legacy.arguments or "")
+            )
+
+    def _split(self, content: str, out: list[Event]) -> None:
+        """Content with inline ``<think>`` reasoning (``think_tags=True``)."""
+        assert self._think is not None
+        for inside, piece in self._think.feed(content):
+            out.append(ReasoningDelta(piece) if inside else TextDelta(piece))
+
+    def _end_think(self, out: list[Event]) -> None:
+        if self._think is not None:
+            for inside, piece in self._think.end():
+                out.append(ReasoningDelta(piece) if inside else TextDelta(piece))
 
     def _first(self, wire: WireResponse, out: list[Event], data: bytes | str) -> None:
         self._seen = True
@@ -370,6 +480,8 @@ class OpenAIDecoder(ResponseDecoder):
         """The error an error body stands for; ``status`` is the real HTTP status (200 in-body)."""
         code, message, type_ = self.error_fields(wire)
         cls = self.error_class(code, type_, message, status)
+        if self._asked_usage() and "stream_options" in message and status < 500:
+            cls = StreamOptionsRejectedError
         if type_ and type_ not in message:
             message = f"{message} [{type_}]"
         return cls(
@@ -381,6 +493,10 @@ class OpenAIDecoder(ResponseDecoder):
             retry_after=retry_after_of(headers),
         )
 
+    def _asked_usage(self) -> bool:
+        """Whether the request carried the ``stream_options`` aiollm adds by default."""
+        return self.call.stream and "stream_options" not in self.call.params
+
     def http_error(self, body: bytes) -> APIError:
         status, headers = self.status, self.headers
         try:
@@ -390,6 +506,10 @@ class OpenAIDecoder(ResponseDecoder):
         if wire is not None and is_error(wire):
             return self.error_from(wire, status, headers)
         snippet = self.clean_message(body[:300].decode("utf-8", "replace").strip())
+        if self._asked_usage() and "stream_options" in snippet and status < 500:
+            return StreamOptionsRejectedError(
+                snippet, provider=self.provider, status=status, request_id=self.request_id
+            )
         return error_for_status(
             status,
             snippet or f"HTTP {status}",
@@ -446,10 +566,12 @@ class OpenAIProvider(Provider):
         else:
             body["input"] = call.input
         body.update(call.params)
+        body.pop("think_tags", None)  # read by the decoder, not sent
         if stream:
             body["stream"] = True
             if "stream_options" not in body:
-                body["stream_options"] = {"include_usage": True}
+                if not self.no_stream_options:
+                    body["stream_options"] = {"include_usage": True}
             elif body["stream_options"] is None:
                 del body["stream_options"]
         else:
@@ -464,8 +586,23 @@ class OpenAIProvider(Provider):
             call.op
         ]
 
+    no_stream_options = False
+    """Set once the server rejected ``stream_options``: later requests leave it out."""
+
+    def failed(self, prepared: Prepared, error: AiollmError) -> None:
+        """A rejected ``stream_options`` is remembered; the retry sends the body without it."""
+        if isinstance(error, StreamOptionsRejectedError) and not self.no_stream_options:
+            self.no_stream_options = True
+            log.info("%s: the server rejects stream_options; usage is not asked for", self.name)
+
     def build_request(self, prepared: Prepared, credential: str) -> HTTPRequest:
         call = prepared.call
+        if self.no_stream_options and call.stream and "stream_options" not in call.params:
+            body = prepared.alternates.get("no_stream_options")
+            if body is None:
+                body = prepared.alternates["no_stream_options"] = json_body(self.body(call))
+        else:
+            body = prepared.body
         headers = {"Content-Type": "application/json"}
         if call.stream:
             headers["Accept"] = "text/event-stream"
@@ -475,7 +612,7 @@ class OpenAIProvider(Provider):
             "POST",
             self.base_url + self.path(call),
             headers=headers,
-            body=prepared.body,
+            body=body,
             secrets=(credential,) if credential else (),
         )
 

@@ -150,6 +150,7 @@ class QianfanDecoder(ResponseDecoder):
         self._seen = False
         self._notes: dict[str, Any] = dict(notes or {})
         self._anomalies: list[dict[str, int]] = []
+        self._clear: bool | None = None  # the last need_clear_history noted
 
     # -- the decoder contract ----------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
@@ -269,7 +270,9 @@ class QianfanDecoder(ResponseDecoder):
                 self._anomaly(sentence_id, out)
         if wire.result:
             out.append(TextDelta(wire.result))
-        if wire.need_clear_history is not None or wire.ban_round is not None:
+        clear, ban = wire.need_clear_history, wire.ban_round
+        if (clear is not None and clear is not self._clear) or ban is not None:
+            self._clear = clear if clear is not None else self._clear
             self._safety(wire, out)
         if final or wire.is_end:
             if wire.is_truncated is not None:

@@ -17,7 +17,7 @@ from aiohttp import web
 from ._faults import Fault, FaultKind, RandomFaults
 from ._quota import Quota
 from ._reply import Reply, default_tokens, split_tokens
-from ._service import Service
+from ._service import Service, add_rate_limit_headers
 from ._stats import LOG_LIMIT, Stats
 from .dashscope import DashScope, DashScopeState
 from .gateway import Gateway, GatewayState
@@ -116,6 +116,7 @@ class Emulator:
         self.app = web.Application(
             client_max_size=64 * 1024 * 1024, middlewares=[self._count_in_flight]
         )
+        self.app.on_response_prepare.append(add_rate_limit_headers)
         for name in self.providers:
             self.services[name].add_routes(self.app)
         if fault_rate:

@@ -19,7 +19,9 @@ class Quota:
     Qianfan's HTTP 200 ``error_code`` 18, DashScope's HTTP 429 ``Throttling.RateQuota``
     (``Throttling`` for the concurrency cap). ``retry_after`` adds a ``Retry-After`` header
     (seconds until the bucket admits a request; Qianfan sends none) where the shape has one.
-    Either limit may be None (unlimited). Counted in ``emu.stats.throttled``.
+    Either limit may be None (unlimited). Counted in ``emu.stats.throttled``. OpenAI-compatible
+    servers and the gateway also send ``x-ratelimit-limit-requests``, ``-remaining-requests`` and
+    ``-reset-requests`` (milliseconds until the bucket is full) on every answer under a rate.
     """
 
     rate: float | None = None
@@ -63,6 +65,19 @@ class QuotaState:
             self.tokens -= 1.0
         self.active += 1
         return None
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI-style ``x-ratelimit-*-requests`` headers for the rate (empty without one)."""
+        quota = self.quota
+        if quota.rate is None or self.tokens < 0:
+            return {}
+        capacity = quota.burst if quota.burst is not None else max(1.0, quota.rate)
+        reset = (capacity - self.tokens) / quota.rate
+        return {
+            "x-ratelimit-limit-requests": f"{int(capacity)}",
+            "x-ratelimit-remaining-requests": f"{int(self.tokens)}",
+            "x-ratelimit-reset-requests": f"{round(reset * 1000)}ms",
+        }
 
     def release(self) -> None:
         """A request admitted by :meth:`admit` is done."""

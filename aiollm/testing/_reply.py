@@ -58,6 +58,9 @@ class ToolCall:
 class Reply:
     """A scripted answer: reasoning first, then text, then tool calls (each part optional).
 
+    ``refusal`` is OpenAI's refusal text (sent after the text as ``delta.refusal``; the other
+    providers have no such field and leave it out).
+
     Every provider streams it in its own frame shapes (see ``docs/wire/``). The OpenAI-compatible
     dialect can be varied: ``reasoning_field`` (``"reasoning_content"`` as DeepSeek and vLLM's
     older parsers send, or ``"reasoning"``), ``tool_index`` (``"each"``: index 0, 1, …;
@@ -71,13 +74,14 @@ class Reply:
     reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
+    refusal: str = ""
     reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
     tool_index: Literal["each", "zero"] = "each"
     legacy_function_call: bool = False
     cached_tokens: int | None = None
 
 
-PieceKind = Literal["reasoning", "text", "tool"]
+PieceKind = Literal["reasoning", "text", "refusal", "tool"]
 
 
 class Piece(NamedTuple):
@@ -109,6 +113,11 @@ class Answer:
         return "".join(p.text for p in self.pieces if p.kind == "text")
 
     @property
+    def refusal(self) -> str:
+        """The whole refusal text."""
+        return "".join(p.text for p in self.pieces if p.kind == "refusal")
+
+    @property
     def reasoning(self) -> str:
         """The whole reasoning text."""
         return "".join(p.text for p in self.pieces if p.kind == "reasoning")
@@ -127,6 +136,7 @@ def build_answer(
         text_tokens = text_tokens[:max_tokens]
     pieces = [Piece("reasoning", t) for t in split_tokens(reply.reasoning)]
     pieces += [Piece("text", t) for t in text_tokens]
+    pieces += [Piece("refusal", t) for t in split_tokens(reply.refusal)]
     calls = [
         ToolCall(c.name, c.arguments, c.id or f"call_{request_id}_{i}")
         for i, c in enumerate(reply.tool_calls)

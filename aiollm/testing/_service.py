@@ -25,13 +25,27 @@ from ._stats import RequestRecord, SentFrame
 if TYPE_CHECKING:
     from ._emulator import Emulator
 
-__all__ = ["Call", "ClientGone", "Frame", "Service"]
+__all__ = ["Call", "ClientGone", "Frame", "Service", "add_rate_limit_headers"]
 
 HTML_PAGE = (
     b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
     b"</h1></center><hr><center>nginx</center></body></html>"
 )
 KEEPALIVE = b": keep-alive\n\n"
+
+
+RATE_LIMIT_HEADERS: Any = (
+    web.RequestKey("aiollm.emulator.rate_limit_headers", dict)
+    if hasattr(web, "RequestKey")  # aiohttp >= 3.12
+    else "aiollm.emulator.rate_limit_headers"
+)
+
+
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Copy a call's quota headers onto its answer (an ``on_response_prepare`` hook)."""
+    headers = request.get(RATE_LIMIT_HEADERS)
+    if headers:
+        response.headers.update(headers)
 
 
 class ClientGone(Exception):
@@ -51,6 +65,7 @@ class Frame:
     reasoning: str = ""
     tool: str = ""
     paced: bool = True
+    refusal: str = ""
 
 
 def dumps(obj: Any) -> bytes:
@@ -122,6 +137,8 @@ class Call:
         if state is None:
             return None
         refused = state.admit()
+        if self.service.rate_limit_headers:
+            self.request[RATE_LIMIT_HEADERS] = state.headers()
         if refused is None:
             self._quota = state
             return None
@@ -155,7 +172,14 @@ class Call:
     def sent(self, frame: Frame) -> None:
         """Log a frame about to be written."""
         self.record.frames.append(
-            SentFrame(time.monotonic(), frame.text, frame.reasoning, frame.tool, len(frame.data))
+            SentFrame(
+                time.monotonic(),
+                frame.text,
+                frame.reasoning,
+                frame.tool,
+                len(frame.data),
+                frame.refusal,
+            )
         )
 
     async def drop(self) -> None:
@@ -201,6 +225,8 @@ class Service:
     stream_content_type: ClassVar[str] = "text/event-stream; charset=utf-8"
     extra_faults: ClassVar[tuple[FaultChoice, ...]] = ()
     """Provider-specific entries of the random-fault menu."""
+    rate_limit_headers: ClassVar[bool] = False
+    """Whether answers under a quota carry ``x-ratelimit-*`` headers."""
 
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
@@ -383,7 +409,7 @@ class Service:
             document, outcome = document[: len(document) // 2], "truncate"
         stats.completed += 1
         tool = "".join(p.text for p in answer.pieces if p.kind == "tool")
-        call.sent(Frame(document, answer.text, answer.reasoning, tool))
+        call.sent(Frame(document, answer.text, answer.reasoning, tool, refusal=answer.refusal))
         call.record.outcome = outcome
         resp = web.Response(body=document, content_type="application/json")
         if self.compress():

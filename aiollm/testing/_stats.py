@@ -20,8 +20,8 @@ class SentFrame(msgspec.Struct, array_like=True):
 
     ``time`` is ``time.monotonic()`` just before the bytes were written; ``text`` and
     ``reasoning`` are the new text this frame delivers (for cumulative DashScope frames, the
-    part after the previous frame's), ``tool`` the new tool-call argument text, ``size`` the
-    frame's length in bytes.
+    part after the previous frame's), ``tool`` the new tool-call argument text, ``refusal`` the new
+    refusal text, ``size`` the frame's length in bytes.
     """
 
     time: float
@@ -29,6 +29,7 @@ class SentFrame(msgspec.Struct, array_like=True):
     reasoning: str = ""
     tool: str = ""
     size: int = 0
+    refusal: str = ""
 
 
 class RequestRecord(msgspec.Struct):
@@ -63,8 +64,8 @@ class RequestRecord(msgspec.Struct):
 
     @property
     def content_times(self) -> list[float]:
-        """When each frame carrying text, reasoning or a tool call was sent."""
-        return [f.time for f in self.frames if f.text or f.reasoning or f.tool]
+        """When each frame carrying text, reasoning, a refusal or a tool call was sent."""
+        return [f.time for f in self.frames if f.text or f.reasoning or f.tool or f.refusal]
 
     @property
     def first_frame_time(self) -> float | None:

@@ -239,7 +239,7 @@ class DashScope(Service):
         calls: list[dict[str, Any]] = []
         count = thought = frame_id = 0
         for piece in answer.pieces:
-            if piece.kind != "text" and not message_format:
+            if piece.kind == "refusal" or (piece.kind != "text" and not message_format):
                 continue
             count += 1
             frame_id += 1
@@ -309,7 +309,9 @@ class DashScope(Service):
         output = self.output(
             answer, message_format, answer.text, reasoning, calls, answer.finish_reason
         )
-        tokens = sum(1 for p in answer.pieces if p.kind == "text" or message_format)
+        tokens = sum(
+            1 for p in answer.pieces if p.kind == "text" or (message_format and p.kind != "refusal")
+        )
         return self.result(
             call, output, self.usage(call, answer, tokens, answer.count("reasoning"))
         )

@@ -130,6 +130,7 @@ class Gateway(Service):
     """The gateway: getToken, then JSON-only chat, completions and embeddings."""
 
     name = "gateway"
+    rate_limit_headers = True
     extra_faults = (
         FaultChoice(Fault("http", status=429, retry_after=0.05, message="too many requests")),
         FaultChoice(Fault("http", status=429, message="too many requests")),

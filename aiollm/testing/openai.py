@@ -6,7 +6,7 @@ final usage chunk when ``stream_options.include_usage`` is set, then ``data: [DO
 client restores input order). ``Authorization: Bearer <Emulator.openai_key>`` or 401.
 
 Scripted replies (:class:`~aiollm.testing.Reply`) stream reasoning as ``delta.reasoning_content``
-(or ``delta.reasoning``), tool calls as ``delta.tool_calls`` fragments (or the legacy
+(or ``delta.reasoning``), refusals as ``delta.refusal``, tool calls as ``delta.tool_calls`` fragments (or the legacy
 ``delta.function_call``) and report ``completion_tokens_details.reasoning_tokens`` and
 ``prompt_tokens_details.cached_tokens``; see ``docs/wire/openai.md``.
 
@@ -82,6 +82,8 @@ def delta_of(answer: Answer, piece: Piece) -> dict[str, Any]:
         return {"content": piece.text}
     if piece.kind == "reasoning":
         return {reply.reasoning_field: piece.text}
+    if piece.kind == "refusal":
+        return {"refusal": piece.text}
     call = answer.calls[piece.call]
     function: dict[str, Any] = {"arguments": piece.text}
     if piece.first:
@@ -119,6 +121,8 @@ def chat_frames(
             yield Frame(data, text=piece.text)
         elif piece.kind == "reasoning":
             yield Frame(data, reasoning=piece.text)
+        elif piece.kind == "refusal":
+            yield Frame(data, refusal=piece.text)
         else:
             yield Frame(data, tool=piece.text)
     yield Frame(chunk(cid, model, {}, answer.finish_reason), paced=False)
@@ -141,6 +145,8 @@ def message_of(answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
     if answer.reasoning:
         message[answer.reply.reasoning_field] = answer.reasoning
+    if answer.refusal:
+        message["refusal"] = answer.refusal
     if calls and answer.reply.legacy_function_call:
         message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
     elif calls:
@@ -221,6 +227,7 @@ class OpenAI(Service):
     """The OpenAI-compatible server: chat (streamed or not), completions, embeddings."""
 
     name = "openai"
+    rate_limit_headers = True
     extra_faults = (
         FaultChoice(Fault("http", status=429, retry_after=0.05, message="rate limited"), "start"),
         FaultChoice(Fault("http", status=429, message="rate limited"), "start"),

@@ -1,4 +1,9 @@
-"""pytest fixtures for code that uses aiollm: ``pytest_plugins = ["aiollm.testing.pytest_plugin"]``."""
+"""pytest fixtures for code that uses aiollm: ``pytest_plugins = ["aiollm.testing.pytest_plugin"]``.
+
+``aiollm_emulator`` is a running :class:`~aiollm.testing.Emulator` (use with
+``@pytest.mark.anyio``); ``@pytest.mark.aiollm_emulator(**kwargs)`` passes its keyword arguments
+to the constructor, e.g. ``@pytest.mark.aiollm_emulator(fault_rate=0.05, seed=1)``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,17 @@ import pytest
 from ._emulator import Emulator
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``aiollm_emulator`` marker."""
+    config.addinivalue_line(
+        "markers", "aiollm_emulator(**kwargs): arguments for the aiollm_emulator fixture's Emulator"
+    )
+
+
 @pytest.fixture
-async def aiollm_emulator() -> AsyncIterator[Emulator]:
+async def aiollm_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Emulator]:
     """A running :class:`~aiollm.testing.Emulator` on 127.0.0.1 (use with ``@pytest.mark.anyio``)."""
-    async with Emulator() as emu:
+    marker = request.node.get_closest_marker("aiollm_emulator")
+    kwargs = dict(marker.kwargs) if marker is not None else {}
+    async with Emulator(**kwargs) as emu:
         yield emu

@@ -112,19 +112,29 @@ def _error_page(code: int | str | None, message: str) -> bytes:
 
 
 def _messages_problem(messages: Any) -> str | None:
-    """The service's 336003 message for ``messages`` that break its rules, else None."""
+    """The service's 336003 message for ``messages`` that break its rules, else None.
+
+    Roles alternate ``user`` / ``assistant`` from ``user`` to an odd count; ERNIE's function
+    calling also allows a ``function`` message (with its ``name``) in a user's place right after
+    an assistant message that carries a ``function_call``.
+    """
     if not isinstance(messages, list) or not messages or len(messages) % 2 == 0:
         return "the length of messages must be an odd number"
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             return "invalid message"
-        expected = "user" if i % 2 == 0 else "assistant"
-        if message.get("role") != expected:
-            return (
-                "the role of message with odd index in the messages must be assistant"
-                if i % 2
-                else "the role of message with even index in the messages must be user"
-            )
+        role = message.get("role")
+        if i % 2:
+            if role != "assistant":
+                return "the role of message with odd index in the messages must be assistant"
+            if "function_call" in message and message.get("content") in (None, ""):
+                continue
+        elif role == "function":
+            previous = messages[i - 1] if i else {}
+            if "function_call" not in previous or not isinstance(message.get("name"), str):
+                return "a function message must follow an assistant function_call and have a name"
+        elif role != "user":
+            return "the role of message with even index in the messages must be user"
         if not isinstance(message.get("content"), str):
             return "the content of message must be a string"
     if len(messages[-1]["content"]) > 2000:
