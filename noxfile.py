@@ -1,4 +1,4 @@
-"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``."""
+"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``, ``shared_rate``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def shared_rate(session: nox.Session) -> None:
+    """Eight worker processes sharing requests_per_second=20 through Redis for 20 s (the suite
+    runs the same test for 4 s); needs redis-server."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-s",
+        "tests/test_shared_workers.py::test_eight_workers_share_requests_per_second",
+        *session.posargs,
+        env={"AIOLLM_SHARED_RATE_SECONDS": "20"},
+    )
+
+
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """The fuzz tests (tests/fuzz) for a long run: ``nox -s fuzz`` (600 s), ``nox -s fuzz -- 120``.
 
@@ -67,6 +81,7 @@ BENCHMARKS = (
     "bench_import.py",
     "bench_layers.py",
     "bench_otel.py",
+    "bench_shared_limits.py",
     "bench_emulator.py",
 )
 
@@ -78,7 +93,7 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench`` runs every script in ``benchmarks/``; ``nox -s bench -- bench_concurrent.py
     --runs 5`` runs one script with its own options.
     """
-    session.install("-e", ".[otel]", "opentelemetry-sdk")
+    session.install("-e", ".[otel,redis]", "opentelemetry-sdk")
     if session.posargs and session.posargs[0].endswith(".py"):
         script, *args = session.posargs
         session.run("python", f"benchmarks/{script}", *args)

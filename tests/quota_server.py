@@ -38,6 +38,8 @@ class QuotaServer:
     open: int = 0
     max_open: int = 0
     completed: int = 0
+    dropped: int = 0
+    """Responses whose connection the client closed before their body ended."""
     port: int = 0
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -71,6 +73,8 @@ class QuotaServer:
             await resp.write(b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n")
             if self.tail:
                 await asyncio.sleep(self.tail)
+            if request.transport is None or request.transport.is_closing():
+                self.dropped += 1
             self.open -= 1
             counted = False
             self.completed += 1
