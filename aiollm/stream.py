@@ -92,7 +92,7 @@ class Stream:
     def completion(self) -> Completion:
         """The aggregated result, once the stream has finished (see :meth:`final`)."""
         if self.state is not State.FINISHED:
-            why = f"the stream has not finished ({self.state.value}); see `stream.partial`"
+            why = f"the stream is {self.state.value}: `await stream.final()`, or `stream.partial`"
             raise AiollmError(why, provider=self.provider)
         self._completion = self._completion or self.partial
         return self._completion
