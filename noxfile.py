@@ -1,4 +1,4 @@
-"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``, ``shared_rate``."""
+"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``soak``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``, ``shared_rate``."""
 
 from __future__ import annotations
 
@@ -100,6 +100,16 @@ def bench(session: nox.Session) -> None:
         return
     for script in BENCHMARKS:
         session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Thousands of calls per provider against the emulator with injected faults (not in CI).
+
+    ``nox -s soak -- --calls 500 --fault-rate 0.05`` changes the load; see benchmarks/soak.py.
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
 
 
 @nox.session
