@@ -58,6 +58,14 @@ from ._dashscope_rules import (
     error_for,
     event_status,
 )
+from ._dashscope_wire import (
+    WireMessage,
+    WireResponse,
+    decode_response,
+    decode_usage,
+    is_error,
+    snapshot,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -72,79 +80,6 @@ __all__ = [
 
 DEFAULT_BASE_URL: Final = "https://dashscope.aliyuncs.com"
 GENERATION_PATH: Final = "/api/v1/services/aigc/text-generation/generation"
-
-
-# -- wire structs: one view of a frame, only the fields read --------------------------------
-class _Function(msgspec.Struct, gc=False):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCall(msgspec.Struct, gc=False):
-    index: int | None = None
-    id: str | None = None
-    function: _Function | None = None
-
-
-class _Message(msgspec.Struct, gc=False):
-    content: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: list[_ToolCall] | None = None
-
-
-class _Choice(msgspec.Struct, gc=False):
-    message: _Message | None = None
-    finish_reason: str | None = None
-
-
-class _Output(msgspec.Struct, gc=False):
-    text: str | None = None
-    finish_reason: str | None = None
-    choices: list[_Choice] | None = None
-
-
-class _OutputDetails(msgspec.Struct, gc=False):
-    reasoning_tokens: int | None = None
-
-
-class _PromptDetails(msgspec.Struct, gc=False):
-    cached_tokens: int | None = None
-
-
-class _Usage(msgspec.Struct, gc=False):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    output_tokens_details: _OutputDetails | None = None
-    prompt_tokens_details: _PromptDetails | None = None
-
-    def event(self) -> Usage:
-        total = self.total_tokens
-        if total is None and self.input_tokens is not None and self.output_tokens is not None:
-            total = self.input_tokens + self.output_tokens
-        out, prompt = self.output_tokens_details, self.prompt_tokens_details
-        return Usage(
-            self.input_tokens,
-            self.output_tokens,
-            total,
-            out.reasoning_tokens if out is not None else None,
-            prompt.cached_tokens if prompt is not None else None,
-        )
-
-
-class WireResponse(msgspec.Struct, gc=False):
-    """A result (whole or one stream frame) or an error body."""
-
-    output: _Output | None = None
-    usage: msgspec.Raw = msgspec.Raw()
-    """A running total: read from the last frame (or the latest when a stream is cut)."""
-    request_id: str | None = None
-    code: str | int | None = None
-    message: str | None = None
-
-
-_decode_response = msgspec.json.Decoder(WireResponse).decode
-_decode_usage = msgspec.json.Decoder(_Usage).decode
 
 
 # -- decoder ---------------------------------------------------------------------------------
@@ -199,12 +134,12 @@ class DashScopeDecoder(ResponseDecoder):
             if not data:
                 continue
             try:
-                wire = _decode_response(data)
+                wire = decode_response(data)
             except (msgspec.DecodeError, UnicodeDecodeError):
                 text = data.decode("utf-8", "replace")
                 if kind == "error":
                     try:
-                        wire = _decode_response(text)
+                        wire = decode_response(text)
                     except msgspec.DecodeError:
                         raise error_for(
                             None, text[:300], status=status, request_id=self.request_id
@@ -256,7 +191,7 @@ class DashScopeDecoder(ResponseDecoder):
         retry_after = parse_retry_after(headers)
         header_id = header(self.headers, "x-request-id")
         try:
-            wire = _decode_response(body)
+            wire = decode_response(body)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             wire = None
         if wire is not None and (wire.code or wire.message):
@@ -280,7 +215,7 @@ class DashScopeDecoder(ResponseDecoder):
     def decode(self, document: bytes | str, frame_id: str) -> WireResponse:
         """One JSON document (ProtocolError if it is not a DashScope object)."""
         try:
-            return _decode_response(document)
+            return decode_response(document)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             where = f" in event id {frame_id!r}" if frame_id else ""
             raise ProtocolError(
@@ -302,7 +237,7 @@ class DashScopeDecoder(ResponseDecoder):
             self.request_id = request_id
             out.append(ResponseInfo(request_id=request_id))
         text: str | None = None
-        message: _Message | None = None
+        message: WireMessage | None = None
         finish: str | None = None
         output = wire.output
         if output is not None:
@@ -321,7 +256,7 @@ class DashScopeDecoder(ResponseDecoder):
         last = finish is not None and finish != "null" and finish != ""
         mode = self.mode
         if message is not None:
-            frame = _snapshot(message)
+            frame = snapshot(message)
             if mode is INCREMENTAL:
                 self._incremental(frame, out)
             elif mode is CUMULATIVE:
@@ -355,7 +290,7 @@ class DashScopeDecoder(ResponseDecoder):
         if not len(raw) or raw == b"null":
             return None
         try:
-            return _decode_usage(raw).event()
+            return decode_usage(raw).event()
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"malformed usage ({exc})", provider=self.provider) from None
 
@@ -463,27 +398,6 @@ def _needs_message_format(params: Mapping[str, Any]) -> str | None:
     if params.get("enable_thinking"):
         return "enable_thinking"
     return None
-
-
-def _snapshot(message: _Message) -> Snapshot:
-    """A message-format frame's channels (tool calls as ``(index, id, name, arguments)``)."""
-    tools: tuple[tuple[int, str, str, str], ...] = ()
-    if message.tool_calls:
-        tools = tuple(
-            (
-                call.index if call.index is not None else i,
-                call.id or "",
-                (call.function.name or "") if call.function is not None else "",
-                (call.function.arguments or "") if call.function is not None else "",
-            )
-            for i, call in enumerate(message.tool_calls)
-        )
-    return Snapshot(message.reasoning_content or "", message.content or "", tools)
-
-
-def is_error(wire: WireResponse) -> bool:
-    """An error body: a non-empty ``code`` and no ``output``."""
-    return wire.output is None and wire.code not in (None, "", 0, "0")
 
 
 # -- provider --------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ from ..events import (
     ResponseInfo,
     TextDelta,
     ToolCallDelta,
-    Usage,
 )
 from ..framing import SSEItem
 from ..request import TokenEndpoint, json_body
@@ -63,6 +62,16 @@ from ._openai_errors import (
     retry_after_of,
     specific_class,
 )
+from ._openai_wire import (
+    WireDelta,
+    WireError,
+    WireResponse,
+    decode_embeddings,
+    decode_head,
+    decode_response,
+    first_choice,
+    is_error,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIDecoder", "OpenAIProvider", "WireError", "WireResponse"]
 
@@ -70,140 +79,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 log = logging.getLogger("aiollm.openai")
 
-
-# -- wire structs: one view per frame type, only the fields read ------------------------------
-class _PromptDetails(msgspec.Struct, gc=False):
-    cached_tokens: int | None = None
-
-
-class _CompletionDetails(msgspec.Struct, gc=False):
-    reasoning_tokens: int | None = None
-
-
-class WireUsage(msgspec.Struct, gc=False):
-    """``usage`` of a response or of the final chunk."""
-
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    prompt_tokens_details: _PromptDetails | None = None
-    completion_tokens_details: _CompletionDetails | None = None
-
-    def event(self) -> Usage:
-        """As a uniform :class:`~aiollm.Usage` event."""
-        prompt, completion = self.prompt_tokens_details, self.completion_tokens_details
-        return Usage(
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.total_tokens,
-            completion.reasoning_tokens if completion is not None else None,
-            prompt.cached_tokens if prompt is not None else None,
-        )
-
-
-class WireError(msgspec.Struct, gc=False):
-    """The ``error`` object of an OpenAI-style error body."""
-
-    message: str | None = None
-    code: str | int | None = None
-    type: str | None = None
-
-
-class _Function(msgspec.Struct, gc=False):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCall(msgspec.Struct, gc=False):
-    index: int | None = None
-    id: str | None = None
-    function: _Function | None = None
-
-
-class _Delta(msgspec.Struct, gc=False):
-    """A chunk's ``delta`` or a response's ``message``: only the fields read."""
-
-    content: str | None = None
-    reasoning_content: str | None = None
-    reasoning: str | None = None
-    refusal: str | None = None
-    tool_calls: list[_ToolCall] | None = None
-    function_call: _Function | None = None
-
-
-class _Choice(msgspec.Struct, gc=False):
-    index: int = 0
-    delta: _Delta | None = None
-    message: _Delta | None = None
-    text: str | None = None
-    finish_reason: str | None = None
-
-
-class WireResponse(msgspec.Struct, gc=False):
-    """A streamed chunk, a whole response, or an error body of any common shape."""
-
-    id: str | None = None
-    object: str | None = None
-    choices: list[_Choice] | None = None
-    usage: WireUsage | None = None
-    error: WireError | str | None = None
-    # Other error shapes: {"code": .., "msg"|"message": ..} (gateways), top-level
-    # {"object": "error", "type": .., "code": .., "message": ..} (older vLLM),
-    # {"detail": ..} (FastAPI-based servers).
-    code: str | int | None = None
-    msg: str | None = None
-    message: str | None = None
-    type: str | None = None
-    detail: msgspec.Raw = msgspec.Raw()  # a rare, free-form object: read only in errors
-
-
-class _EmbeddingItem(msgspec.Struct):
-    embedding: list[float] | str
-    index: int | None = None
-
-
-class WireEmbeddings(msgspec.Struct):
-    """An embeddings response."""
-
-    data: list[_EmbeddingItem]
-    model: str | None = None
-    usage: WireUsage | None = None
-
-
-class _Head(msgspec.Struct, gc=False):
-    """The model that answered, read from the first frame only (not on the hot path)."""
-
-    model: str | None = None
-
-
-_decode_response = msgspec.json.Decoder(WireResponse).decode
-_decode_head = msgspec.json.Decoder(_Head).decode
-_decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
-
-_SUCCESS_CODES: frozenset[object] = frozenset({0, 200, "", "0", "200"})
 _DONE = b"[DONE]"
-
-
-def is_error(wire: WireResponse) -> bool:
-    """Whether a decoded body is an error rather than a result."""
-    if wire.error is not None or wire.object == "error":
-        return True
-    if wire.choices is not None:
-        return False
-    detail = wire.detail
-    return (wire.code is not None and wire.code not in _SUCCESS_CODES) or (
-        len(detail) > 0 and detail != b"null"
-    )
-
-
-def _first_choice(choices: list[_Choice] | None) -> _Choice | None:
-    """Choice 0 (with ``n > 1`` only the first choice is followed)."""
-    if not choices:
-        return None
-    first = choices[0]
-    if first.index == 0:
-        return first
-    return next((choice for choice in choices if choice.index == 0), None)
 
 
 class OpenAIDecoder(ResponseDecoder):
@@ -244,7 +120,7 @@ class OpenAIDecoder(ResponseDecoder):
             if not data:
                 continue
             try:
-                wire = _decode_response(data)
+                wire = decode_response(data)
             except (msgspec.DecodeError, UnicodeDecodeError):
                 wire = self._undecodable(data, kind)
             if is_error(wire):
@@ -253,7 +129,7 @@ class OpenAIDecoder(ResponseDecoder):
                 self._first(wire, out, data)
             choices = wire.choices
             if choices:
-                choice = choices[0] if choices[0].index == 0 else _first_choice(choices)
+                choice = choices[0] if choices[0].index == 0 else first_choice(choices)
                 if choice is not None:
                     delta = choice.delta or choice.message
                     if delta is None:
@@ -295,7 +171,7 @@ class OpenAIDecoder(ResponseDecoder):
             )
         if not self._seen:
             self._first(wire, out, document)
-        choice = _first_choice(wire.choices)
+        choice = first_choice(wire.choices)
         reason: str | None = None
         if choice is not None:
             part = choice.message or choice.delta
@@ -326,7 +202,7 @@ class OpenAIDecoder(ResponseDecoder):
         self.finished = True
 
     # -- the parts of a delta or message ----------------------------------------------------
-    def _parts(self, delta: _Delta, out: list[Event]) -> None:
+    def _parts(self, delta: WireDelta, out: list[Event]) -> None:
         """Reasoning, text, refusal and tool-call fragments of one delta, in that order."""
         reasoning = delta.reasoning_content or delta.reasoning
         if reasoning:
@@ -370,7 +246,7 @@ class OpenAIDecoder(ResponseDecoder):
         if self.request_id is None and wire.id:
             self.request_id = wire.id
         try:
-            model = _decode_head(data).model
+            model = decode_head(data).model
         except (msgspec.DecodeError, UnicodeDecodeError):
             model = None
         notes = {"response_model": model} if model else {}
@@ -380,7 +256,7 @@ class OpenAIDecoder(ResponseDecoder):
     def decode(self, document: bytes | str) -> WireResponse:
         """One JSON document as a :class:`WireResponse` (ProtocolError if it is not one)."""
         try:
-            return _decode_response(document)
+            return decode_response(document)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             text = document if isinstance(document, str) else document.decode("utf-8", "replace")
             raise ProtocolError(
@@ -402,7 +278,7 @@ class OpenAIDecoder(ResponseDecoder):
     def _embeddings(self, document: bytes, out: list[Event]) -> None:
         """Decode an embeddings body (input order restored)."""
         try:
-            wire = _decode_embeddings(document)
+            wire = decode_embeddings(document)
         except (msgspec.DecodeError, UnicodeDecodeError):
             other = self.decode(document)
             if is_error(other):
@@ -500,7 +376,7 @@ class OpenAIDecoder(ResponseDecoder):
     def http_error(self, body: bytes) -> APIError:
         status, headers = self.status, self.headers
         try:
-            wire = _decode_response(body)
+            wire = decode_response(body)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             wire = None
         if wire is not None and is_error(wire):

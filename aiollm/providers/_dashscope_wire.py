@@ -1,0 +1,104 @@
+"""The DashScope wire format: the view Structs of a result or stream frame, only the fields read."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..events import Usage
+from ._dashscope_rules import Snapshot
+
+__all__ = ["WireMessage", "WireResponse", "decode_response", "decode_usage", "is_error", "snapshot"]
+
+
+# -- wire structs: one view of a frame, only the fields read --------------------------------
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct, gc=False):
+    index: int | None = None
+    id: str | None = None
+    function: _Function | None = None
+
+
+class WireMessage(msgspec.Struct, gc=False):
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct, gc=False):
+    message: WireMessage | None = None
+    finish_reason: str | None = None
+
+
+class _Output(msgspec.Struct, gc=False):
+    text: str | None = None
+    finish_reason: str | None = None
+    choices: list[_Choice] | None = None
+
+
+class _OutputDetails(msgspec.Struct, gc=False):
+    reasoning_tokens: int | None = None
+
+
+class _PromptDetails(msgspec.Struct, gc=False):
+    cached_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct, gc=False):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    output_tokens_details: _OutputDetails | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+
+    def event(self) -> Usage:
+        total = self.total_tokens
+        if total is None and self.input_tokens is not None and self.output_tokens is not None:
+            total = self.input_tokens + self.output_tokens
+        out, prompt = self.output_tokens_details, self.prompt_tokens_details
+        return Usage(
+            self.input_tokens,
+            self.output_tokens,
+            total,
+            out.reasoning_tokens if out is not None else None,
+            prompt.cached_tokens if prompt is not None else None,
+        )
+
+
+class WireResponse(msgspec.Struct, gc=False):
+    """A result (whole or one stream frame) or an error body."""
+
+    output: _Output | None = None
+    usage: msgspec.Raw = msgspec.Raw()
+    """A running total: read from the last frame (or the latest when a stream is cut)."""
+    request_id: str | None = None
+    code: str | int | None = None
+    message: str | None = None
+
+
+decode_response = msgspec.json.Decoder(WireResponse).decode
+decode_usage = msgspec.json.Decoder(_Usage).decode
+
+
+def snapshot(message: WireMessage) -> Snapshot:
+    """A message-format frame's channels (tool calls as ``(index, id, name, arguments)``)."""
+    tools: tuple[tuple[int, str, str, str], ...] = ()
+    if message.tool_calls:
+        tools = tuple(
+            (
+                call.index if call.index is not None else i,
+                call.id or "",
+                (call.function.name or "") if call.function is not None else "",
+                (call.function.arguments or "") if call.function is not None else "",
+            )
+            for i, call in enumerate(message.tool_calls)
+        )
+    return Snapshot(message.reasoning_content or "", message.content or "", tools)
+
+
+def is_error(wire: WireResponse) -> bool:
+    """An error body: a non-empty ``code`` and no ``output``."""
+    return wire.output is None and wire.code not in (None, "", 0, "0")

@@ -1,0 +1,154 @@
+"""The OpenAI wire format: one view Struct per frame type, with only the fields the decoder reads."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..events import Usage
+
+__all__ = [
+    "WireDelta",
+    "WireEmbeddings",
+    "WireError",
+    "WireResponse",
+    "WireUsage",
+    "decode_embeddings",
+    "decode_head",
+    "decode_response",
+    "first_choice",
+    "is_error",
+]
+
+
+# -- wire structs: one view per frame type, only the fields read ------------------------------
+class _PromptDetails(msgspec.Struct, gc=False):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct, gc=False):
+    reasoning_tokens: int | None = None
+
+
+class WireUsage(msgspec.Struct, gc=False):
+    """``usage`` of a response or of the final chunk."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+    def event(self) -> Usage:
+        """As a uniform :class:`~aiollm.Usage` event."""
+        prompt, completion = self.prompt_tokens_details, self.completion_tokens_details
+        return Usage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            completion.reasoning_tokens if completion is not None else None,
+            prompt.cached_tokens if prompt is not None else None,
+        )
+
+
+class WireError(msgspec.Struct, gc=False):
+    """The ``error`` object of an OpenAI-style error body."""
+
+    message: str | None = None
+    code: str | int | None = None
+    type: str | None = None
+
+
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct, gc=False):
+    index: int | None = None
+    id: str | None = None
+    function: _Function | None = None
+
+
+class WireDelta(msgspec.Struct, gc=False):
+    """A chunk's ``delta`` or a response's ``message``: only the fields read."""
+
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+    function_call: _Function | None = None
+
+
+class _Choice(msgspec.Struct, gc=False):
+    index: int = 0
+    delta: WireDelta | None = None
+    message: WireDelta | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+
+
+class WireResponse(msgspec.Struct, gc=False):
+    """A streamed chunk, a whole response, or an error body of any common shape."""
+
+    id: str | None = None
+    object: str | None = None
+    choices: list[_Choice] | None = None
+    usage: WireUsage | None = None
+    error: WireError | str | None = None
+    # Other error shapes: {"code": .., "msg"|"message": ..} (gateways), top-level
+    # {"object": "error", "type": .., "code": .., "message": ..} (older vLLM),
+    # {"detail": ..} (FastAPI-based servers).
+    code: str | int | None = None
+    msg: str | None = None
+    message: str | None = None
+    type: str | None = None
+    detail: msgspec.Raw = msgspec.Raw()  # a rare, free-form object: read only in errors
+
+
+class _EmbeddingItem(msgspec.Struct):
+    embedding: list[float] | str
+    index: int | None = None
+
+
+class WireEmbeddings(msgspec.Struct):
+    """An embeddings response."""
+
+    data: list[_EmbeddingItem]
+    model: str | None = None
+    usage: WireUsage | None = None
+
+
+class _Head(msgspec.Struct, gc=False):
+    """The model that answered, read from the first frame only (not on the hot path)."""
+
+    model: str | None = None
+
+
+decode_response = msgspec.json.Decoder(WireResponse).decode
+decode_head = msgspec.json.Decoder(_Head).decode
+decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
+
+_SUCCESS_CODES: frozenset[object] = frozenset({0, 200, "", "0", "200"})
+
+
+def is_error(wire: WireResponse) -> bool:
+    """Whether a decoded body is an error rather than a result."""
+    if wire.error is not None or wire.object == "error":
+        return True
+    if wire.choices is not None:
+        return False
+    detail = wire.detail
+    return (wire.code is not None and wire.code not in _SUCCESS_CODES) or (
+        len(detail) > 0 and detail != b"null"
+    )
+
+
+def first_choice(choices: list[_Choice] | None) -> _Choice | None:
+    """Choice 0 (with ``n > 1`` only the first choice is followed)."""
+    if not choices:
+        return None
+    first = choices[0]
+    if first.index == 0:
+        return first
+    return next((choice for choice in choices if choice.index == 0), None)
