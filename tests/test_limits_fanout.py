@@ -26,6 +26,13 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
             await anyio.sleep(0.005)
 
 
+def all_cut_off(emu: Emulator) -> bool:
+    """No stream open, none completed, and every stream whose head went out was disconnected."""
+    opened = sum(record.streamed for record in emu.stats.log)
+    stats = emu.stats
+    return stats.open_streams == 0 and stats.completed == 0 and stats.disconnects == opened
+
+
 def open_connections(client: Client) -> int:
     connector = client._transport.session.connector
     assert connector is not None
@@ -241,12 +248,11 @@ async def test_merge_list_break_closes_every_stream(emu: Emulator, client: Clien
         assert key in range(4)
         break
     gc.collect()
-    # Every stream whose request reached the server is cut off, none completes (on a busy
-    # machine the last requests may arrive after the first event: count them once all is shut).
-    await wait_for(lambda: open_connections(client) == 0 and emu.stats.open_streams == 0)
-    await wait_for(lambda: emu.stats.disconnects == emu.stats.requests["openai.chat"])
-    assert emu.stats.requests["openai.chat"] >= 1
-    assert emu.stats.completed == 0
+    # Every stream the server opened is cut off, none completes (on a busy machine the last
+    # requests may arrive after the first event, or not at all: count once all is shut).
+    await wait_for(lambda: open_connections(client) == 0)
+    await wait_for(lambda: all_cut_off(emu))
+    assert emu.stats.disconnects >= 1
 
 
 async def test_merge_in_async_with_closes_at_exit(emu: Emulator, client: Client) -> None:
@@ -281,5 +287,8 @@ async def test_cancelling_a_gather_of_streams_leaves_no_open_connection(
 
     with anyio.move_on_after(0.1):
         await fanout.gather([consume for _ in range(10)], concurrency=10)
-    await wait_for(lambda: emu.stats.disconnects == 10 and emu.stats.open_streams == 0)
     assert open_connections(client) == 0
+    # Every stream the server opened is cut off (on a busy machine some requests may not
+    # have gone out within 0.1 s, or arrive a moment after the cancel).
+    await wait_for(lambda: all_cut_off(emu))
+    assert 1 <= emu.stats.disconnects <= 10
