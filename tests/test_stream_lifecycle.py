@@ -264,11 +264,13 @@ async def test_injected_session_is_not_closed(emu: Emulator) -> None:
 
 
 async def test_connection_is_reused_after_a_complete_stream(emu: Emulator, client: Client) -> None:
-    for _ in range(3):
-        await client.stream(MODEL, MSGS).final()
     connector = client._transport.session.connector
     assert connector is not None
-    # One idle, pooled connection: the finished streams gave theirs back.
+    for _ in range(3):
+        await client.stream(MODEL, MSGS).final()
+        # The connection goes back when the body's end arrives (maybe a moment later).
+        await wait_for(lambda: not connector._acquired)
+    # One idle, pooled connection: each finished stream gave it back, the next one took it.
     assert sum(len(v) for v in connector._conns.values()) == 1
 
 
