@@ -92,7 +92,10 @@ async def test_keys_carry_a_hash_tag_and_no_credential(redis_server: RedisServer
         async with Client(providers=settings, limits={"openai": limits}) as client:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.chat, MODEL, MSGS)
+                # The slot is taken on acquiring; the worker registry on the first lease
+                # renewal, which runs a moment later (its own task).
                 await wait_for(lambda: _zcard(r, keys_of(client)["slots"], 1))
+                await wait_for(lambda: _zcard(r, keys_of(client)["workers"], 1))
                 found = sorted(k.decode() for k in await r.keys("*"))
                 hold.set()
         await r.aclose()
