@@ -49,7 +49,7 @@ async def test_requests_per_second_is_smooth(emu: Emulator) -> None:
     times = sorted(emu.stats.request_times)
     assert len(times) == 30
     most_in_a_second = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
-    assert most_in_a_second <= 11
+    assert most_in_a_second <= 13  # 10/s, +1 at the edges, +2 for arrival jitter
 
 
 async def test_max_concurrency_holds_until_the_stream_closes(emu: Emulator) -> None:

@@ -79,7 +79,7 @@ async def test_rate_is_shared_and_smooth(redis_server: RedisServer) -> None:
     times = sorted(server.arrivals)
     assert len(times) == 18
     assert times[-1] - times[0] >= 1.6  # 17 gaps of 0.1 s, give or take the scheduling
-    assert server.most_in_one_second() <= 11
+    assert server.most_in_one_second() <= 13  # 10/s, +1 at the edges, +2 for arrival jitter
 
 
 async def test_keys_carry_a_hash_tag_and_no_credential(redis_server: RedisServer) -> None:
