@@ -721,12 +721,12 @@ def test_chunking_invariance_and_reference(
     assert feed_chunks(split_at(body, points)) == whole
 
 
+def json_containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+
+
 json_value = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
-    ),
-    max_leaves=6,
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5), json_containers, max_leaves=6
 )
 
 
