@@ -126,7 +126,7 @@ async def test_per_call_timeout_overrides_total() -> None:
             with pytest.raises(aiollm.TimeoutError) as info:
                 await client.chat("openai/m", [{"role": "user", "content": "x"}], timeout=0.1)
     assert info.value.phase == "total"
-    assert anyio.current_time() - start < 2
+    assert anyio.current_time() - start < 5  # the timeout, not the 10 s answer
 
 
 @pytest.mark.anyio

@@ -27,7 +27,9 @@ async def test_client_is_typed_and_the_log_gives_server_side_timings() -> None:
         assert record is not None and record.text == completion.text
         assert record.ttft is not None and record.ttft >= 0.03
         gaps = record.inter_frame_times
-        assert len(gaps) == 3 and sum(gaps) >= 3 * 0.01 - 0.002
+        assert len(gaps) == 3 and all(gap >= 0 for gap in gaps)
+        # the last frame is due after the first token and three more (a lower bound only)
+        assert record.content_times[-1] - record.started >= 0.03 + 3 * 0.01 - 0.001
         # the log is plain data: it travels as JSON
         (decoded,) = msgspec.json.decode(
             msgspec.json.encode(list(emu.stats.log)), type=list[RequestRecord]

@@ -244,10 +244,11 @@ async def test_cadence_is_kept_and_logged(wire: Wire) -> None:
     record = emu.stats.log[-1]
     times = [f.time for f in record.frames if f.text]
     assert len(times) == 6 == len(raw.datas()) - 1
-    # frames are due at fixed offsets from the head: each at or after its time
-    assert times[0] - record.started >= 0.05
-    for i in range(1, 6):
-        assert times[i] - times[0] >= i * 0.02 - 0.002
+    # each frame goes out at or after its due time, counted from the request's arrival; a
+    # single gap is not bounded (a frame written late shortens the gap after it)
+    assert times == sorted(times)
+    for i in range(6):
+        assert times[i] - record.started >= 0.05 + i * 0.02 - 0.001  # clock rounding
 
 
 async def test_random_faults_are_reproducible_by_seed() -> None:

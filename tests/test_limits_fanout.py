@@ -20,10 +20,17 @@ MSGS = [{"role": "user", "content": "hello"}]
 MODEL = "openai/m"
 
 
-async def wait_for(predicate: Any, timeout: float = 2.0) -> None:
+async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():
             await anyio.sleep(0.005)
+
+
+def all_cut_off(emu: Emulator) -> bool:
+    """No stream open, none completed, and every stream whose head went out was disconnected."""
+    opened = sum(record.streamed for record in emu.stats.log)
+    stats = emu.stats
+    return stats.open_streams == 0 and stats.completed == 0 and stats.disconnects == opened
 
 
 def open_connections(client: Client) -> int:
@@ -42,7 +49,7 @@ async def test_requests_per_second_is_smooth(emu: Emulator) -> None:
     times = sorted(emu.stats.request_times)
     assert len(times) == 30
     most_in_a_second = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
-    assert most_in_a_second <= 11
+    assert most_in_a_second <= 13  # 10/s, +1 at the edges, +2 for arrival jitter
 
 
 async def test_max_concurrency_holds_until_the_stream_closes(emu: Emulator) -> None:
@@ -241,12 +248,11 @@ async def test_merge_list_break_closes_every_stream(emu: Emulator, client: Clien
         assert key in range(4)
         break
     gc.collect()
-    # Every stream whose request went out is cut off (on a busy machine the last ones may
-    # not have sent theirs before the first event arrived).
-    sent = emu.stats.requests["openai.chat"]
-    assert sent >= 1
-    await wait_for(lambda: emu.stats.disconnects == sent and emu.stats.open_streams == 0)
+    # Every stream the server opened is cut off, none completes (on a busy machine the last
+    # requests may arrive after the first event, or not at all: count once all is shut).
     await wait_for(lambda: open_connections(client) == 0)
+    await wait_for(lambda: all_cut_off(emu))
+    assert emu.stats.disconnects >= 1
 
 
 async def test_merge_in_async_with_closes_at_exit(emu: Emulator, client: Client) -> None:
@@ -281,5 +287,8 @@ async def test_cancelling_a_gather_of_streams_leaves_no_open_connection(
 
     with anyio.move_on_after(0.1):
         await fanout.gather([consume for _ in range(10)], concurrency=10)
-    await wait_for(lambda: emu.stats.disconnects == 10 and emu.stats.open_streams == 0)
     assert open_connections(client) == 0
+    # Every stream the server opened is cut off (on a busy machine some requests may not
+    # have gone out within 0.1 s, or arrive a moment after the cancel).
+    await wait_for(lambda: all_cut_off(emu))
+    assert 1 <= emu.stats.disconnects <= 10

@@ -266,11 +266,13 @@ async def test_injected_session_is_not_closed(emu: Emulator) -> None:
 
 
 async def test_connection_is_reused_after_a_complete_stream(emu: Emulator, client: Client) -> None:
-    for _ in range(3):
-        await client.stream(MODEL, MSGS).final()
     connector = client._transport.session.connector
     assert connector is not None
-    # One idle, pooled connection: the finished streams gave theirs back.
+    for _ in range(3):
+        await client.stream(MODEL, MSGS).final()
+        # The connection goes back when the body's end arrives (maybe a moment later).
+        await wait_for(lambda: not connector._acquired)
+    # One idle, pooled connection: each finished stream gave it back, the next one took it.
     assert sum(len(v) for v in connector._conns.values()) == 1
 
 
@@ -420,11 +422,14 @@ async def test_a_body_left_open_after_the_last_frame_ends_promptly_and_is_closed
         async with aiollm.Client(
             providers={"openai": {"base_url": url, "api_key": "k"}}, env={}
         ) as client:
-            with anyio.fail_after(1):
+            with anyio.fail_after(10):
                 completion = await client.stream("openai/m", MSGS).final()
             assert completion.text == "hi" and completion.finish_reason == "stop"
-            assert not left.is_set()  # nothing waited for the body's end...
-            with anyio.fail_after(2):
+            # Nothing waited for the body's end: the connection is still held, the body open...
+            connector = client._transport.session.connector
+            assert connector is not None and len(connector._acquired) == 1
+            assert not left.is_set()
+            with anyio.fail_after(10):
                 await left.wait()  # ...and the connection was closed after the grace
 
 
