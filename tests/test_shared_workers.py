@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -90,9 +91,13 @@ async def test_eight_workers_share_requests_per_second(redis_server: RedisServer
                 worker.go(end_at)
             calls = [(await worker.result())["calls"] for worker in procs]
     times = sorted(server.arrivals)
-    rate = (len(times) - 1) / (times[-1] - times[0])
+    overall = (len(times) - 1) / (times[-1] - times[0])
+    # The rate as the median over every run of 20 gaps: a first or last request the machine
+    # delayed does not move it.
+    rate = 20 / statistics.median(b - a for a, b in zip(times, times[20:], strict=False))
     most = server.most_in_one_second()
-    print(f"\n8 workers, {len(times)} calls over {times[-1] - times[0]:.2f}s: {rate:.2f}/s")
+    print(f"\n8 workers, {len(times)} calls over {times[-1] - times[0]:.2f}s: {overall:.2f}/s")
+    print(f"median rate over 20 consecutive gaps: {rate:.2f}/s")
     print(f"most in any 1-second window: {most}; calls per worker: {calls}")
     assert sum(calls) == len(times) >= 20 * RATE_SECONDS
     assert abs(rate - 20) <= 1.0  # within 5%
