@@ -273,7 +273,7 @@ class Response:
         return b"".join(parts)
 
     def finish(self, on_done: Callable[[], None] | None = None) -> None:
-        """The codec saw the end: give the connection back as soon as the body ends.
+        """The decoder saw the end: give the connection back as soon as the body ends.
 
         Bytes after the terminal frame are dropped. If the body has ended, the connection
         goes back to the pool now; if not, aiohttp puts it back when the end arrives (a

@@ -435,7 +435,7 @@ def test_detection_resolves_held_frames_at_the_end_of_the_body() -> None:
     d = ModeDetector()
     assert d.feed("Hi") == (None, ["Hi"])
     assert d.feed("Hi th") == (None, [])
-    assert d.finish() == ("cumulative", [" th"])
+    assert d.finish() == ("cumulative", ["Hi th"])  # the latest, read against the first
 
 
 def test_finish_reason_null_string_is_not_finished() -> None:

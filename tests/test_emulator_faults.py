@@ -283,13 +283,18 @@ async def test_log_limit_keeps_the_latest() -> None:
     async with Emulator(log_limit=2) as emu:
         async with aiohttp.ClientSession() as session:
             wire = Wire(emu, session)
-            for _ in range(3):
+            for _ in range(4):
                 await wire.request("openai")
-        assert [r.request_id for r in emu.stats.log] == ["chatcmpl-emu2", "chatcmpl-emu3"]
-        assert emu.stats.record("chatcmpl-emu3") is emu.stats.log[-1]
-        assert set(emu.stats.records_by_id()) == {"chatcmpl-emu2", "chatcmpl-emu3"}
-        emu.stats.reset()
-        assert not emu.stats.log and emu.stats.log.maxlen == 2
+            ids = [r.request_id for r in emu.stats.log]
+            assert ids == ["chatcmpl-emu3", "chatcmpl-emu4"]
+            assert len(emu.stats.bodies) == len(emu.stats.request_times) == 2
+            assert emu.stats.record("chatcmpl-emu4") is emu.stats.log[-1]
+            assert set(emu.stats.records_by_id()) == set(ids)
+            emu.stats.reset()
+            assert not emu.stats.log and emu.stats.log_limit == 2
+            emu.stats.log_limit = 0
+            await wire.request("openai")
+            assert not emu.stats.log and emu.stats.requests["openai.chat"] == 1
 
 
 async def test_random_faults_through_the_client_end_typed_and_match_the_log() -> None:

@@ -331,6 +331,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--plot", metavar="OUT.png", help="latency distributions and throughput (matplotlib)"
     )
+    out.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="repeat each run N times: means with 95%% confidence intervals (default 1)",
+    )
+    out.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A.json", "B.json"),
+        help="print the differences between two saved results and exit (runs nothing)",
+    )
+    out.add_argument(
+        "--max-regression",
+        type=float,
+        metavar="PCT",
+        help="with --compare: exit 1 when a figure got worse by more than PCT percent",
+    )
+    out.add_argument(
+        "--html",
+        metavar="REPORT.html",
+        help="a single-file HTML report (tables and charts, viewable offline)",
+    )
     out.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     out.add_argument(
         "--otel",

@@ -14,6 +14,7 @@ import anyio
 
 from .. import ConfigurationError
 from ._args import add_arguments
+from ._compare import compare, load_runs, render_compare
 from ._config import BenchConfig
 from ._result import BenchResult
 from ._runner import Benchmark
@@ -71,6 +72,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         shared_prefix_len=args.shared_prefix_len,
         tokenizer=args.tokenizer,
         workers=args.workers,
+        runs=args.runs,
     )
 
 
@@ -89,6 +91,8 @@ def output_paths(args: argparse.Namespace) -> dict[str, str]:
         paths["csv"] = args.requests_csv
     if args.plot:
         paths["plot"] = args.plot
+    if args.html:
+        paths["html"] = args.html
     return paths
 
 
@@ -104,6 +108,7 @@ def write_outputs(result: BenchResult, paths: dict[str, str]) -> int:
         "jsonl": result.write_jsonl,
         "csv": result.write_csv,
         "plot": result.plot,
+        "html": result.write_html,
     }
     failures = 0
     for kind, path in paths.items():
@@ -160,6 +165,23 @@ async def _bench_main(config: BenchConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_cli(a: str, b: str, max_regression: float | None) -> int:
+    """``--compare A B``: print the differences; 1 when one is worse than allowed."""
+    try:
+        rows = compare(load_runs(a), load_runs(b))
+    except ConfigurationError as exc:
+        _err(str(exc))
+        return 2
+    sys.stdout.write(render_compare(rows, a, b) + "\n")
+    if max_regression is not None:
+        limit = max_regression / 100.0
+        bad = [r for r in rows if r["worse"] and r["rel"] is not None and abs(r["rel"]) > limit]
+        if bad:
+            _err(f"{len(bad)} figure(s) worse by more than {max_regression:g}%")
+            return 1
+    return 0
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``aiollm bench`` with parsed arguments; returns the exit code.
 
@@ -172,6 +194,8 @@ def run_cli(args: argparse.Namespace) -> int:
             "--plot needs matplotlib: pip install 'aiollm-client[plot]' (or pip install matplotlib)"
         )
         return 2
+    if args.compare:
+        return compare_cli(args.compare[0], args.compare[1], args.max_regression)
     if args.slo and not args.find_max:
         _err("--slo goes with --find-max (for goodput at a fixed load use --goodput)")
         return 2

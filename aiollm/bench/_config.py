@@ -68,7 +68,8 @@ class BenchConfig:
     system prompt of that many tokens before every request. ``tokenizer``: a local
     ``tokenizer.json`` making every length exact in tokens.
 
-    ``workers``: run the load from that many processes (see :mod:`aiollm.bench._workers`),
+    ``runs``: repeat each run that many times; the result gives each figure's mean and 95 %
+    confidence interval. ``workers``: run the load from that many processes (see :mod:`aiollm.bench._workers`),
     aggregated exactly from every request's record.
 
     ``ramp``: seconds over which a paced load rises from nothing to its rate before the
@@ -119,6 +120,7 @@ class BenchConfig:
     shared_prefix_len: int = 0
     tokenizer: str | None = None
     workers: int = 1
+    runs: int = 1
     shard: tuple[int, int] = (0, 1)
     """This process's part of a multi-process run: (worker, workers); set by the workers."""
     goodput_slos: dict[str, float] = field(init=False, repr=False, default_factory=dict)
@@ -202,6 +204,9 @@ class BenchConfig:
             LocalTokenizer(self.tokenizer)  # a clear error now, not at the first request
         positive_int("turns", self.turns)
         positive_int("workers", self.workers)
+        positive_int("runs", self.runs)
+        if self.runs > 1 and (self.find_max or self.workers > 1):
+            raise ConfigurationError("repeated runs go with fixed loads in one process")
         positive_int("output_len", self.output_len)
         positive_int("shared_prefix_len", self.shared_prefix_len, zero=True)
         for name in ("input_len_range", "output_len_range"):
@@ -331,6 +336,7 @@ class BenchConfig:
             "ramp": self.ramp,
             "find_max": self.find_max,
             "workers": self.workers,
+            "runs": self.runs,
             "workload": {
                 "source": (
                     "trace"

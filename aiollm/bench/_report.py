@@ -105,6 +105,11 @@ def result_json(
     return rows
 
 
+def parent_of(path: str | Path) -> Path:
+    """``path``, after checking its folder exists (a clear error otherwise)."""
+    return _parent(path)
+
+
 def _parent(path: str | Path) -> Path:
     p = Path(path)
     if p.parent and not p.parent.exists():

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _report
+from ._compare import render_intervals
+from ._html import write_html
 from ._metrics import RequestRecord, RunSummary, describe_load, summarize
 
 __all__ = ["BenchResult", "RunState", "monotonic"]
@@ -98,7 +100,11 @@ class BenchResult:
 
     def table(self) -> str:
         """The printed report."""
-        return _report.render_table(self.runs, self._meta(), self.capacity)
+        text = _report.render_table(self.runs, self._meta(), self.capacity)
+        groups = self.extra.get("confidence_intervals")
+        if groups:
+            text += "\n\n" + "\n".join(render_intervals(groups))
+        return text
 
     def write_json(self, path: str | Path) -> None:
         """Write :meth:`to_json` to ``path``."""
@@ -111,6 +117,12 @@ class BenchResult:
     def write_csv(self, path: str | Path) -> None:
         """One CSV row per request (every run), scalar columns only."""
         _report.write_csv(self.runs, path)
+
+    def write_html(self, path: str | Path) -> None:
+        """A single-file HTML report with the tables and charts (viewable offline)."""
+        _report.parent_of(path)
+        title = "aiollm bench — " + _report.plot_title(self.runs, self._meta())
+        write_html(self.runs, self._meta(), self.capacity, title, path)
 
     def plot(self, path: str | Path) -> None:
         """Latency distributions and throughput over time as an image (needs matplotlib)."""

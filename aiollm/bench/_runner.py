@@ -24,6 +24,7 @@ from .. import (
     TextDelta,
     Usage,
 )
+from ._compare import confidence_intervals
 from ._config import BenchConfig
 from ._metrics import RequestRecord, error_key
 from ._progress import ProgressLine
@@ -130,6 +131,9 @@ class Benchmark:
             date=self.date,
             stopped_by=self.stopped_by,
             capacity=self.capacity,
+            extra=(
+                {"confidence_intervals": confidence_intervals(runs)} if self.config.runs > 1 else {}
+            ),
         )
 
     async def run(self) -> BenchResult:
@@ -153,7 +157,14 @@ class Benchmark:
                 for load in cfg.levels():
                     if self._stopped:
                         break
-                    states = [RunState(model, load) for model in cfg.model_list]
+                    if cfg.runs > 1:
+                        states = [
+                            RunState(model, {**load, "repeat": rep})
+                            for rep in range(cfg.runs)
+                            for model in cfg.model_list
+                        ]
+                    else:
+                        states = [RunState(model, load) for model in cfg.model_list]
                     self._states.extend(states)
                     if cfg.models_together:
                         async with anyio.create_task_group() as tg:

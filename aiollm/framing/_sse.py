@@ -195,11 +195,18 @@ class SSEDecoder:
             self._parts = []
         out: list[SSEItem] = []
         try:
+            if len(data) > self._max_line:  # rare: some line may be too long
+                lines = data.split(b"\n")
+                for i, line in enumerate(lines):  # the lines before the long one count
+                    if len(line) > self._max_line:
+                        self._interpret(lines[:i], out)
+                        raise self._line_too_long()
+            if not self._last_id:
+                data = self._data_blocks(data, out)
             lines = data.split(b"\n")
             tail = lines.pop()
-            self._lines(lines, out, len(data))
-            if len(tail) > self._max_line:
-                raise self._line_too_long()
+            if lines:
+                self._lines(lines, out, len(data))
         except ProtocolError as exc:
             self._closed = True
             if not out:
@@ -285,24 +292,48 @@ class SSEDecoder:
 
     def _lines(self, lines: list[bytes], out: list[SSEItem], nbytes: int) -> None:
         """Interpret whole lines (without their line ends; ``nbytes`` in all) in order."""
-        if nbytes > self._max_line and max(map(len, lines)) > self._max_line:
-            for i, line in enumerate(lines):  # the lines before the long one count
-                if len(line) > self._max_line:
-                    self._interpret(lines[:i], out)
-                    raise self._line_too_long()
         start = 0
-        if not self._boundary and len(lines) >= _MIN_LANE_LINES:
-            try:
-                start = lines.index(b"") + 1  # the end of the block in progress
-            except ValueError:
-                start = len(lines)
-            self._interpret(lines[:start], out)
-        end = len(lines)
-        while end > start and lines[end - 1]:
-            end -= 1  # lines[start:end] are whole blocks, each ended by a blank line
-        if end - start >= _MIN_LANE_LINES:
-            start += self._same_shape(lines[start:end], out, nbytes)
+        if len(lines) >= _MIN_LANE_LINES:
+            if not self._boundary:  # first the end of the block in progress
+                start = lines.index(b"") + 1 if b"" in lines else len(lines)
+                self._interpret(lines[:start], out)
+            end = len(lines)
+            while end > start and lines[end - 1]:
+                end -= 1  # lines[start:end] are whole blocks, each ended by a blank line
+            if end - start >= _MIN_LANE_LINES:
+                start += self._same_shape(lines[start:end], out, nbytes)
         self._interpret(lines[start:] if start else lines, out)
+
+    def _data_blocks(self, data: bytes, out: list[SSEItem]) -> bytes:
+        """The fast lane's simplest shape, blocks of one ``data`` line, split out of the bytes.
+
+        Where a block starts (after the end of the block in progress), with no last event ID:
+        if every block up to the last blank line is one ``data:`` line (all with a space after
+        the colon, or all without), their values are the events. Returns the bytes left.
+        """
+        start = 0
+        if not self._boundary:  # the end of the block in progress, if data blocks follow
+            start = 1 if data[:1] == b"\n" else data.find(b"\n\n") + 2
+            if start < 1 or not data.startswith(b"data:", start):
+                return data
+        elif not data.startswith(b"data:"):
+            return data
+        j = data.rfind(b"\n\n")
+        if j < start or j - start > self._max_line or j - start > self._max_event:
+            return data
+        region = data[start:j]
+        if region.startswith(b"data: "):
+            values = region[6:].split(b"\n\ndata: ")
+        elif b"\n\ndata: " in region:
+            return data
+        else:
+            values = region[5:].split(b"\n\ndata:")
+        if region.count(b"\n") != 2 * len(values) - 2:
+            return data  # a block of another shape, or blank lines in a row
+        if start:
+            self._interpret(data[: start - 1].split(b"\n"), out)
+        out += values
+        return data[j + 2 :]
 
     def _same_shape(self, lines: list[bytes], out: list[SSEItem], nbytes: int) -> int:
         """The fast lane: blocks of one shape, a column at a time; returns the lines it read.
@@ -376,17 +407,13 @@ class SSEDecoder:
         """Interpret whole lines (without their line ends, none too long) one at a time."""
         max_event = self._max_event
         append = out.append
-        data = self._data
-        event = self._event
-        comments = self._comments
-        size = self._size
-        jstat = self._jstat
-        frozen = self._frozen
+        make = self._make
+        data, event, retry, comments = self._data, self._event, self._retry, self._comments
+        size, jstat, frozen, last_id = self._size, self._jstat, self._frozen, self._last_id
         try:
             for line in lines:
                 if not line:  # a blank line: dispatch
                     if data is not None:
-                        retry = self._retry
                         if frozen is not None:  # the lines since apply to this event
                             if event is None:
                                 event = frozen[0]
@@ -394,16 +421,15 @@ class SSEDecoder:
                                 retry = frozen[1]
                             comments = frozen[2] + comments
                             frozen = None
-                        if event is None and retry is None and not comments and not self._last_id:
+                        if event is None and retry is None and not comments and not last_id:
                             append(data if type(data) is bytes else bytes(data))
                         else:
-                            append(self._make(data, event, retry, comments, self._last_id))
+                            append(make(data, event, retry, comments, last_id))
                         data = None
                         jstat = 0
-                    if event is not None or comments or self._retry is not None:
-                        event = None
+                    if event is not None or comments or retry is not None:
+                        event = retry = None
                         comments = []
-                        self._retry = None
                     size = 0
                     continue
                 if data is not None and jstat != 2:
@@ -411,34 +437,29 @@ class SSEDecoder:
                     if jstat == 0:
                         jstat = self._complete(data)
                         if jstat == 1:
-                            frozen = (event, self._retry, comments, self._last_id, size)
-                            event = None
+                            frozen = (event, retry, comments, last_id, size)
+                            event = retry = None
                             comments = []
-                            self._retry = None
                     if jstat == 1 and (
                         line[0] == 0x7B
                         or (line.startswith(b"data:") and bool(line[5:].strip(b" \t")))
                     ):
                         assert frozen is not None
-                        append(self._make(data, *frozen[:4]))
+                        append(make(data, *frozen[:4]))
                         size -= frozen[4]
-                        frozen = None
-                        data = None
+                        frozen = data = None
                         jstat = 0
                 c = line[0]
-                if c == 0x3A:  # ":" a comment
+                if c == 0x64 and line.startswith(b"data:"):
+                    value = line[6:] if line[5:6] == b" " else line[5:]
+                elif c == 0x3A:  # ":" a comment
                     size += len(line) + COMMENT_COST
                     if size > max_event:
                         raise self._event_too_big(size)
                     comments.append(line[1:])
                     continue
-                if c == 0x64 and line.startswith(b"data:"):
-                    value = line[5:]
-                    if value[:1] == b" ":
-                        value = value[1:]
                 elif c == 0x7B:  # "{" a bare JSON line: its own event (rule 2)
-                    lid = self._last_id
-                    append(ServerSentEvent(raw=line, id=lid) if lid else line)
+                    append(ServerSentEvent(raw=line, id=last_id) if last_id else line)
                     continue
                 else:
                     name, _, value = line.partition(b":")
@@ -449,11 +470,11 @@ class SSEDecoder:
                             event = value
                         elif name == b"id":
                             if b"\x00" not in value:
-                                self._last_id = value.decode("utf-8", "replace")
+                                last_id = value.decode("utf-8", "replace")
                         elif name == b"retry" and value.isdigit():  # ASCII digits only
                             digits = value.lstrip(b"0")
                             if len(digits) <= 18:
-                                self._retry = self._reconnect = int(digits or b"0")
+                                retry = self._reconnect = int(digits or b"0")
                         continue
                 size += len(value) + 1
                 if size > max_event:
@@ -468,9 +489,5 @@ class SSEDecoder:
         finally:
             if lines:
                 self._boundary = not lines[-1]
-            self._data = data
-            self._event = event
-            self._comments = comments
-            self._size = size
-            self._jstat = jstat
-            self._frozen = frozen
+            self._data, self._event, self._retry, self._comments = data, event, retry, comments
+            self._size, self._jstat, self._frozen, self._last_id = size, jstat, frozen, last_id

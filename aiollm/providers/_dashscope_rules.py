@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ..errors import (
     APIError,
@@ -154,63 +154,90 @@ INCREMENTAL: Final = "incremental"
 CUMULATIVE: Final = "cumulative"
 
 
+class Snapshot(NamedTuple):
+    """What one frame says, channel by channel: reasoning, text and tool calls.
+
+    ``tools`` holds ``(index, id, name, arguments)`` per call, in the frame's order. In a cumulative
+    stream each frame's snapshot *extends* the one before it: every channel starts with the
+    previous one's, and the calls so far keep their id and name.
+    """
+
+    reasoning: str = ""
+    text: str = ""
+    tools: tuple[tuple[int, str, str, str], ...] = ()
+
+    def extends(self, prev: Snapshot) -> bool:
+        """Whether this snapshot continues ``prev`` as a cumulative frame would."""
+        if not (self.text.startswith(prev.text) and self.reasoning.startswith(prev.reasoning)):
+            return False
+        if len(self.tools) < len(prev.tools):
+            return False
+        return all(
+            t[1] == p[1] and t[2] == p[2] and t[3].startswith(p[3])
+            for t, p in zip(self.tools, prev.tools, strict=False)
+        )
+
+
 class ModeDetector:
     """Tells a cumulative stream from an incremental one when the caller did not choose.
 
     The request asked for incremental frames, so the server either obliged or ignored the
-    parameter. The first non-empty text is emitted at once (it reads the same either way).
-    Until the mode is known, each later non-empty text ``t`` is compared with the previous
-    non-empty text ``p``:
+    parameter. Each non-empty frame is a :class:`Snapshot` (plain text works too). The first
+    is applied at once (it reads the same either way). Until the mode is known, each later
+    snapshot ``t`` is compared with the previous one ``p``:
 
-    1. ``t`` does not start with ``p`` (or is shorter) → **incremental** (certain: a cumulative
-       frame always starts with the one before it);
-    2. ``t == p`` → held back, undecided (a repeated token, or a frame that added no text);
+    1. ``t`` does not extend ``p`` → **incremental** (certain: a cumulative frame always
+       extends the one before it; e.g. a text that does not start with the previous text, or
+       a tool-call fragment with an empty id after the call's first fragment);
+    2. ``t == p`` → held back, undecided (a repeated token, or a frame that added nothing);
     3. ``t`` extends ``p`` → held back; the **second** extension → **cumulative**;
     4. the last frame (with a ``finish_reason``) or the end of the body while frames are held
        back → **cumulative**.
 
-    Held frames are then emitted: the part beyond the text already emitted (cumulative), or as
-    they are (incremental). So a server that ignores the parameter is always read exactly, at
-    the cost of holding back its second frame until the third arrives. An obliging server is
-    misread only when its first frames each repeat or extend the one before up to a second
-    extension or the end (e.g. ``"ha"``, ``"haha"``, ``"hahaha"``, or a whole answer of one
-    repeated token); ``incremental_output=False`` reads every frame as cumulative without
-    detection.
+    The result says which frames to apply now: with ``incremental``, every held frame as it
+    is; with ``cumulative``, the latest one, read against the first (the decoder emits what it
+    adds). So a server that ignores the parameter is always read exactly, at the cost of
+    holding back its second frame until the third arrives. An obliging server is misread only
+    when its first frames each repeat or extend the one before up to a second extension or the
+    end (e.g. ``"ha"``, ``"haha"``, ``"hahaha"``, or a whole answer of one repeated token);
+    ``incremental_output=False`` reads every frame as cumulative without detection.
     """
 
-    __slots__ = ("emitted", "extensions", "held", "prev")
+    __slots__ = ("extensions", "held", "prev", "started")
 
     def __init__(self) -> None:
-        self.emitted: str | None = None
-        """The first text (the only one emitted while undecided)."""
-        self.prev = ""
-        self.held: list[str] = []
+        self.started = False
+        self.prev: Any = None
+        self.held: list[Any] = []
         self.extensions = 0
 
-    def feed(self, text: str) -> tuple[str | None, list[str]]:
-        """Take one non-empty text: ``(mode, or None while undecided; texts to emit)``."""
-        if self.emitted is None:
-            self.emitted = self.prev = text
-            return None, [text]
+    def feed(self, frame: Any) -> tuple[str | None, list[Any]]:
+        """Take one non-empty frame: ``(mode, or None while undecided; frames to apply)``."""
+        if not self.started:
+            self.started = True
+            self.prev = frame
+            return None, [frame]
         prev = self.prev
-        if len(text) < len(prev) or not text.startswith(prev):
-            return INCREMENTAL, [*self.held, text]
-        self.held.append(text)
-        if len(text) > len(prev):
-            self.prev = text
+        if not _extends(frame, prev):
+            return INCREMENTAL, [*self.held, frame]
+        self.held.append(frame)
+        if frame != prev:
+            self.prev = frame
             self.extensions += 1
             if self.extensions >= 2:
-                return CUMULATIVE, self._cumulative_tail()
+                self.held = []
+                return CUMULATIVE, [frame]
         return None, []
 
-    def finish(self) -> tuple[str | None, list[str]]:
+    def finish(self) -> tuple[str | None, list[Any]]:
         """The last frame arrived (or the body ended): held frames are read as cumulative."""
         if not self.held:
             return None, []
-        return CUMULATIVE, self._cumulative_tail()
-
-    def _cumulative_tail(self) -> list[str]:
-        assert self.emitted is not None
-        tail = self.prev[len(self.emitted) :]
         self.held = []
-        return [tail] if tail else []
+        return CUMULATIVE, [self.prev]
+
+
+def _extends(frame: Any, prev: Any) -> bool:
+    if isinstance(frame, str):
+        return frame.startswith(prev)
+    return bool(frame.extends(prev))

@@ -225,10 +225,17 @@ def validate_messages(messages: list[dict[str, Any]]) -> None:
         expected = "user" if i % 2 == 0 else "assistant"
         if role == "system":
             raise fail(f"a system message is only allowed first (found one at {i})")
-        if role != expected:
+        if role == "function" and expected == "user" and i > 0:
+            # A function's result answers the assistant's function_call just before it.
+            if "function_call" not in messages[i - 1]:
+                raise fail(f"message {i} (role 'function') must follow a function_call")
+            if not isinstance(message.get("name"), str):
+                raise fail(f"message {i} (role 'function') must name the function")
+        elif role != expected:
             raise fail(
-                f"roles must alternate user, assistant, user, ... starting with user: "
-                f"message {i} has role {role!r}, expected {expected!r}"
+                f"roles must alternate user, assistant, user, ... starting with user "
+                f"('function' results in the user's place): message {i} has role {role!r}, "
+                f"expected {expected!r}"
             )
         if not isinstance(message.get("content"), str):
             raise fail(f"message {i} must have a string 'content'")
@@ -242,6 +249,54 @@ def validate_messages(messages: list[dict[str, Any]]) -> None:
         raise fail(
             f"the last message may have at most {MAX_CONTENT_CHARS} characters (it has {last})"
         )
+
+
+def native_messages(messages: list[Any]) -> list[Any]:
+    """Tool-call turns in the OpenAI shape (``Completion.to_message()``, ``role: tool``) as the
+    service's own: an assistant ``function_call`` and a ``role: function`` result.
+
+    The service takes one function call per assistant message. Other messages are kept as
+    they are (and checked by :func:`validate_messages`).
+    """
+    out: list[Any] = []
+    names: dict[Any, str] = {}
+    for i, message in enumerate(messages):
+        if (
+            isinstance(message, Mapping)
+            and message.get("role") == "assistant"
+            and message.get("tool_calls")
+        ):
+            calls = message["tool_calls"]
+            if not isinstance(calls, list) or len(calls) != 1:
+                raise InvalidRequestError(
+                    f"messages rule: message {i} has {len(calls) if isinstance(calls, list) else 0} "
+                    "tool calls; the service takes one function call per assistant message",
+                    provider=PROVIDER,
+                )
+            first = calls[0] if isinstance(calls[0], Mapping) else {}
+            function = first.get("function")
+            if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+                raise InvalidRequestError(
+                    f"messages rule: message {i}'s tool call needs a function with a name",
+                    provider=PROVIDER,
+                )
+            name: str = function["name"]
+            arguments = function.get("arguments") or ""
+            names[first.get("id")] = names[None] = name
+            native = {
+                k: v for k, v in message.items() if k not in ("tool_calls", "reasoning_content")
+            }
+            native["content"] = message.get("content") or ""
+            native["function_call"] = {"name": name, "arguments": arguments}
+            out.append(native)
+        elif isinstance(message, Mapping) and message.get("role") == "tool":
+            called = (
+                message.get("name") or names.get(message.get("tool_call_id")) or names.get(None)
+            )
+            out.append({"role": "function", "name": called, "content": message.get("content")})
+        else:
+            out.append(message)
+    return out
 
 
 def trim_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

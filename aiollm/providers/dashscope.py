@@ -16,7 +16,7 @@ work linear in the bytes received):
   default). A frame must start with the text so far; the part after it is the delta. A frame
   that does not is a :class:`~aiollm.ProtocolError`. An empty text means "no new text".
 - Not given (or ``True``): the request asks for ``incremental_output: true``, where every frame
-  carries only new text, and the codec checks that the server obliged, because some models and
+  carries only new text, and the decoder checks that the server obliged, because some models and
   gateways ignore the parameter (see :class:`ModeDetector` for the exact rule). Once a stream
   is known to be cumulative, it is checked as above.
 """
@@ -33,7 +33,7 @@ from ..errors import (
     InvalidRequestError,
     ProtocolError,
 )
-from ..events import Event, Finish, ResponseInfo, TextDelta, Usage
+from ..events import Event, Finish, ReasoningDelta, ResponseInfo, TextDelta, ToolCallDelta, Usage
 from ..framing import SSEItem
 from ..request import TokenEndpoint
 from ._base import (
@@ -54,6 +54,7 @@ from ._dashscope_rules import (
     PROVIDER,
     ModeDetector,
     ParamRange,
+    Snapshot,
     error_for,
     event_status,
 )
@@ -74,8 +75,21 @@ GENERATION_PATH: Final = "/api/v1/services/aigc/text-generation/generation"
 
 
 # -- wire structs: one view of a frame, only the fields read --------------------------------
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct, gc=False):
+    index: int | None = None
+    id: str | None = None
+    function: _Function | None = None
+
+
 class _Message(msgspec.Struct, gc=False):
     content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct, gc=False):
@@ -89,16 +103,33 @@ class _Output(msgspec.Struct, gc=False):
     choices: list[_Choice] | None = None
 
 
+class _OutputDetails(msgspec.Struct, gc=False):
+    reasoning_tokens: int | None = None
+
+
+class _PromptDetails(msgspec.Struct, gc=False):
+    cached_tokens: int | None = None
+
+
 class _Usage(msgspec.Struct, gc=False):
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
+    output_tokens_details: _OutputDetails | None = None
+    prompt_tokens_details: _PromptDetails | None = None
 
     def event(self) -> Usage:
         total = self.total_tokens
         if total is None and self.input_tokens is not None and self.output_tokens is not None:
             total = self.input_tokens + self.output_tokens
-        return Usage(self.input_tokens, self.output_tokens, total)
+        out, prompt = self.output_tokens_details, self.prompt_tokens_details
+        return Usage(
+            self.input_tokens,
+            self.output_tokens,
+            total,
+            out.reasoning_tokens if out is not None else None,
+            prompt.cached_tokens if prompt is not None else None,
+        )
 
 
 class WireResponse(msgspec.Struct, gc=False):
@@ -138,6 +169,10 @@ class DashScopeDecoder(ResponseDecoder):
         self.request_id = header(self.headers, "x-request-id") or None
         self._text = ""
         """Cumulative mode: the text so far (the last frame's text object, never rebuilt)."""
+        self._reasoning = ""
+        """Cumulative mode: the reasoning so far."""
+        self._tools: tuple[tuple[int, str, str, str], ...] = ()
+        """Cumulative mode: the tool calls so far, ``(index, id, name, arguments)``."""
         self._usage = msgspec.Raw()
         """The usage of the last frame that carried one (a running total), until emitted."""
         self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
@@ -199,7 +234,7 @@ class DashScopeDecoder(ResponseDecoder):
 
     def finish(self, out: list[Event]) -> None:
         if self._detector is not None:
-            self._resolve(self._detector.finish(), out)
+            self._resolve(self._detector.finish(), "", out)
         if self._sse is not None:
             raise ProtocolError(
                 "the event stream ended before a frame with a finish_reason",
@@ -267,30 +302,43 @@ class DashScopeDecoder(ResponseDecoder):
             self.request_id = request_id
             out.append(ResponseInfo(request_id=request_id))
         text: str | None = None
+        message: _Message | None = None
         finish: str | None = None
         output = wire.output
         if output is not None:
             choices = output.choices
             if choices:
                 choice = choices[0]
-                if choice.message is not None:
-                    text = choice.message.content
+                message = choice.message
+                if message is not None:
+                    text = message.content
+                    if not (message.reasoning_content or message.tool_calls):
+                        message = None  # plain text: the common frame
                 finish = choice.finish_reason
             else:
                 text = output.text
                 finish = output.finish_reason
         last = finish is not None and finish != "null" and finish != ""
-        if text:
-            mode = self.mode
+        mode = self.mode
+        if message is not None:
+            frame = _snapshot(message)
+            if mode is INCREMENTAL:
+                self._incremental(frame, out)
+            elif mode is CUMULATIVE:
+                self._cumulative_frame(frame, frame_id, out)
+            else:
+                assert self._detector is not None
+                self._resolve(self._detector.feed(frame), frame_id, out)
+        elif text:
             if mode is INCREMENTAL:
                 out.append(TextDelta(text))
             elif mode is CUMULATIVE:
                 self._cumulative(text, frame_id, out)
             else:
                 assert self._detector is not None
-                self._resolve(self._detector.feed(text), out)
+                self._resolve(self._detector.feed(Snapshot(text=text)), frame_id, out)
         if last and self._detector is not None:
-            self._resolve(self._detector.finish(), out)
+            self._resolve(self._detector.finish(), frame_id, out)
         if len(wire.usage):
             self._usage = wire.usage
         if last or not self.call.stream:
@@ -313,9 +361,18 @@ class DashScopeDecoder(ResponseDecoder):
 
     def _cumulative(self, text: str, frame_id: str, out: list[Event]) -> None:
         """Emit what a cumulative frame adds to the text so far (its own length in work)."""
-        so_far = self._text
+        tail = self._tail(self._text, text, "text", frame_id)
+        if tail:
+            out.append(TextDelta(tail))
+            self._text = text
+
+    def _tail(self, so_far: str, now: str, what: str, frame_id: str) -> str:
+        """What ``now`` adds to ``so_far`` in a cumulative stream (ProtocolError if nothing
+        continues it; an empty ``now`` adds nothing)."""
         n = len(so_far)
-        if len(text) < n or not text.startswith(so_far):
+        if not now or (len(now) == n and now == so_far):
+            return ""
+        if len(now) < n or not now.startswith(so_far):
             where = f" (event id {frame_id})" if frame_id else ""
             why = (
                 "incremental_output=False was given, but the server may send only new text"
@@ -324,25 +381,104 @@ class DashScopeDecoder(ResponseDecoder):
                 "as cumulative"
             )
             raise ProtocolError(
-                f"a cumulative frame{where} does not continue the {n} characters received so "
-                f"far (it has {len(text)}); {why}",
+                f"a cumulative frame{where} does not continue the {n} characters of {what} "
+                f"received so far (it has {len(now)}); {why}",
                 provider=self.provider,
             )
-        if len(text) > n:
-            out.append(TextDelta(text[n:]))
-            self._text = text
+        return now[n:]
 
-    def _resolve(self, result: tuple[str | None, list[str]], out: list[Event]) -> None:
-        mode, texts = result
-        out += [TextDelta(t) for t in texts if t]
-        if mode is not None:
-            detector = self._detector
-            assert detector is not None
-            self.mode = mode
-            out.append(ResponseInfo(notes={"stream_mode": mode}))
+    def _cumulative_frame(self, frame: Snapshot, frame_id: str, out: list[Event]) -> None:
+        """Emit what a cumulative frame adds: reasoning, text, then each call's new part."""
+        tail = self._tail(self._reasoning, frame.reasoning, "reasoning", frame_id)
+        if tail:
+            out.append(ReasoningDelta(tail))
+            self._reasoning = frame.reasoning
+        self._cumulative(frame.text, frame_id, out)
+        calls = frame.tools
+        if not calls:
+            return  # no tool_calls in this frame: nothing new
+        known = self._tools
+        for i, (index, id_, name, arguments) in enumerate(calls):
+            if i >= len(known):
+                out.append(
+                    ToolCallDelta(
+                        index=index, id=id_ or None, name=name or None, arguments=arguments
+                    )
+                )
+                continue
+            _, known_id, known_name, so_far = known[i]
+            if (id_ and known_id and id_ != known_id) or (
+                name and known_name and name != known_name
+            ):
+                raise ProtocolError(
+                    f"a cumulative frame (event id {frame_id}) changes tool call {i} "
+                    f"({known_name!r} became {name!r})",
+                    provider=self.provider,
+                )
+            tail = self._tail(so_far, arguments, f"tool call {i}'s arguments", frame_id)
+            if tail:
+                out.append(ToolCallDelta(index=index, arguments=tail))
+        if len(calls) >= len(known):
+            self._tools = calls
+        else:
+            self._tools = calls + known[len(calls) :]
+
+    def _incremental(self, frame: Snapshot, out: list[Event]) -> None:
+        """Emit an incremental frame as it is."""
+        if frame.reasoning:
+            out.append(ReasoningDelta(frame.reasoning))
+        if frame.text:
+            out.append(TextDelta(frame.text))
+        for index, id_, name, arguments in frame.tools:
+            out.append(
+                ToolCallDelta(index=index, id=id_ or None, name=name or None, arguments=arguments)
+            )
+
+    def _resolve(
+        self, result: tuple[str | None, list[Snapshot]], frame_id: str, out: list[Event]
+    ) -> None:
+        """Apply the detector's answer: the first frame (as the cumulative baseline), held
+        frames as they are (incremental), or the latest against the first (cumulative)."""
+        mode, frames = result
+        if mode is None:
+            for frame in frames:
+                self._cumulative_frame(frame, frame_id, out)  # from nothing: as it is
+            return
+        self.mode = mode
+        self._detector = None
+        if mode is INCREMENTAL:  # the first frame's cumulative baseline is not needed
+            self._text, self._reasoning, self._tools = "", "", ()
+        out.append(ResponseInfo(notes={"stream_mode": mode}))
+        for frame in frames:
             if mode is CUMULATIVE:
-                self._text = detector.prev
-            self._detector = None
+                self._cumulative_frame(frame, frame_id, out)
+            else:
+                self._incremental(frame, out)
+
+
+def _needs_message_format(params: Mapping[str, Any]) -> str | None:
+    """The parameter that needs ``result_format='message'`` (tools, thinking), if any."""
+    if params.get("tools"):
+        return "tools"
+    if params.get("enable_thinking"):
+        return "enable_thinking"
+    return None
+
+
+def _snapshot(message: _Message) -> Snapshot:
+    """A message-format frame's channels (tool calls as ``(index, id, name, arguments)``)."""
+    tools: tuple[tuple[int, str, str, str], ...] = ()
+    if message.tool_calls:
+        tools = tuple(
+            (
+                call.index if call.index is not None else i,
+                call.id or "",
+                (call.function.name or "") if call.function is not None else "",
+                (call.function.arguments or "") if call.function is not None else "",
+            )
+            for i, call in enumerate(message.tool_calls)
+        )
+    return Snapshot(message.reasoning_content or "", message.content or "", tools)
 
 
 def is_error(wire: WireResponse) -> bool:
@@ -382,6 +518,14 @@ class DashScopeProvider(Provider):
                 provider=self.name,
                 code="InvalidParameter",
             )
+        wants = _needs_message_format(call.params)
+        if wants and call.params.get("result_format", "message") != "message":
+            raise InvalidRequestError(
+                f"{wants} needs result_format='message' (tool calls and reasoning arrive only in "
+                f"that format); leave result_format out and aiollm sets it",
+                provider=self.name,
+                code="InvalidParameter",
+            )
         limits = MODEL_LIMITS.get(call.model)
         if limits:
             for param, allowed in limits.items():
@@ -404,6 +548,8 @@ class DashScopeProvider(Provider):
         parameters = dict(call.params)
         if call.stream and parameters.get("incremental_output") is None:
             parameters["incremental_output"] = True
+        if _needs_message_format(parameters):
+            parameters.setdefault("result_format", "message")
         body: dict[str, Any] = {"model": call.model, "input": input_}
         if parameters:
             body["parameters"] = parameters

@@ -17,7 +17,7 @@ of expiry, single flight (:class:`GatewayToken`). A token the gateway rejects is
 The token travels as the ``accessToken`` query parameter and is masked in every message.
 
 **Calls.** ``POST {url}/{ability}/v1/chat/completions`` (and ``/v1/completions``,
-``/v1/embeddings``) with the OpenAI body: the OpenAI codec decodes the answers.
+``/v1/embeddings``) with the OpenAI body: the OpenAI decoder reads the answers.
 
 **Streaming.** The gateway answers JSON only, so by default ``client.stream("gateway/...")``
 sends one non-streaming request and yields its text as one :class:`~aiollm.TextDelta`, then

@@ -39,7 +39,16 @@ from ..errors import (
     ProtocolError,
     error_for_status,
 )
-from ..events import Event, Finish, ResponseInfo, SafetyNotice, TextDelta, Usage
+from ..events import (
+    Event,
+    Finish,
+    ReasoningDelta,
+    ResponseInfo,
+    SafetyNotice,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from ..framing import SSEItem
 from ..request import TokenEndpoint
 from ._base import (
@@ -62,6 +71,7 @@ from ._qianfan_rules import (
     error_code_of,
     error_from_code,
     json_string,
+    native_messages,
     snippet,
     trim_history,
     validate_messages,
@@ -104,6 +114,12 @@ class _WireUsage(msgspec.Struct, gc=False):
     total_tokens: int | None = None
 
 
+class _FunctionCall(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+    thoughts: str | None = None
+
+
 class WireChat(msgspec.Struct, gc=False):
     """A chat response, a stream frame, or an error body."""
 
@@ -115,6 +131,7 @@ class WireChat(msgspec.Struct, gc=False):
     need_clear_history: bool | None = None
     ban_round: int | None = None
     finish_reason: str | None = None
+    function_call: _FunctionCall | None = None
     usage: msgspec.Raw = msgspec.Raw()
     """Read from the ``is_end`` frame only (earlier frames' running counts are not used)."""
     error_code: int | str | None = None
@@ -270,6 +287,12 @@ class QianfanDecoder(ResponseDecoder):
                 self._anomaly(sentence_id, out)
         if wire.result:
             out.append(TextDelta(wire.result))
+        call = wire.function_call
+        if call is not None:
+            # ERNIE function calling: the model's reasoning for the call, then the call.
+            if call.thoughts:
+                out.append(ReasoningDelta(call.thoughts))
+            out.append(ToolCallDelta(index=0, name=call.name, arguments=call.arguments or ""))
         clear, ban = wire.need_clear_history, wire.ban_round
         if (clear is not None and clear is not self._clear) or ban is not None:
             self._clear = clear if clear is not None else self._clear
@@ -420,7 +443,7 @@ class QianfanProvider(Provider):
         """``(system, messages, dropped)``: the leading system message split off, the rules
         checked and, with ``trim_history=True``, the oldest pairs dropped (``dropped`` of them)."""
         if call.messages is not None:
-            messages = list(call.messages)
+            messages = native_messages(list(call.messages))
         else:
             messages = [{"role": "user", "content": call.prompt or ""}]
         system: str | None = None
@@ -461,6 +484,12 @@ class QianfanProvider(Provider):
             body["system"] = system
         params = dict(call.params)
         params.pop("trim_history", None)
+        tools = params.pop("tools", None)
+        if tools and "functions" not in params:
+            # OpenAI-style tools as the service's ``functions``.
+            params["functions"] = [
+                tool.get("function", tool) if isinstance(tool, Mapping) else tool for tool in tools
+            ]
         if "max_tokens" in params:
             max_tokens = params.pop("max_tokens")
             params.setdefault("max_output_tokens", max_tokens)

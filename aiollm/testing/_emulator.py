@@ -7,7 +7,6 @@ the reply, the cadence, scripted and random faults, quotas and the statistics te
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,7 +68,8 @@ class Emulator:
     ``cadence`` sets token timing. :meth:`script` queues faults; ``fault_rate`` injects random
     faults into that share of requests, reproducibly for ``seed`` (:meth:`set_fault_rate`).
     ``quotas`` limits providers' request rates (:meth:`set_quota`). ``emu.stats.log`` keeps
-    the last ``log_limit`` requests frame by frame (None: all of them; 0: none).
+    at least the last ``log_limit`` requests frame by frame, ``stats.bodies`` and
+    ``stats.request_times`` as many (None: all of them; 0: none).
     """
 
     api_key = "emu-dashscope-key"
@@ -100,7 +100,7 @@ class Emulator:
         self.cadence = cadence or Cadence()
         self.reply = reply
         self.reply_tokens = reply_tokens
-        self.stats = Stats(log=deque(maxlen=log_limit))
+        self.stats = Stats(log_limit=log_limit)
         self.state = EmulatorState()
         self.replies: dict[str, Reply] = {}
         """Scripted replies by model name (as the request names it)."""

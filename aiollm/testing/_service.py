@@ -32,6 +32,8 @@ HTML_PAGE = (
     b"</h1></center><hr><center>nginx</center></body></html>"
 )
 KEEPALIVE = b": keep-alive\n\n"
+STALL_POLL = 0.01
+"""Seconds between checks whether a stalled client has left."""
 
 
 RATE_LIMIT_HEADERS: Any = (
@@ -92,11 +94,9 @@ class Call:
         stats.requests[name] += 1
         self.number = stats.requests[name]
         now = time.monotonic()
-        stats.request_times.append(now)
-        stats.bodies.append(body)
         self.request_id = service.request_id(self)
         self.record = RequestRecord(name, self.request_id, now)
-        stats.log.append(self.record)
+        stats.add(self.record, body)
         self.fault: Fault | None = None
         self.token: str | None = None
         """The access token the request carried (providers that use one)."""
@@ -153,6 +153,10 @@ class Call:
             self._quota.release()
             self._quota = None
 
+    def start_clock(self) -> None:
+        """Count the cadence from now (when a stream's head went out)."""
+        self._t0 = self._released = time.monotonic()
+
     async def pace(self, position: int) -> None:
         """Wait until content frame ``position`` is due.
 
@@ -169,11 +173,11 @@ class Call:
             await asyncio.sleep(wait)
         self._released = time.monotonic()
 
-    def sent(self, frame: Frame) -> None:
-        """Log a frame about to be written."""
+    def sent(self, frame: Frame, at: float | None = None) -> None:
+        """Log a frame written at ``at`` (default: now; ``time.monotonic()``)."""
         self.record.frames.append(
             SentFrame(
-                time.monotonic(),
+                time.monotonic() if at is None else at,
                 frame.text,
                 frame.reasoning,
                 frame.tool,
@@ -209,10 +213,11 @@ class Call:
             if transport is None or transport.is_closing():
                 raise ClientGone("client left during a stall")
             if keepalive is not None and resp is not None and time.monotonic() >= next_beat:
-                self.sent(Frame(KEEPALIVE, paced=False))
+                at = time.monotonic()
                 await resp.write(KEEPALIVE)
+                self.sent(Frame(KEEPALIVE, paced=False), at)
                 next_beat = time.monotonic() + keepalive
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(STALL_POLL)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -408,8 +413,11 @@ class Service:
         elif fault is not None and fault.kind == "truncate":
             document, outcome = document[: len(document) // 2], "truncate"
         stats.completed += 1
-        tool = "".join(p.text for p in answer.pieces if p.kind == "tool")
-        call.sent(Frame(document, answer.text, answer.reasoning, tool, refusal=answer.refusal))
+        if outcome == "completed":
+            tool = "".join(p.text for p in answer.pieces if p.kind == "tool")
+            call.sent(Frame(document, answer.text, answer.reasoning, tool, refusal=answer.refusal))
+        else:  # a broken document delivers nothing
+            call.sent(Frame(document, paced=False))
         call.record.outcome = outcome
         resp = web.Response(body=document, content_type="application/json")
         if self.compress():
@@ -433,7 +441,7 @@ class Service:
         stats = self.emu.stats
         resp = await self.open_stream(call)
         call.stream = resp
-        call._t0 = time.monotonic()
+        call.start_clock()
         fault = call.fault
         position = 0
         try:
@@ -443,8 +451,9 @@ class Service:
                 if fault is not None and position == fault.after_tokens:
                     await self._fire(call, resp, fault, position)
                     break
-                call.sent(frame)
+                at = time.monotonic()
                 await resp.write(frame.data)
+                call.sent(frame, at)  # logged once written: a failed write delivered nothing
                 position += frame.paced
             else:
                 if fault is not None and fault.after_tokens >= position:
@@ -485,5 +494,6 @@ class Service:
         elif kind == "truncate":
             call.record.outcome = "truncate"
         if data:
-            call.sent(Frame(data, paced=False))
+            at = time.monotonic()
             await resp.write(data)
+            call.sent(Frame(data, paced=False), at)

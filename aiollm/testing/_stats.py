@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,7 @@ import msgspec
 __all__ = ["LOG_LIMIT", "RequestRecord", "SentFrame", "Stats"]
 
 LOG_LIMIT = 20_000
-"""Requests :attr:`Stats.log` keeps by default (the oldest are forgotten first)."""
+"""Requests :attr:`Stats.log` keeps at least by default (the oldest are forgotten first)."""
 
 
 class SentFrame(msgspec.Struct, array_like=True):
@@ -100,15 +100,32 @@ class Stats:
     disconnects: int = 0
     completed: int = 0
     request_times: list[float] = field(default_factory=list)
+    """When each request arrived (``time.monotonic()``)."""
     bodies: list[Any] = field(default_factory=list)
+    """Each request's JSON body (or its query parameters, secrets left out)."""
     faults: Counter[str] = field(default_factory=Counter)
     """Injected faults by label (``"reset"``, ``"http:429"``, ``"error:18"``, …)."""
     throttled: Counter[str] = field(default_factory=Counter)
     """Quota answers per provider."""
     tokens_issued: Counter[str] = field(default_factory=Counter)
     """Access tokens issued per provider (``"qianfan"``, ``"gateway"``)."""
-    log: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
-    """The requests handled, in arrival order (the last ``log.maxlen``: see ``log_limit``)."""
+    log: list[RequestRecord] = field(default_factory=list)
+    """The requests handled, in arrival order."""
+    log_limit: int | None = LOG_LIMIT
+    """How many of the latest requests ``log``, ``bodies`` and ``request_times`` keep at least
+    (older ones are dropped in batches; None keeps all, 0 none)."""
+
+    def add(self, record: RequestRecord, body: Any) -> None:
+        """Count a request as it arrives."""
+        limit = self.log_limit
+        if limit == 0:
+            return
+        self.log.append(record)
+        self.bodies.append(body)
+        self.request_times.append(record.started)
+        if limit is not None and len(self.log) >= 2 * limit:
+            for kept in (self.log, self.bodies, self.request_times):
+                del kept[: len(kept) - limit]
 
     def reset(self) -> None:
         """Forget everything counted so far."""
