@@ -99,7 +99,8 @@ async def test_keys_carry_a_hash_tag_and_no_credential(redis_server: RedisServer
         other = Client(providers=server.settings(), limits={"openai": limits})
         assert keys_of(other) != keys_of(client)  # another account, another quota
         await other.aclose()
-    assert {k.rsplit(":", 1)[1] for k in found} == {"slots", "tpm", "workers"}
+    names = {k.rsplit(":", 1)[1] for k in found}
+    assert {"slots", "tpm"} <= names <= {"slots", "tpm", "workers"}  # workers: after a renewal
     assert all(k.startswith("aiollm:{openai:") and "topsecret" not in k for k in found)
     assert len({key_slot(k.encode()) for k in quota_keys("openai", "abc").values()}) == 1
 
