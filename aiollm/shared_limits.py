@@ -108,6 +108,7 @@ RELEASE = (
     + """
 -- KEYS: slots tpm; ARGV: lease tokens_delta tpm
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
 local delta, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
 if delta ~= 0 and tpm > 0 then store(KEYS[2], drained(KEYS[2], tpm) + delta, tpm) end
 return 1
