@@ -1,4 +1,4 @@
-"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``, ``shared_rate``."""
+"""Developer sessions: ``tests``, ``lint``, ``typecheck``, ``docs``, ``demo``, ``bench``, ``soak``, ``bench_sdks``, ``external``, ``compat``, ``fuzz``, ``shared_rate``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "aiollm")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs-material; the API reference from the docstrings) into site/.
+
+    Built strictly: any warning (a broken link, a docstring mkdocstrings cannot read) fails it.
+    """
+    session.install("-e", ".", "mkdocs-material", "mkdocstrings[python]")
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session
@@ -100,6 +110,16 @@ def bench(session: nox.Session) -> None:
         return
     for script in BENCHMARKS:
         session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Thousands of calls per provider against the emulator with injected faults (not in CI).
+
+    ``nox -s soak -- --calls 500 --fault-rate 0.05`` changes the load; see benchmarks/soak.py.
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
 
 
 @nox.session

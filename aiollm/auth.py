@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 import anyio
 
 from ._redact import Secret
-from .errors import AiollmError
+from .errors import AiollmError, ProtocolError
 from .request import TokenEndpoint
 
 if TYPE_CHECKING:
@@ -203,7 +203,16 @@ class EndpointToken(CachedToken):
         status, headers, body = await transport.request_bytes(
             self.endpoint.request(), timeout=timeout, provider=self.provider
         )
-        token, self.lifetime = self.endpoint.parse(status, headers, body, now=self._wall_clock())
+        try:
+            token, self.lifetime = self.endpoint.parse(
+                status, headers, body, now=self._wall_clock()
+            )
+        except AiollmError:
+            raise
+        except Exception as exc:  # a parser's contract is typed errors: hold it to it here
+            raise ProtocolError(
+                f"could not read the token answer ({type(exc).__name__})", provider=self.provider
+            ) from exc
         return token, self.lifetime
 
     def __repr__(self) -> str:

@@ -73,7 +73,8 @@ class TransportError(AiollmError):
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):
-    """A timeout expired. ``phase`` is ``connect``, ``first_byte``, ``idle`` or ``total``.
+    """A timeout expired. ``phase`` names which of :class:`~aiollm.Timeout`'s: ``connect``,
+    ``first_byte``, ``first_event``, ``idle``, ``read`` or ``total``.
 
     It is also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
     """

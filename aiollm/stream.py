@@ -199,6 +199,8 @@ class Stream:
                 self._close(State.CLOSED, exc)  # cancelled, or a bug: never leave it open
                 raise
             delivered = self._deliver(events)
+            if events and (len(events) > 1 or type(events[0]) is not ResponseInfo):
+                resp.event_arrived()  # the idle timeout counts from here (not from bytes)
             if decoder.error is not None:
                 if not delivered:
                     await self._failed(decoder.error)

@@ -1,9 +1,9 @@
 """The aiohttp side: one session, connector limits, four timeouts, bodies as chunks.
 
-Timeouts (:class:`Timeout`): ``connect`` bounds opening a connection; ``first_byte`` bounds
-the time from sending the request to the first body byte (headers included); ``idle`` bounds
-every later gap between body chunks; ``total`` bounds the whole exchange and is off by default,
-so a long stream that keeps producing is never killed. Every aiohttp exception is wrapped in a
+Timeouts (:class:`Timeout`) bound each way a call can wait: on the connection, on bytes, on
+events (what a caller receives: a keep-alive comment or an empty frame is not one), and on the
+whole call. A timeout before the first event is retried like any failure before delivery;
+after it, the stream ends with :class:`~aiollm.StreamInterrupted`. Every aiohttp exception is wrapped in a
 typed :class:`~aiollm.TransportError` whose message has secrets masked (aiohttp's own messages
 carry the URL, and access tokens travel in query strings).
 """
@@ -94,12 +94,27 @@ else:
 
 @dataclass(frozen=True)
 class Timeout:
-    """Timeouts in seconds (None = no limit). ``total`` is off by default on purpose."""
+    """Timeouts in seconds (None = no limit).
+
+    - ``connect``: opening a connection.
+    - ``first_byte``: from sending the request to the first body byte (headers included).
+    - ``first_event``: from sending the request to the first event (text, reasoning, a tool
+      call, usage, the finish: anything but the response's own facts). A role-only first
+      chunk, keep-alive comments and empty frames do not count.
+    - ``idle``: the longest gap between two events. A server that sends only keep-alive
+      comments cannot hold a stream open past it.
+    - ``read``: the longest silence at the byte level (no byte at all), after the first byte.
+    - ``total``: the whole call, every attempt and every wait between them (backoff, rate
+      limit cool-down) included. Off by default, so a long stream that keeps producing is
+      never killed.
+    """
 
     connect: float | None = 10.0
     first_byte: float | None = 120.0
     idle: float | None = 60.0
     total: float | None = None
+    first_event: float | None = 120.0
+    read: float | None = 60.0
 
     def merged(self, other: Timeout | float | None) -> Timeout:
         """This timeout overridden by a per-call one (a number sets ``total``)."""
@@ -153,6 +168,8 @@ class Response:
     __slots__ = (
         "_clock",
         "_eof",
+        "_event_deadline",
+        "_event_phase",
         "_first_deadline",
         "_got_first",
         "_lingering",
@@ -177,8 +194,11 @@ class Response:
         secrets: tuple[str, ...],
         provider: str | None,
         lingering: dict[Any, _Lingering] | None = None,
+        first_event_deadline: float = math.inf,
     ) -> None:
         self._resp = resp
+        self._event_deadline = first_event_deadline
+        self._event_phase = "first_event"
         self._lingering: dict[Any, _Lingering] = {} if lingering is None else lingering
         self._timeout = timeout
         self._total_deadline = total_deadline
@@ -201,18 +221,31 @@ class Response:
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
 
+    def event_arrived(self) -> None:
+        """An event reached the caller: the next one is due within the ``idle`` timeout."""
+        idle = self._timeout.idle
+        self._event_deadline = _now() + idle if idle is not None else math.inf
+        self._event_phase = "idle"
+
     async def next_chunk(self) -> bytes:
-        """The next body chunk as it arrives (any size); ``b""`` at the end of the body."""
+        """The next body chunk as it arrives (any size); ``b""`` at the end of the body.
+
+        Raises :class:`~aiollm.TimeoutError` when the next byte, the next event or the end
+        of the call is overdue, even while bytes that carry no event keep arriving.
+        """
         if self._eof:
             return b""
         now = _now()
         if self._got_first:
-            idle = self._timeout.idle
-            deadline = min(self._total_deadline, now + idle if idle is not None else math.inf)
-            phase = "idle"
+            read = self._timeout.read
+            deadline = now + read if read is not None else math.inf
+            phase = "read"
         else:
-            deadline = min(self._total_deadline, self._first_deadline)
-            phase = "first_byte"
+            deadline, phase = self._first_deadline, "first_byte"
+        if self._event_deadline < deadline:
+            deadline, phase = self._event_deadline, self._event_phase
+        if self._total_deadline <= deadline:
+            deadline, phase = self._total_deadline, "total"
         if deadline <= now:
             raise self._timeout_error(phase, deadline)
         content = self._resp.content
@@ -245,12 +278,12 @@ class Response:
         return chunk
 
     def _timeout_error(self, phase: str, deadline: float) -> TimeoutError:
-        if phase == "idle" and deadline == self._total_deadline:
-            phase = "total"
         limit = getattr(self._timeout, phase)
         what = {
-            "idle": "no data arrived",
+            "idle": "no event arrived",
+            "read": "no data arrived",
             "first_byte": "no response body arrived",
+            "first_event": "no event arrived",
             "total": "the request did not finish",
         }[phase]
         return TimeoutError(
@@ -415,6 +448,7 @@ class Transport:
         now = _now()
         total_deadline = now + t.total if t.total is not None else math.inf
         first_deadline = now + t.first_byte if t.first_byte is not None else math.inf
+        first_event = now + t.first_event if t.first_event is not None else math.inf
         deadline = min(total_deadline, first_deadline)
         headers = dict(req.headers)
         if extra_headers:
@@ -448,6 +482,7 @@ class Transport:
             timeout=t,
             total_deadline=total_deadline,
             first_deadline=first_deadline,
+            first_event_deadline=first_event,
             secrets=req.secrets,
             provider=provider,
             lingering=self._lingering,

@@ -171,6 +171,10 @@ async def test_find_max_finds_the_quota_within_its_resolution() -> None:
     assert throttled and all(s["verdict"] != "passed" for s in throttled)
     assert all(k.startswith("RateLimitError") for s in throttled for k in s["throttled"])
     assert {"cooldown_s", "retries", "error_rate", "slo_values", "phase"} <= set(steps[0])
+    # through the client's hooks: time before the first HTTP request, the quota left
+    assert all(s["limiter_wait_ms"] is not None and s["limiter_wait_ms"] >= 0 for s in steps)
+    assert any(s["quota_remaining"] is not None for s in steps)
+    assert all(s["quota_remaining"] is None or s["quota_remaining"] >= 0 for s in steps)
     assert "max req/s meeting the SLOs" in result.table()
     assert len(result.runs) == len(steps) and not result.interrupted
 

@@ -424,3 +424,37 @@ async def test_a_body_left_open_after_the_last_frame_ends_promptly_and_is_closed
             assert not left.is_set()  # nothing waited for the body's end...
             with anyio.fail_after(2):
                 await left.wait()  # ...and the connection was closed after the grace
+
+
+async def test_a_stream_left_early_still_gives_what_arrived(emu: Emulator, client: Client) -> None:
+    emu.cadence = Cadence(per_token=0.01)
+    seen: list[str] = []
+    async with client.stream(MODEL, MSGS) as stream:
+        async for ev in stream:
+            if isinstance(ev, aiollm.TextDelta):
+                seen.append(ev.text)
+                if len(seen) == 3:
+                    break
+    assert stream.state is aiollm.State.CLOSED
+    partial = stream.partial
+    assert partial.text == "".join(seen) and partial.finish_reason is None
+    assert partial.request_id  # the response's facts arrived before its text
+    with pytest.raises(aiollm.AiollmError, match=r"stream\.partial"):
+        _ = stream.completion
+    with pytest.raises(aiollm.AiollmError, match="closed before it finished"):
+        await stream.__anext__()
+
+
+async def test_partial_during_and_after_a_complete_stream(emu: Emulator, client: Client) -> None:
+    emu.cadence = Cadence(per_token=0.005)
+    events: list[aiollm.Event] = []
+    async with client.stream(MODEL, MSGS) as stream:
+        while not any(isinstance(e, aiollm.TextDelta) for e in events):
+            events.append(await stream.__anext__())
+        assert stream.partial.text == events[-1].text  # type: ignore[union-attr]
+        assert stream.state is aiollm.State.OPEN
+        events += [ev async for ev in stream]
+    completion = stream.completion
+    assert stream.state is aiollm.State.FINISHED and stream.partial == completion
+    # the completion is the fold of the events the caller saw
+    assert aiollm.fold(events, provider="openai", model="test-model") == completion

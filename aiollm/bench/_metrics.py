@@ -61,6 +61,8 @@ class RequestRecord:
     - ``reasoning_ttft`` / ``answer_ttft``: send → the first reasoning / text delta;
     - ``prompt_chars`` / ``prompt_tokens``: the prompt's size (tokens with a local tokenizer);
     - ``session`` / ``turn``: its place in a multi-turn session;
+    - ``limiter_wait``: send → its first HTTP request (the client's limiter, cool-down and
+      credential; the bench's own client only); ``quota_remaining``: as the response said;
     - ``e2el``: send → the end of the stream (or the failure);
     - ``output_tokens``: from the provider's usage when it reported one
       (``tokens_from_usage``), else the number of text deltas.
@@ -86,6 +88,8 @@ class RequestRecord:
     prompt_tokens: int | None = None
     reasoning_ttft: float | None = None
     answer_ttft: float | None = None
+    limiter_wait: float | None = None
+    quota_remaining: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -154,6 +158,8 @@ class RequestRecord:
             "prompt_tokens": self.prompt_tokens,
             "reasoning_ttft_ms": _ms(self.reasoning_ttft),
             "answer_ttft_ms": _ms(self.answer_ttft),
+            "limiter_wait_ms": _ms(self.limiter_wait),
+            "quota_remaining": self.quota_remaining,
             "itl_ms": [_ms(x) for x in self.itl],
             "delta_ms": [_ms(x) for x in self.delta_times],
         }

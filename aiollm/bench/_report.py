@@ -55,6 +55,8 @@ CSV_COLUMNS = (
     "prompt_tokens",
     "reasoning_ttft_ms",
     "answer_ttft_ms",
+    "limiter_wait_ms",
+    "quota_remaining",
 )
 """The columns of the per-request CSV."""
 

@@ -31,6 +31,7 @@ from ._progress import ProgressLine
 from ._result import BenchResult, RunState, monotonic
 from ._search import search
 from ._selfwatch import SelfWatch
+from ._telemetry import CURRENT, BenchHooks
 from ._workload import LocalTokenizer, Messages, Workload
 
 __all__ = ["FATAL_ERRORS", "Benchmark", "run"]
@@ -206,9 +207,9 @@ class Benchmark:
             )
             await stack.enter_async_context(emu)
             self.emulator_url = emu.url
-            client: Client = emu.client(connection_limit=limit)
+            client: Client = emu.client(connection_limit=limit, hooks=[BenchHooks()])
         else:
-            client = Client(connection_limit=limit)
+            client = Client(connection_limit=limit, hooks=[BenchHooks()])
         await stack.enter_async_context(client)
         return client
 
@@ -443,6 +444,7 @@ class Benchmark:
         stream = None
         state.in_flight += 1
         t0 = clock()
+        token = CURRENT.set((record, t0))
         assert state.started is not None
         record.start = t0 - state.started
         try:
@@ -485,6 +487,7 @@ class Benchmark:
             state.cancelled += 1
             raise
         finally:
+            CURRENT.reset(token)
             state.in_flight -= 1
             if stream is not None:
                 record.attempts = stream.attempts

@@ -139,6 +139,15 @@ async def _step(bench: StepRunner, client: Client, model: str, value: float) -> 
         "p95_tpot_ms": f["p95_tpot_ms"],
         "p99_e2el_ms": f["p99_e2el_ms"],
         "cooldown_s": round(telemetry.cooldown_s, 3),
-        "limiter_wait_ms": None,
-        "quota_remaining": None,
+        "limiter_wait_ms": _mean_ms([r.limiter_wait for r in state.records]),
+        "quota_remaining": min(
+            (r.quota_remaining for r in state.records if r.quota_remaining is not None),
+            default=None,
+        ),
     }
+
+
+def _mean_ms(values: list[float | None]) -> float | None:
+    """The mean of the known values, in ms (None when none is known)."""
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known) * 1000.0, 4) if known else None

@@ -17,6 +17,7 @@ from ..errors import (
     QuotaExceededError,
     RateLimitError,
     ServerError,
+    status_class,
 )
 
 PROVIDER: Final = "dashscope"
@@ -93,17 +94,7 @@ def _class_for(code: str, status: int | None, message: str) -> type[APIError]:
     if code == "InvalidParameter" and "input length" in message.lower():
         return ContextOverflowError
     if status is not None and status >= 400:
-        if status >= 500 or status == 408:
-            return ServerError
-        if status == 401:
-            return AuthenticationError
-        if status == 403:
-            return PermissionDeniedError
-        if status == 404:
-            return NotFoundError
-        if status == 429:
-            return RateLimitError
-        return InvalidRequestError
+        return status_class(status)
     # No usable status (an error inside a 200 body without HTTP_STATUS): go by the code.
     if code.startswith(_SERVER_CODE_PREFIXES):
         return ServerError

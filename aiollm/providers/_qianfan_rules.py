@@ -20,6 +20,7 @@ from ..errors import (
     RateLimitError,
     ServerError,
     error_for_status,
+    status_class,
 )
 from ..request import HTTPRequest, TokenEndpoint, parse_retry_after
 
@@ -185,11 +186,9 @@ class QianfanToken(TokenEndpoint):
         if wire.error or (status >= 300 and not wire.access_token):
             description = wire.error_description or wire.error_msg or wire.error or f"HTTP {status}"
             description = redact_text(description, secrets)
-            cls: type[APIError] = AuthenticationError
-            if status >= 500 or status == 408:
-                cls = ServerError
-            elif status == 429:
-                cls = RateLimitError
+            # A refusal is about the credentials, unless the endpoint was down or throttling.
+            retryable = status >= 500 or status in (408, 429)
+            cls = status_class(status) if retryable else AuthenticationError
             raise cls(
                 f"the access token request was rejected: {description}; check QIANFAN_AK and "
                 "QIANFAN_SK",

@@ -205,7 +205,7 @@ def parse_token_response(
     if text[:1] in (b"{", b"[", b'"'):
         try:
             doc = msgspec.json.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # malformed, or nested too deep
             if status < 300:
                 raise ProtocolError(
                     "the getToken response is not valid JSON", provider=provider

@@ -171,3 +171,8 @@ TARGETS: list[Target] = [
     Target("json", JSONFramer, end="close", valid=json_bodies()),
     Target("sniff", _Sniffing, normal=_kind, valid=sniff_bodies()),
 ]
+
+# Every provider's response decoder and token parser (provider_targets.py imports Target above).
+from provider_targets import PROVIDER_TARGETS  # noqa: E402
+
+TARGETS += PROVIDER_TARGETS
