@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from ._otel_export import export_spans
 from ._redact import redact_text
 from .hooks import CallObserver, Outcome
 
@@ -239,13 +240,34 @@ def _messages(call: Call) -> list[dict[str, Any]]:
         return [{"role": "user", "parts": [{"type": "text", "content": t} for t in texts]}]
     out = []
     for message in call.messages:
+        role = str(message.get("role", "user"))
         content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            content = json.dumps(content, ensure_ascii=False)
         parts: list[dict[str, Any]] = []
-        if isinstance(content, str):
-            parts.append({"type": "text", "content": content})
+        if role == "tool":
+            parts.append(
+                {
+                    "type": "tool_call_response",
+                    "id": message.get("tool_call_id"),
+                    "response": content,
+                }
+            )
         elif content is not None:
-            parts.append({"type": "text", "content": json.dumps(content, ensure_ascii=False)})
-        out.append({"role": str(message.get("role", "user")), "parts": parts})
+            parts.append({"type": "text", "content": content})
+        for tool_call in message.get("tool_calls") or ():
+            if not isinstance(tool_call, dict):
+                continue
+            function = tool_call.get("function") or {}
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": tool_call.get("id"),
+                    "name": function.get("name"),
+                    "arguments": function.get("arguments"),
+                }
+            )
+        out.append({"role": role, "parts": parts})
     return out
 
 
@@ -438,55 +460,3 @@ class SpanObserver(CallObserver):
         for kind, value in tokens.items():
             t.token_usage.record(value, {**self._metric_attrs, n["token.type"]: kind})
         span.end()
-
-
-def export_spans(to: str = "otlp", service_name: str = "aiollm") -> Callable[[], None]:
-    """Set global SDK tracer and meter providers that export to ``to``; returns their shutdown.
-
-    ``"otlp"`` sends spans and metrics over OTLP/HTTP (``opentelemetry-exporter-otlp-proto-http``;
-    the ``OTEL_EXPORTER_OTLP_*`` variables set the endpoint), ``"console"`` prints them to
-    stderr. Needs ``opentelemetry-sdk``. For ``aiollm bench --otel``, and handy in scripts.
-    """
-    import sys
-
-    from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        ConsoleMetricExporter,
-        MetricExporter,
-        PeriodicExportingMetricReader,
-    )
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SpanExporter,
-    )
-
-    spans: SpanExporter
-    measurements: MetricExporter
-    if to == "console":
-        spans = ConsoleSpanExporter(out=sys.stderr)
-        measurements = ConsoleMetricExporter(out=sys.stderr)
-    elif to == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        spans, measurements = OTLPSpanExporter(), OTLPMetricExporter()
-    else:
-        raise ValueError(f"export to 'otlp' or 'console', not {to!r}")
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-    resource = Resource.create(attributes)
-    tracer_provider = SDKTracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(spans))
-    meter_provider = SDKMeterProvider(
-        resource=resource, metric_readers=[PeriodicExportingMetricReader(measurements)]
-    )
-    trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(meter_provider)
-
-    def shutdown() -> None:
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
-
-    return shutdown

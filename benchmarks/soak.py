@@ -149,9 +149,8 @@ async def soak_provider(
     token_route = TOKEN_ROUTES.get(provider)
     if token_route is not None:
         report.token_fetches = emu.stats.requests[token_route]
-        expiries = sum(
-            n for label, n in report.faults.items() if label in ("error:110", "error:111")
-        )
+        expiring = {c.fault.label for c in emu.services[provider].menu() if c.fault.expire_token}
+        expiries = sum(n for label, n in report.faults.items() if label in expiring)
         # One fetch at the start, one per token the server expired; never one per caller.
         if report.token_fetches > 1 + expiries:
             report.problems.append(

@@ -572,3 +572,38 @@ def test_bench_exports_the_runs_spans() -> None:
     assert '"service.name": "aiollm-bench"' in out.stderr
     for secret in (Emulator.api_key, Emulator.qianfan_sk, Emulator.gateway_secret):
         assert secret not in out.stderr + out.stdout
+
+
+def test_input_messages_with_tool_calls_and_results() -> None:
+    from aiollm.otel import _messages
+    from aiollm.providers import Call
+
+    call = Call(
+        op="chat",
+        model="m",
+        stream=False,
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ],
+    )
+    assert _messages(call) == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "weather?"}]},
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": "c1", "name": "w", "arguments": "{}"}],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "c1", "response": "sunny"}],
+        },
+    ]

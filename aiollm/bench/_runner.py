@@ -475,7 +475,8 @@ class Benchmark:
                             record.reasoning_ttft = now
                     elif kind is Usage:
                         usage = event  # type: ignore[assignment]
-            record.e2el = clock() - t0
+            at = stream.read_at  # the end arrived with the last bytes read
+            record.e2el = (at if at is not None and at > t0 else clock()) - t0
         except Exception as exc:  # every failure is a figure of the run, never fatal to it
             record.e2el = clock() - t0
             record.error = error_key(exc)

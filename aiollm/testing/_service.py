@@ -444,21 +444,26 @@ class Service:
         call.start_clock()
         fault = call.fault
         position = 0
+        tail: list[Frame] = []  # the last frames go out with the end of the body, in one write
         try:
             for frame in self.stream_frames(call, answer):
                 if frame.paced:
+                    await self._write(call, resp, tail)
                     await call.pace(position)
                 if fault is not None and position == fault.after_tokens:
+                    await self._write(call, resp, tail)
                     await self._fire(call, resp, fault, position)
                     break
-                at = time.monotonic()
-                await resp.write(frame.data)
-                call.sent(frame, at)  # logged once written: a failed write delivered nothing
+                tail.append(frame)  # written when the next frame is made, or with the end
                 position += frame.paced
             else:
                 if fault is not None and fault.after_tokens >= position:
+                    await self._write(call, resp, tail)
                     await self._fire(call, resp, fault, position)
-            await resp.write_eof()
+            at = time.monotonic()
+            await resp.write_eof(b"".join(f.data for f in tail))
+            for frame in tail:
+                call.sent(frame, at)
             stats.completed += 1
             call.record.outcome = call.record.outcome or "completed"
         except (ClientGone, ConnectionError):
@@ -471,6 +476,17 @@ class Service:
         finally:
             stats.open_streams -= 1
         return resp
+
+    @staticmethod
+    async def _write(call: Call, resp: web.StreamResponse, frames: list[Frame]) -> None:
+        """Write ``frames`` (and empty the list); each is logged once written."""
+        if not frames:
+            return
+        at = time.monotonic()
+        await resp.write(b"".join(f.data for f in frames))
+        for frame in frames:  # a failed write delivered nothing: log after it
+            call.sent(frame, at)
+        frames.clear()
 
     async def _fire(
         self, call: Call, resp: web.StreamResponse, fault: Fault, position: int
