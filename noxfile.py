@@ -34,9 +34,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
+    """mypy --strict on the package, and on tests/types_public_api.py (the public API's types)."""
     session.install("-e", ".[test]", "mypy")
-    session.run("mypy", "--strict", "aiollm")
+    session.run("mypy", "--strict", "aiollm", "tests/types_public_api.py")
 
 
 @nox.session

@@ -186,7 +186,8 @@ def interactive(portal: BlockingPortal, conversation: Conversation, banner: str)
     if portal.call(conversation.detect):
         _say(
             f"{conversation.model} takes a prompt only: each input is sent as the whole "
-            "prompt, in the model's own convention, without history."
+            "prompt, in the model's own convention, without history"
+            + (" (and without --system)." if conversation.system else ".")
         )
     _say("/help lists the commands; Ctrl-C stops a reply, Ctrl-D exits.")
     while True:
@@ -254,6 +255,10 @@ def run_chat(args: argparse.Namespace) -> int:
             with portal.wrap_async_context_manager(open_client(args.emulator)) as client:
                 conversation = Conversation(client, args.model, system=args.system, **params)
                 if args.prompt is not None:
+                    if args.system and portal.call(conversation.detect):
+                        sys.stderr.write(
+                            f"note: {args.model} takes a prompt only; --system is not sent\n"
+                        )
                     portal.call(conversation.reply, args.prompt)
                     _say("")
                     return 0

@@ -277,6 +277,8 @@ async def test_fault_rate_is_validated_and_can_be_turned_off() -> None:
     assert emu.random_faults is not None and emu.random_faults.seed == 3
     emu.set_fault_rate(0)
     assert emu.random_faults is None
+    with pytest.raises(ValueError):
+        emu.set_fault_rate(-0.1)
 
 
 async def test_log_limit_keeps_the_latest() -> None:

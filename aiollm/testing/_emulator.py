@@ -238,7 +238,8 @@ class Emulator:
         those kinds. The same ``seed`` gives each provider the same sequence of faults.
         Token endpoints take scripted faults only.
         """
-        self.random_faults = RandomFaults(rate, seed, kinds) if rate > 0 else None
+        faults = RandomFaults(rate, seed, kinds)  # checks the rate
+        self.random_faults = faults if rate > 0 else None
 
     def set_quota(self, provider: str, quota: Quota | None) -> None:
         """Limit ``provider``'s calls to ``quota`` (None removes it); see :class:`Quota`."""
