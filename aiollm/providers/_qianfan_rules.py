@@ -168,7 +168,7 @@ class QianfanToken(TokenEndpoint):
         secrets = (self._ak.get(), self._sk.get())
         try:
             wire = _decode_token(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # or too deep
             shown = redact_text(snippet(body), secrets)
             retry_after = parse_retry_after(headers)
             if status >= 300:

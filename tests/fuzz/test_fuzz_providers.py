@@ -171,3 +171,12 @@ def test_token_parsers_show_no_credentials(parser: str, status: int) -> None:
 def test_the_corpus_has_every_provider() -> None:
     for provider in ("openai", "qianfan", "dashscope", "gateway"):
         assert corpus(provider)
+
+
+@pytest.mark.parametrize("status", [200, 401, 500])
+@pytest.mark.parametrize("parser", ["qianfan", "gateway"])
+def test_token_answers_nested_too_deep_are_typed_errors(parser: str, status: int) -> None:
+    new = qianfan_token(status) if parser == "qianfan" else gateway_token(status)
+    for body in (b'{"a":' * 5000 + b"[]" + b"}" * 5000, b"[" * 5000 + b"]" * 5000):
+        _, error = run(_Target(new), [body])  # type: ignore[arg-type]
+        assert error is not None  # and run() let no other exception through
