@@ -19,6 +19,7 @@ from .hooks import CallObserver
 
 if TYPE_CHECKING:
     from .auth import TokenSource
+    from .errors import APIError
     from .events import Completion, Usage
     from .hooks import Outcome
     from .limits import Lease, ProviderLimiter
@@ -111,6 +112,11 @@ class Attempts:
         self.obs.retry(error, self.count, 0.0, True)
         return True
 
+    def explain(self, error: APIError) -> APIError:
+        """The error of an HTTP response, with what to check added by the provider."""
+        assert self.request is not None
+        return self._provider.explain(error, self.request)
+
     def remaining(self) -> float:
         """Seconds left before the call's deadline."""
         return self.deadline - anyio.current_time()
@@ -141,7 +147,7 @@ class Attempts:
     def ended(
         self,
         finished: bool,
-        completion: Callable[[], Completion | None],
+        completion: Callable[[], Completion],
         error: BaseException | None,
     ) -> None:
         """The call ended (``finished``: normally): its observer hears it once."""
@@ -152,4 +158,8 @@ class Attempts:
                 outcome = "cancelled"
             elif error is not None:
                 outcome = "error"
-            obs.end(outcome, completion(), error)
+            try:
+                result: Completion | None = completion()
+            except Exception:  # the completion of a broken response: observe the end anyway
+                result = None
+            obs.end(outcome, result, error)

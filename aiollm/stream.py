@@ -1,9 +1,7 @@
-"""``Stream``: one call's attempts over the transport, its events as one async iterator.
+"""``Stream``: one call's attempts (:meth:`Stream._open`), its events as one async iterator.
 
-An attempt (:meth:`Stream._open`): limiter slot, credential, request, response head, and the
-body fed to the provider's sans-IO decoder. One retry loop (:meth:`Stream._failed`) decides,
-only while nothing reached the caller; after that a failure raises
-:class:`~aiollm.StreamInterrupted` with ``.partial``. See ``docs/architecture.md``.
+One retry loop (:meth:`Stream._failed`), only while nothing reached the caller; after that a
+failure raises :class:`~aiollm.StreamInterrupted`. See ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -56,15 +54,19 @@ class Stream:
     def __init__(
         self, provider: Provider, prepared: Prepared, attempts: Attempts, *, retry: RetryPolicy
     ) -> None:
-        self._provider, self._prepared, self._retry = provider, prepared, retry
-        self._call = attempts
+        self._provider, self._prepared, self._retry, self._call = (
+            provider,
+            prepared,
+            retry,
+            attempts,
+        )
         self.state = State.NEW
         self.read_at: float | None = None
         """When the bytes of the events being delivered were read (``time.perf_counter``)."""
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
         self._error: AiollmError | None = None
-        self._retries, self._slept = 0, 0.0
+        self._retries, self._slept, self._entered, self._loops = 0, 0.0, False, 0
         self._pending: Iterator[Event] = iter(())
         self._batches: list[list[Event]] = []  # every event delivered, folded when asked
         self._delivered = False
@@ -90,11 +92,8 @@ class Stream:
     def completion(self) -> Completion:
         """The aggregated result, once the stream has finished (see :meth:`final`)."""
         if self.state is not State.FINISHED:
-            raise AiollmError(
-                f"the stream has not finished ({self.state.value}): iterate it to the end or "
-                "use `await stream.final()`; `stream.partial` has what arrived",
-                provider=self.provider,
-            )
+            why = f"the stream is {self.state.value}: `await stream.final()`, or `stream.partial`"
+            raise AiollmError(why, provider=self.provider)
         self._completion = self._completion or self.partial
         return self._completion
 
@@ -120,6 +119,7 @@ class Stream:
                 yield event.text
 
     async def __aenter__(self) -> Stream:
+        self._entered = True  # closed when the block exits, not when a loop over it does
         try:
             await self._advance(open_only=True)
         except BaseException as exc:
@@ -135,11 +135,17 @@ class Stream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Event]:
-        while True:
-            for event in self._pending:
-                yield event
-            if not await self._advance():
-                return
+        self._loops += 1
+        try:
+            while True:
+                for event in self._pending:
+                    yield event
+                if not await self._advance():
+                    return
+        finally:
+            self._loops -= 1
+            if not self._loops and not self._entered and self.state is State.OPEN:
+                self._close(State.CLOSED)  # a plain `async for` left early: close it now
 
     async def __anext__(self) -> Event:
         for event in self._pending:
@@ -188,8 +194,7 @@ class Stream:
                 events = decoder.feed(chunk) if chunk else decoder.end()
             except AiollmError as exc:
                 if isinstance(exc, APIError) and decoder is not None and decoder.status >= 300:
-                    assert self._call.request is not None
-                    exc = self._provider.explain(exc, self._call.request)  # what to check
+                    exc = self._call.explain(exc)  # what to check
                 await self._failed(exc)
                 continue
             except Exception as exc:  # e.g. an error body or token answer nested too deep
@@ -291,10 +296,4 @@ class Stream:
         if self.state is State.NEW or self.state is State.OPEN:
             self.state = state
         error = self._error if self._error is not None else exc
-        self._call.ended(self.state is State.FINISHED, self._completion_or_none, error)
-
-    def _completion_or_none(self) -> Completion | None:
-        try:  # for the observer: the completion of a broken response may not fold
-            return self.completion if self.state is State.FINISHED else self.partial
-        except Exception:
-            return None
+        self._call.ended(self.state is State.FINISHED, lambda: self.partial, error)

@@ -143,6 +143,23 @@ async def test_stream(client: Client) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_request_with_tools_is_accepted_and_ends_cleanly(client: Client) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    async with client.stream("openai/mock-chat", MSGS, tools=tools, tool_choice="auto") as s:
+        events = [ev async for ev in s]
+    assert isinstance(events[-1], Finish)
+    assert s.completion.text == MOCK_TEXT and s.completion.tool_calls == []
+
+
+@pytest.mark.anyio
 async def test_chat(client: Client) -> None:
     reply = await client.chat("openai/mock-chat", MSGS, temperature=0.2, max_tokens=50)
     assert reply.text == MOCK_TEXT and reply.finish_reason == "stop"

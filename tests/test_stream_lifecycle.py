@@ -92,7 +92,9 @@ async def test_break_in_async_with_closes_response(emu: Emulator, client: Client
 
 
 async def test_break_in_plain_async_for_closes_response(emu: Emulator, client: Client) -> None:
-    emu.cadence = Cadence(per_token=0.02)
+    # Slow enough that the body cannot have ended (and the stream finished) by the break,
+    # however late a busy machine lets the client read.
+    emu.cadence = Cadence(per_token=0.25)
     async for ev in client.stream(MODEL, MSGS):
         if isinstance(ev, aiollm.TextDelta):
             break
@@ -102,7 +104,7 @@ async def test_break_in_plain_async_for_closes_response(emu: Emulator, client: C
 
 
 async def test_cancelling_the_task_closes_response(emu: Emulator, client: Client) -> None:
-    emu.cadence = Cadence(per_token=0.02)
+    emu.cadence = Cadence(per_token=0.1)  # the body cannot have ended by the cancel
     got: list[object] = []
 
     async def consume() -> None:

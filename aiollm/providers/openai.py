@@ -259,13 +259,18 @@ class OpenAIDecoder(ResponseDecoder):
                     if delta is None:
                         if choice.text:
                             append(TextDelta(choice.text))
-                    elif delta.tool_calls or delta.function_call or self._rare(delta):
-                        self._parts(delta, out)
-                    elif delta.content:
-                        if self._think is None:
+                    elif (
+                        delta.reasoning_content is None
+                        and delta.tool_calls is None
+                        and delta.reasoning is None
+                        and delta.refusal is None
+                        and delta.function_call is None
+                        and self._think is None
+                    ):  # plain text, the common frame
+                        if delta.content:
                             append(TextDelta(delta.content))
-                        else:
-                            self._split(delta.content, out)
+                    else:
+                        self._parts(delta, out)
                     if choice.finish_reason is not None and not self._finishing:
                         self._finishing = True
                         self._reason = choice.finish_reason
@@ -321,11 +326,6 @@ class OpenAIDecoder(ResponseDecoder):
         self.finished = True
 
     # -- the parts of a delta or message ----------------------------------------------------
-    @staticmethod
-    def _rare(delta: _Delta) -> bool:
-        """Whether ``delta`` has reasoning or a refusal (not plain text)."""
-        return bool(delta.reasoning_content or delta.reasoning or delta.refusal)
-
     def _parts(self, delta: _Delta, out: list[Event]) -> None:
         """Reasoning, text, refusal and tool-call fragments of one delta, in that order."""
         reasoning = delta.reasoning_content or delta.reasoning
