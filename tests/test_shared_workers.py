@@ -2,7 +2,7 @@
 
 The rate case runs ``AIOLLM_SHARED_RATE_SECONDS`` seconds (4 by default, to keep the suite
 short; ``nox -s shared_rate`` runs the full 20 s version, where no 1-second window may hold
-more than 21 requests; the short version allows 22, one request of scheduling noise).
+more than 21 requests; the short version allows 23, 10% of scheduling noise).
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ async def test_eight_workers_share_requests_per_second(redis_server: RedisServer
     assert sum(calls) == len(times) >= 20 * RATE_SECONDS
     assert abs(rate - 20) <= 1.0  # within 5%
     # Starts are spaced 50 ms apart in Redis; a worker the machine schedules late can bunch
-    # its request with the next one at the server. The 20 s session asserts 21; the suite,
-    # which runs beside other jobs, allows one request of scheduling noise.
-    assert most <= (21 if RATE_SECONDS >= 20 else 22)
+    # its request with the next ones at the server. The 20 s session asserts 21; the suite,
+    # which runs beside other jobs, allows 10% of scheduling noise.
+    assert most <= (21 if RATE_SECONDS >= 20 else 23)
     assert sum(1 for c in calls if c > 0) >= 6  # the quota was shared, not taken by one
 
 
