@@ -21,6 +21,8 @@ from .transport import Timeout, Transport
 
 if TYPE_CHECKING:
     import aiohttp
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from .otel import Telemetry
 
@@ -64,8 +66,8 @@ class Client:
         env: Mapping[str, str] | None = None,
         hooks: Sequence[Hooks] = (),
         otel: bool | None = None,
-        tracer_provider: Any = None,
-        meter_provider: Any = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         propagate_trace: bool | None = None,
     ) -> None:
         check_client_config(providers, limits, timeout, retry, max_retries)
