@@ -3,10 +3,12 @@ and stream mode; one event order everywhere (``Finish`` last, usage before it)."
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 import aiollm
 from aiollm import Finish, ReasoningDelta, ToolCallDelta, Usage
@@ -148,3 +150,40 @@ async def test_a_tool_calling_loop(emu: Emulator, model: str) -> None:
             messages.append({"role": "tool", "tool_call_id": call.id, "content": '{"sky": "晴"}'})
         second = await client.chat(model, messages, tools=TOOLS)
     assert second.text == "杭州今天晴。" and not second.tool_calls
+
+
+async def test_a_server_that_rejects_stream_options_is_asked_again_without_it() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        bodies.append(body)
+        if "stream_options" in body:
+            error = {"error": {"message": "Unrecognized request argument: stream_options"}}
+            return web.json_response(error, status=400)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for delta, finish in (({"content": "hi"}, None), ({}, "stop")):
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            await resp.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        settings = {"openai": {"base_url": url, "api_key": "k"}}
+        async with aiollm.Client(providers=settings, env={}) as client:
+            first = await client.stream("openai/m", MSGS).final()
+            second = await client.stream("openai/m", MSGS).final()
+    finally:
+        await runner.cleanup()
+    assert first.text == second.text == "hi" and first.usage is None
+    # asked once with the option, then without it: this call's retry and every later call
+    assert ["stream_options" in b for b in bodies] == [True, False, False]

@@ -332,6 +332,8 @@ class SSEDecoder:
             return data  # a block of another shape, or blank lines in a row
         if start:
             self._interpret(data[: start - 1].split(b"\n"), out)
+            if self._last_id:  # set by the block in progress: the events carry it
+                return data[start:]
         out += values
         return data[j + 2 :]
 
@@ -396,6 +398,8 @@ class SSEDecoder:
         e = as_event(first[0])
         if ids is None:
             ids = [e.id] * k
+        elif "" in ids and e.event == "message" and e.retry is None and not e.comments:
+            return period  # some are plain events, which come as their bytes
         else:
             self._last_id = ids[-1]
         del ids[0]
