@@ -108,6 +108,7 @@ RELEASE = (
     + """
 -- KEYS: slots tpm; ARGV: lease tokens_delta tpm
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
 local delta, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
 if delta ~= 0 and tpm > 0 then store(KEYS[2], drained(KEYS[2], tpm) + delta, tpm) end
 return 1
@@ -220,6 +221,7 @@ class RedisLimits:
         poll = 0.005
         async with self._queue:  # one waiter per process asks Redis; the others queue here
             while True:
+                asked = anyio.current_time()
                 try:
                     granted, wait = await self._run(
                         "acquire", keys, args, undo=(lease_id, estimate)
@@ -239,9 +241,12 @@ class RedisLimits:
         if self.limits.max_concurrency:
             self._leases[lease_id] = lease
             self._start_beat()
-        if wait > 0:  # our start time, reserved in the rate's schedule
+        # Our start time in the rate's schedule, counted from when we asked: a reply that
+        # reached us late (a busy machine) does not make the start late too.
+        start = asked + wait / 1e6
+        if wait > 0 and start > anyio.current_time():
             try:
-                await anyio.sleep(wait / 1e6)
+                await anyio.sleep_until(start)
             except BaseException:
                 lease.settle(0)
                 lease.release()
