@@ -867,6 +867,11 @@ def render_runs(runs: list[Run]) -> bytes:
     crlf=st.booleans(),
     points=st.lists(st.integers(min_value=0, max_value=100_000), max_size=8),
 )
+@example(
+    runs=[((["id:{n}", "retry: x"], "data:"), [(b"", b"", "\n\n")] * 3 + [(b"0", b"", "\n\n")])],
+    crlf=False,
+    points=[],
+)  # a run whose first event is plain but a later one sets an id
 def test_runs_of_blocks_match_reference(
     runs: list[Run],
     crlf: bool,

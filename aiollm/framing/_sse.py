@@ -392,7 +392,7 @@ class SSEDecoder:
             return period  # more data lines, or a bare JSON line: not this lane's shape
         values = list(map(itemgetter(slice(cut, None)), col))
         del values[0]
-        if type(first[0]) is bytes:
+        if type(first[0]) is bytes and (ids is None or not any(ids)):  # all plain events
             out += values
             return n
         e = as_event(first[0])
