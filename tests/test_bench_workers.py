@@ -76,7 +76,8 @@ async def test_a_blocked_event_loop_is_reported_as_the_limit() -> None:
 
 
 async def test_a_light_run_says_the_client_was_not_the_limit() -> None:
-    result = await run(**BASE, concurrency=2)
+    # a first token 50 ms late makes the run last long enough for the loop to be sampled
+    result = await run(**{**BASE, "first_token": 0.05}, concurrency=2)
     f = result.runs[0].figures
     assert f["client_loop_lag_p99_ms"] is not None and f["client_cpu_busy"] is not None
     assert "client:" in result.table() or "the client was the limit" in result.table()
