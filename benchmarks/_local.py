@@ -13,6 +13,7 @@ only the fields read; they read to the end of the body, so their connection is k
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -28,7 +29,8 @@ from typing import Any
 import msgspec
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+if importlib.util.find_spec("aiollm") is None:  # not installed and not on PYTHONPATH: this checkout
+    sys.path.insert(0, str(HERE.parent))
 
 TOKENS = [
     "tok",
@@ -306,9 +308,11 @@ def machine_line() -> str:
         load = "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:
         load = "load n/a"
+    spec = importlib.util.find_spec("aiollm")
+    tree = Path(spec.origin).parent.parent if spec and spec.origin else "?"
     return (
         f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()} "
-        f"({platform.python_implementation()}), {load}"
+        f"({platform.python_implementation()}), {load}; aiollm from {tree}"
     )
 
 

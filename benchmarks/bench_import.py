@@ -53,7 +53,7 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 def sample(imports: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(imports=imports)],
+        [sys.executable, "-P", "-c", PROBE.format(imports=imports)],
         check=True,
         capture_output=True,
         text=True,
@@ -65,7 +65,7 @@ def sample(imports: str) -> dict[str, float]:
 def detail() -> None:
     """The slowest modules of ``import aiollm`` (``python -X importtime``, cumulative µs)."""
     err = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import aiollm"],
+        [sys.executable, "-P", "-X", "importtime", "-c", "import aiollm"],
         check=True,
         capture_output=True,
         text=True,
