@@ -7,11 +7,13 @@ import msgspec
 from ..events import Usage
 
 __all__ = [
+    "WireChunk",
     "WireDelta",
     "WireEmbeddings",
     "WireError",
     "WireResponse",
     "WireUsage",
+    "decode_chunk",
     "decode_embeddings",
     "decode_head",
     "decode_response",
@@ -106,6 +108,19 @@ class WireResponse(msgspec.Struct, gc=False):
     detail: msgspec.Raw = msgspec.Raw()  # a rare, free-form object: read only in errors
 
 
+class WireChunk(msgspec.Struct, gc=False):
+    """A streamed chunk as the common path reads it (no ``id`` string to build, no error shapes).
+
+    A frame without ``choices``, with an ``error`` or ``"object": "error"``, or the first of a
+    response is decoded again as :class:`WireResponse` (see ``OpenAIDecoder.frames``).
+    """
+
+    object: str | None = None
+    choices: list[_Choice] | None = None
+    usage: WireUsage | None = None
+    error: WireError | str | None = None
+
+
 class _EmbeddingItem(msgspec.Struct):
     embedding: list[float] | str
     index: int | None = None
@@ -126,6 +141,7 @@ class _Head(msgspec.Struct, gc=False):
 
 
 decode_response = msgspec.json.Decoder(WireResponse).decode
+decode_chunk = msgspec.json.Decoder(WireChunk).decode
 decode_head = msgspec.json.Decoder(_Head).decode
 decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
 

@@ -63,9 +63,11 @@ from ._openai_errors import (
     specific_class,
 )
 from ._openai_wire import (
+    WireChunk,
     WireDelta,
     WireError,
     WireResponse,
+    decode_chunk,
     decode_embeddings,
     decode_head,
     decode_response,
@@ -106,7 +108,7 @@ class OpenAIDecoder(ResponseDecoder):
 
     # -- frames --------------------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
-        append = out.append
+        append, plain = out.append, self._think is None
         for item in items:
             if type(item) is bytes:
                 data: bytes = item
@@ -120,13 +122,17 @@ class OpenAIDecoder(ResponseDecoder):
             if not data:
                 continue
             try:
-                wire = decode_response(data)
+                wire: WireChunk | WireResponse = decode_chunk(data)
             except (msgspec.DecodeError, UnicodeDecodeError):
-                wire = self._undecodable(data, kind)
-            if is_error(wire):
-                raise self.error_from(wire, self.status, {})
-            if not self._seen:
-                self._first(wire, out, data)
+                wire = self._frame(data, kind, out)
+            else:
+                if (
+                    wire.choices is None
+                    or wire.error is not None
+                    or wire.object == "error"
+                    or not self._seen
+                ):
+                    wire = self._frame(data, kind, out)
             choices = wire.choices
             if choices:
                 choice = choices[0] if choices[0].index == 0 else first_choice(choices)
@@ -136,12 +142,12 @@ class OpenAIDecoder(ResponseDecoder):
                         if choice.text:
                             append(TextDelta(choice.text))
                     elif (
-                        delta.reasoning_content is None
+                        plain
+                        and delta.reasoning_content is None
                         and delta.tool_calls is None
                         and delta.reasoning is None
                         and delta.refusal is None
                         and delta.function_call is None
-                        and self._think is None
                     ):  # plain text, the common frame
                         if delta.content:
                             append(TextDelta(delta.content))
@@ -152,6 +158,19 @@ class OpenAIDecoder(ResponseDecoder):
                         self._reason = choice.finish_reason
             if wire.usage is not None:
                 append(wire.usage.event())
+
+    def _frame(self, data: bytes, kind: str, out: list[Event]) -> WireResponse:
+        """A frame off the common path, decoded whole: an error body raises; the first frame
+        of a response gives its facts (:class:`ResponseInfo`)."""
+        try:
+            wire = decode_response(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            wire = self._undecodable(data, kind)
+        if is_error(wire):
+            raise self.error_from(wire, self.status, {})
+        if not self._seen:
+            self._first(wire, out, data)
+        return wire
 
     def document(self, document: bytes, out: list[Event]) -> None:
         if self.call.op == "embed":
