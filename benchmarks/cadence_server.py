@@ -2,9 +2,10 @@
 
 ``POST /v1/chat/completions`` (streamed) answers at once with the response head, then sends
 the first token ``FIRST`` seconds after the request arrived and one every ``STEP`` seconds,
-``TOKENS`` tokens, then a finish frame with usage and ``[DONE]`` (chunked, kept alive). Each
+``TOKENS`` tokens, the last one in the same write as a finish frame with usage and ``[DONE]``
+(chunked, kept alive), so that the reply ends at its last token for every client. Each
 request's log: when its last byte was read (``received``), when each token frame was handed to
-the socket (``sent``), and when the last frame was (``end``), all ``time.perf_counter``
+the socket (``sent``), and the end of the reply (``end``, the last of them), all ``time.perf_counter``
 (CLOCK_MONOTONIC, the same clock in every process on Linux). ``GET /log`` returns the log
 since the last call and clears it; ``GET /v1/models`` lists the one model; ``stream: false``
 gets a whole completion at once (not logged).
@@ -149,15 +150,16 @@ class CadenceServer(asyncio.Protocol):
         if self.transport is None:
             return
         sent: list[float] = entry["sent"]
-        if len(sent) < TOKENS:
+        if len(sent) < TOKENS - 1:
             self.transport.write(TOKEN_FRAME)
             sent.append(time.perf_counter())
             self.timer = asyncio.get_running_loop().call_at(
                 due + STEP, self.send, entry, due + STEP
             )
             return
-        self.transport.write(LAST_FRAMES)
-        entry["end"] = time.perf_counter()
+        self.transport.write(TOKEN_FRAME + LAST_FRAMES)  # the end comes with the last token
+        sent.append(time.perf_counter())
+        entry["end"] = sent[-1]
         LOG.append(entry)
         self.timer = None
         if self.buffer:  # a request that arrived meanwhile (pipelined)

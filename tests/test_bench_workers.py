@@ -11,6 +11,7 @@ from aiollm import ConfigurationError
 from aiollm.bench import BenchConfig, run
 from aiollm.bench._selfwatch import SelfWatch, client_note, merge_client
 from aiollm.bench._workers import shard
+from aiollm.testing import Cadence, Emulator
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +45,19 @@ async def test_workers_split_a_sweep_and_a_rate() -> None:
     assert [r.completed for r in swept.runs] == [12, 12]
     paced = await run(**BASE, request_rate=200.0, workers=2)
     assert paced.runs[0].completed == 12 and paced.runs[0].load["request_rate"] == 200.0
+
+
+async def test_workers_against_a_service_split_the_load_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # each share runs in its own process and never splits again (it used to, down to one)
+    assert shard(BenchConfig(models=["openai/m"], concurrency=4, workers=2), 2, 0).workers == 1
+    async with Emulator(cadence=Cadence(0.0, 0.0), reply_tokens=5) as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        result = await run(models=["openai/m"], concurrency=4, requests=8, warmup=0, workers=2)
+    (summary,) = result.runs
+    assert summary.completed == 8 and summary.figures["client_processes"] == 2
 
 
 def test_shards_add_up_to_the_whole() -> None:

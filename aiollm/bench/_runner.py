@@ -30,7 +30,7 @@ from ._metrics import RequestRecord, error_key
 from ._progress import ProgressLine
 from ._result import BenchResult, RunState, monotonic
 from ._search import search
-from ._selfwatch import SelfWatch
+from ._selfwatch import SelfWatch, old_objects_frozen
 from ._telemetry import CURRENT, BenchHooks
 from ._workload import LocalTokenizer, Messages, Workload
 
@@ -225,28 +225,23 @@ class Benchmark:
             warm.started = monotonic()
             await self._fixed(client, warm, min(cfg.warmup, width or 1), cfg.warmup, None)
             state.warmup_failed = sum(1 for r in warm.records if not r.ok)
-        state.started = monotonic()
-        limit = state.duration_limit
-        deadline = state.started + limit if limit is not None else None
         try:
-            async with anyio.create_task_group() as tg:
-                if self._progress is not None:
-                    tg.start_soon(self._progress.follow, state)
-                if load.get("trace_speed"):
-                    await self._traced(client, state, load, deadline)
-                elif load["request_rate"] is None:
-                    await self._fixed(
-                        client,
-                        state,
-                        load["concurrency"],
-                        state.total,
-                        deadline,
-                        turns=cfg.turns,
-                    )
-                else:
-                    await self._paced(client, state, load, limit)
-                state.finished = True
-                tg.cancel_scope.cancel()
+            with old_objects_frozen():  # after its full collection: not part of the run
+                state.started = monotonic()
+                limit = state.duration_limit
+                deadline = state.started + limit if limit is not None else None
+                async with anyio.create_task_group() as tg:
+                    if self._progress is not None:
+                        tg.start_soon(self._progress.follow, state)
+                    if load.get("trace_speed"):
+                        await self._traced(client, state, load, deadline)
+                    elif load["request_rate"] is None:
+                        streams, total = load["concurrency"], state.total
+                        await self._fixed(client, state, streams, total, deadline, turns=cfg.turns)
+                    else:
+                        await self._paced(client, state, load, limit)
+                    state.finished = True
+                    tg.cancel_scope.cancel()
         finally:
             state.ended = monotonic()
             if self._progress is not None:

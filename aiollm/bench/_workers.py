@@ -56,6 +56,7 @@ def shard(config: BenchConfig, n: int, k: int) -> BenchConfig:
         requests=_split(config.requests, n, k) if config.requests is not None else None,
         shard=(k, n),
         emulator=False,
+        workers=1,  # a share runs in its own process: it never splits again
     )
 
 
