@@ -38,8 +38,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ._local_limits import Lease, LocalLimits
 from ._redact import redact_text
-from .limits import Lease, Limits, SharedLimitsError, _Local, _redact_url
+from .limits import Limits, SharedLimitsError
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -201,7 +202,7 @@ class RedisLimits:
         self._queue: anyio.Lock | None = None
         self._retry_at = 0.0
         self._probe = PROBE_AFTER[0]
-        self._fallback: _Local | None = None
+        self._fallback: LocalLimits | None = None
         self._closed = False
 
     # -- the calls -----------------------------------------------------------------------
@@ -245,12 +246,8 @@ class RedisLimits:
         # reached us late (a busy machine) does not make the start late too.
         start = asked + wait / 1e6
         if wait > 0 and start > anyio.current_time():
-            try:
+            with lease.returned_on_error():
                 await anyio.sleep_until(start)
-            except BaseException:
-                lease.settle(0)
-                lease.release()
-                raise
         return lease
 
     async def pace(self) -> bool:
@@ -276,10 +273,10 @@ class RedisLimits:
         if ms > 0 and not self.degraded:
             self._spawn(self._quiet("cool", [self.keys["cool"]], [ms]))
 
-    def fallback(self) -> _Local:
+    def fallback(self) -> LocalLimits:
         """The local limits used while Redis is down: this worker's share of the quota."""
         if self._fallback is None:
-            self._fallback = _Local(self.limits.share(self.workers))
+            self._fallback = LocalLimits(self.limits.share(self.workers))
         return self._fallback
 
     async def aclose(self) -> None:
@@ -413,7 +410,7 @@ class RedisLimits:
                 log.warning(
                     "%s: shared limits at %s unavailable (%s); %s until it is back",
                     self.provider,
-                    self._where(),
+                    self.limits.store_name,
                     self._describe(exc),
                     action,
                 )
@@ -423,18 +420,15 @@ class RedisLimits:
         if self.limits.on_shared_failure == "raise":
             detail = self._describe(exc) if exc is not None else "still unavailable"
             raise SharedLimitsError(
-                f"shared limits at {self._where()} unavailable ({detail})", provider=self.provider
+                f"shared limits at {self.limits.store_name} unavailable ({detail})",
+                provider=self.provider,
             )
         return None
 
     def _recovered(self) -> None:
         if self.degraded:
             self.degraded = False
-            log.warning("%s: shared limits at %s are back", self.provider, self._where())
-
-    def _where(self) -> str:
-        shared = self.limits.shared
-        return _redact_url(shared) if isinstance(shared, str) else type(shared).__name__
+            log.warning("%s: shared limits at %s are back", self.provider, self.limits.store_name)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
@@ -447,6 +441,4 @@ class RedisLimits:
         return redact_text(f"{type(exc).__name__}: {exc}", secrets)
 
     def __repr__(self) -> str:
-        return (
-            f"<RedisLimits {self.provider} {self._where()}{' degraded' if self.degraded else ''}>"
-        )
+        return f"<RedisLimits {self.provider} {self.limits.store_name}{' degraded' if self.degraded else ''}>"

@@ -101,11 +101,11 @@ def pct(values: list[float], q: float) -> float:
 async def measure(port: int, concurrency: int, requests: int, read_clock: bool) -> dict[str, Any]:
     import aiohttp
 
-    import aiollm.transport as transport
+    import aiollm._response as response
 
-    saved = transport._read_clock
+    saved = response._read_clock
     if not read_clock:  # the baseline: stamped when the reading task resumed
-        transport._read_clock = lambda resp: None
+        response._read_clock = lambda resp: None
 
     from aiollm import Client
     from aiollm.bench import run
@@ -122,7 +122,7 @@ async def measure(port: int, concurrency: int, requests: int, read_clock: bool) 
             max_tokens=TOKENS,
         )
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        transport._read_clock = saved
+        response._read_clock = saved
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/log") as resp:
                 truth: dict[str, Any] = await resp.json()
