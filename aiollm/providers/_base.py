@@ -79,7 +79,8 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         lower = name.lower()
         for key, item in headers.items():
             if key.lower() == lower:
-                return item
+                found: str = item
+                return found
     return value
 
 
