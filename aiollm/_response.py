@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import email.utils
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from .errors import ProtocolError, TimeoutError
 
 if TYPE_CHECKING:
     import aiohttp
+    from multidict import CIMultiDictProxy
 
     from .transport import Timeout
 else:
@@ -61,8 +63,23 @@ def _read_clock(resp: aiohttp.ClientResponse) -> _ReadClock | None:
     return clock
 
 
+def dated(headers: CIMultiDictProxy[str]) -> Mapping[str, str]:
+    """``headers`` with a ``Date``: the time they arrived when the server sent none, as RFC
+    9110 asks of a recipient with a clock. A ``Retry-After`` date is measured against it, so
+    the decoders read no clock (:func:`aiollm._retry_after.parse_retry_after`)."""
+    if "Date" in headers:
+        return headers
+    from multidict import CIMultiDict, CIMultiDictProxy  # aiohttp's own headers type
+
+    stamped = CIMultiDict(headers)
+    stamped["Date"] = email.utils.formatdate(usegmt=True)
+    return CIMultiDictProxy(stamped)
+
+
 class Response:
     """A response whose body is read as raw chunks under the idle and total timeouts.
+
+    ``headers`` always hold a ``Date`` (see :func:`dated`).
 
     ``read_at``: when the bytes of the last chunk returned were read from the socket
     (``time.perf_counter``), before any decoding or waiting for the reader's task to run.
@@ -113,7 +130,7 @@ class Response:
         self.read_at = 0.0
         self.provider = provider
         self.status: int = resp.status
-        self.headers: Mapping[str, str] = resp.headers
+        self.headers: Mapping[str, str] = dated(resp.headers)
         self.content_type: str = resp.headers.get("Content-Type", "")
 
     @property

@@ -42,7 +42,6 @@ from ._base import (
     Prepared,
     Provider,
     ResponseDecoder,
-    data_of,
     header,
     parse_retry_after,
 )
@@ -117,6 +116,7 @@ class DashScopeDecoder(ResponseDecoder):
 
     # -- the decoder contract --------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
+        append, mode, stream = out.append, self.mode, self.call.stream
         for item in items:
             if type(item) is bytes:
                 data: bytes = item
@@ -124,7 +124,8 @@ class DashScopeDecoder(ResponseDecoder):
                 frame_id = ""
                 status = None
             else:
-                data = data_of(item)
+                raw = item.raw  # type: ignore[union-attr]
+                data = raw if raw is not None else item.data.encode()  # type: ignore[union-attr]
                 kind = item.event  # type: ignore[union-attr]
                 frame_id = item.id  # type: ignore[union-attr]
                 comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
@@ -136,17 +137,38 @@ class DashScopeDecoder(ResponseDecoder):
             try:
                 wire = decode_response(data)
             except (msgspec.DecodeError, UnicodeDecodeError):
-                text = data.decode("utf-8", "replace")
-                if kind == "error":
-                    try:
-                        wire = decode_response(text)
-                    except msgspec.DecodeError:
-                        raise error_for(
-                            None, text[:300], status=status, request_id=self.request_id
-                        ) from None
+                wire = self._undecodable(data, kind, status, frame_id)
+            output = wire.output
+            if (
+                output is not None  # not an error body
+                and mode is not None
+                and stream
+                and self._seen
+                and kind != "error"
+                and (status is None or status < 400)
+                and (not wire.request_id or wire.request_id == self.request_id)
+            ):
+                # The common frame: text (incremental or cumulative) that is not the last.
+                choices = output.choices
+                if choices is None:
+                    text, finish, message = output.text, output.finish_reason, None
+                elif choices:
+                    message = choices[0].message
+                    text = message.content if message is not None else None
+                    finish = choices[0].finish_reason
                 else:
-                    # Invalid UTF-8 reads as U+FFFD; anything else is a malformed frame.
-                    wire = self.decode(text, frame_id)
+                    message, finish = None, "?"  # no choice at all: _result reads it
+                if (finish is None or finish == "null" or finish == "") and (
+                    message is None or not (message.reasoning_content or message.tool_calls)
+                ):
+                    if len(wire.usage):
+                        self._usage = wire.usage
+                    if text:
+                        if mode is INCREMENTAL:
+                            append(TextDelta(text))
+                        else:
+                            self._cumulative(text, frame_id, out)
+                    continue
             if kind == "error" or (status is not None and status >= 400) or is_error(wire):
                 raise error_for(
                     wire.code,
@@ -157,6 +179,21 @@ class DashScopeDecoder(ResponseDecoder):
             self._result(wire, frame_id, out)
             if self.finished:
                 return
+
+    def _undecodable(
+        self, data: bytes, kind: str, status: int | None, frame_id: str
+    ) -> WireResponse:
+        """A frame whose bytes did not decode: invalid UTF-8 reads as U+FFFD; an ``error``
+        event with plain text is the error; anything else is a malformed frame."""
+        text = data.decode("utf-8", "replace")
+        if kind == "error":
+            try:
+                return decode_response(text)
+            except msgspec.DecodeError:
+                raise error_for(
+                    None, text[:300], status=status, request_id=self.request_id
+                ) from None
+        return self.decode(text, frame_id)
 
     def document(self, document: bytes, out: list[Event]) -> None:
         wire = self.decode(document, "")

@@ -63,6 +63,7 @@ from ._openai_errors import (
     specific_class,
 )
 from ._openai_wire import (
+    WireChoice,
     WireChunk,
     WireDelta,
     WireError,
@@ -110,21 +111,16 @@ class OpenAIDecoder(ResponseDecoder):
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
         append, plain = out.append, self._think is None
         for item in items:
-            if type(item) is bytes:
-                data: bytes = item
-                kind = "message"
-            else:
-                data = data_of(item)
-                kind = item.event  # type: ignore[union-attr]
-            if data == _DONE:
-                self._end_stream(out)
-                return
-            if not data:
-                continue
+            data = item if type(item) is bytes else data_of(item)
             try:
                 wire: WireChunk | WireResponse = decode_chunk(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                wire = self._frame(data, kind, out)
+            except (msgspec.DecodeError, UnicodeDecodeError):  # also [DONE] and empty data
+                if data == _DONE:
+                    self._end_stream(out)
+                    return
+                if not data:
+                    continue
+                wire = self._frame(item, data, out)
             else:
                 if (
                     wire.choices is None
@@ -132,10 +128,12 @@ class OpenAIDecoder(ResponseDecoder):
                     or wire.object == "error"
                     or not self._seen
                 ):
-                    wire = self._frame(data, kind, out)
+                    wire = self._frame(item, data, out)
             choices = wire.choices
             if choices:
-                choice = choices[0] if choices[0].index == 0 else first_choice(choices)
+                choice: WireChoice | None = choices[0]
+                if choices[0].index:  # n > 1: choice 0 is followed
+                    choice = first_choice(choices)
                 if choice is not None:
                     delta = choice.delta or choice.message
                     if delta is None:
@@ -159,12 +157,13 @@ class OpenAIDecoder(ResponseDecoder):
             if wire.usage is not None:
                 append(wire.usage.event())
 
-    def _frame(self, data: bytes, kind: str, out: list[Event]) -> WireResponse:
+    def _frame(self, item: SSEItem, data: bytes, out: list[Event]) -> WireResponse:
         """A frame off the common path, decoded whole: an error body raises; the first frame
         of a response gives its facts (:class:`ResponseInfo`)."""
         try:
             wire = decode_response(data)
         except (msgspec.DecodeError, UnicodeDecodeError):
+            kind = "message" if type(item) is bytes else item.event  # type: ignore[union-attr]
             wire = self._undecodable(data, kind)
         if is_error(wire):
             raise self.error_from(wire, self.status, {})

@@ -171,6 +171,7 @@ class QianfanDecoder(ResponseDecoder):
 
     # -- the decoder contract ----------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
+        append = out.append
         for item in items:
             data = item if type(item) is bytes else data_of(item)
             if not data:
@@ -180,6 +181,20 @@ class QianfanDecoder(ResponseDecoder):
             except (msgspec.DecodeError, UnicodeDecodeError):
                 # Invalid UTF-8 reads as U+FFFD; anything else is a malformed frame.
                 wire = self.decode(data.decode("utf-8", "replace"))
+            if (
+                wire.sentence_id == self._next_sentence
+                and self._seen
+                and wire.error_code is None
+                and not wire.is_end
+                and wire.function_call is None
+                and wire.ban_round is None
+                and (wire.need_clear_history is None or wire.need_clear_history is self._clear)
+            ):  # the common frame: the next sentence, nothing else to note (see _frame)
+                self._next_sentence += 1
+                self._frames += 1
+                if wire.result:
+                    append(TextDelta(wire.result))
+                continue
             self.check_error(wire)
             self._frame(wire, False, out)
             if self.finished:
