@@ -7,6 +7,7 @@ limits while Redis is unreachable (:mod:`aiollm.shared_limits`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -93,7 +94,7 @@ class LocalLimits:
 
     def drain(self) -> float:
         """The tokens still counted against the budget now."""
-        now = anyio.current_time()
+        now = time.monotonic()
         self.level = max(0.0, self.level - (now - self._at) * self.tpm / 60.0)
         self._at = now
         return self.level

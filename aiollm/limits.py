@@ -28,6 +28,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -228,13 +229,13 @@ class ProviderLimiter:
     @property
     def cooling_down(self) -> bool:
         """Whether the provider is in a throttling cool-down now."""
-        return anyio.current_time() < self._cool_until
+        return time.monotonic() < self._cool_until
 
     async def acquire(self, estimate: int = 0, deadline: float = math.inf) -> Lease:
         """Wait for the cool-down, a concurrency slot, ``estimate`` tokens of the budget and
         a rate token; the lease must be released when the HTTP exchange is over.
 
-        ``deadline`` (on :func:`anyio.current_time`'s clock) is the call's: a cool-down that
+        ``deadline`` (on ``time.monotonic``, the event loop's clock) is the call's: a cool-down that
         lasts beyond it fails the call at once with a :class:`~aiollm.RateLimitError`.
         """
         if self._cool_until:
@@ -262,7 +263,7 @@ class ProviderLimiter:
         """Read the quota a response reports (``x-ratelimit-remaining-*`` / ``-reset-*``):
         when a budget is spent, hold every call until it resets; when it runs low, space
         the calls out over what is left of the window."""
-        hold = self.hints.observe(headers, anyio.current_time())
+        hold = self.hints.observe(headers, time.monotonic())
         if hold > 0:
             self._cool(min(hold, MAX_COOL_DOWN))
 
@@ -272,7 +273,7 @@ class ProviderLimiter:
 
     async def _wait_cooldown(self, deadline: float = math.inf) -> None:
         while True:
-            now = anyio.current_time()
+            now = time.monotonic()
             wait = self._cool_until - now
             if wait <= 0:
                 return
@@ -286,7 +287,7 @@ class ProviderLimiter:
             await anyio.sleep(wait)
 
     def _cool(self, delay: float) -> None:
-        until = anyio.current_time() + delay
+        until = time.monotonic() + delay
         if until > self._cool_until:
             self._cool_until = until
             log.debug("%s: holding calls for %.2fs", self.provider, delay)
