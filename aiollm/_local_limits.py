@@ -8,8 +8,6 @@ limits while Redis is unreachable (:mod:`aiollm.shared_limits`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import anyio
@@ -61,16 +59,11 @@ class Lease:
         """Whether the lease was given back."""
         return self._released
 
-    @contextmanager
-    def returned_on_error(self) -> Iterator[None]:
-        """The call is not sent yet: if the block raises (a cancel, a timeout, a cool-down
-        beyond the deadline), the reservation and the slot are given back."""
-        try:
-            yield
-        except BaseException:
-            self.settle(0)
-            self.release()
-            raise
+    def give_back(self) -> None:
+        """The call was not sent (a cancel, a timeout, a cool-down beyond the deadline while
+        waiting): the reservation and the slot go back."""
+        self.settle(0)
+        self.release()
 
 
 FREE = Lease()
@@ -124,11 +117,14 @@ class LocalLimits:
         lease = Lease(self)
         if self.slots is not None:
             await self.slots.acquire_on_behalf_of(lease)
-        with lease.returned_on_error():  # nothing was sent: give the reservation back
+        try:
             if self.tpm:
                 await self.reserve(lease, estimate)
             if self.rate is not None:
                 await self.rate.acquire()
+        except BaseException:
+            lease.give_back()  # nothing was sent
+            raise
         return lease
 
     async def pace(self) -> None:

@@ -245,11 +245,14 @@ class ProviderLimiter:
             lease = await self.shared.acquire(estimate)
         if lease is None:
             lease = await self._local_limits().acquire(estimate)
-        with lease.returned_on_error():
+        try:
             if self.hints.active:
                 await self.hints.wait(estimate)
-            # A throttle seen while we queued applies to us too.
-            await self._wait_cooldown(deadline)
+            if self._cool_until:  # a throttle seen while we queued applies to us too
+                await self._wait_cooldown(deadline)
+        except BaseException:
+            lease.give_back()  # nothing was sent
+            raise
         return lease
 
     async def pace(self, deadline: float = math.inf) -> None:

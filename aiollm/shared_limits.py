@@ -247,8 +247,11 @@ class RedisLimits:
         # reached us late (a busy machine) does not make the start late too.
         start = asked + wait / 1e6
         if wait > 0 and start > time.monotonic():
-            with lease.returned_on_error():
+            try:
                 await anyio.sleep_until(start)
+            except BaseException:
+                lease.give_back()  # nothing was sent
+                raise
         return lease
 
     async def pace(self) -> bool:
