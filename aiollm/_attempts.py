@@ -54,7 +54,9 @@ class Attempts:
         self._timeout, self._headers = timeout, extra_headers
         self._observe: Callable[[], CallObserver | None] | None = observe
         self.obs = UNOBSERVED  # made when the first attempt starts
-        self.deadline = math.inf  # the call's total timeout (anyio's clock), from its start
+        self.deadline = (
+            math.inf
+        )  # the call's total timeout (the event loop's clock), from its start
         self.count = 0  # requests sent
         self.lease: Lease | None = None
         self.credential: str | None = None  # the one the last request carried
@@ -68,7 +70,7 @@ class Attempts:
             obs = self.obs = self._observe() or UNOBSERVED
             self._observe = None
             total = self._timeout.total
-            self.deadline = math.inf if total is None else anyio.current_time() + total
+            self.deadline = math.inf if total is None else time.monotonic() + total
         cooling, started = limiter.cooling_down, time.monotonic()
         if self.lease is None:
             estimate = limiter.estimate(self._prepared.call)
@@ -119,7 +121,8 @@ class Attempts:
 
     def remaining(self) -> float:
         """Seconds left before the call's deadline."""
-        return self.deadline - anyio.current_time()
+        deadline = self.deadline
+        return deadline if deadline == math.inf else deadline - time.monotonic()
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret the client sent (an error must hold none of them)."""

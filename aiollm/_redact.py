@@ -40,6 +40,16 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
 
 
+def redact_url(url: str) -> str:
+    """A URL without the password of its user info (``redis://user:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}" if user else f"{scheme}://***@{host}"
+
+
 def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     """A copy of ``headers`` with secret header values masked."""
     return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}

@@ -1,8 +1,11 @@
-"""Per-provider limits (rate, concurrency, tokens per minute), throttling cool-down, retry policy.
+"""Per-provider limits (rate, concurrency, tokens per minute) and the throttling cool-down.
 
 One :class:`ProviderLimiter` per provider per client, shared by every call. A call takes a
 :class:`Lease` before its request is sent and gives it back when its HTTP exchange is over
-(the response body has ended or the connection is closed), not when the caller stops reading:
+(the response body has ended or the connection is closed), not when the caller stops reading.
+The in-process limits are :mod:`aiollm._local_limits`, the estimate a call reserves is
+:mod:`aiollm._token_estimate`, and the retry policy is :mod:`aiollm.retry` (all re-exported
+here):
 
 - ``requests_per_second`` is enforced smoothly (a bucket of one request), so no one-second
   window ever holds more than ``rps + 1`` request starts;
@@ -25,28 +28,26 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
-from aiolimiter import AsyncLimiter
 
+from ._local_limits import Lease, LocalLimits
 from ._ratelimit_headers import QuotaHints
-from .errors import (
-    AiollmError,
-    APIError,
-    ConfigurationError,
-    RateLimitError,
-    TimeoutError,
-    TransportError,
-)
+from ._redact import redact_url
+from ._token_estimate import DEFAULT_MAX_TOKENS, CallLike, estimate_tokens
+from .errors import AiollmError, ConfigurationError, RateLimitError
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .shared_limits import RedisLimits
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
+    "MAX_COOL_DOWN",
     "Lease",
     "Limits",
     "ProviderLimiter",
@@ -57,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("aiollm.limits")
-
-DEFAULT_MAX_TOKENS = 512
-"""The completion tokens a call is assumed to use when it sets no ``max_tokens``."""
 
 MAX_COOL_DOWN = 60.0
 """The longest cool-down one throttling answer (or quota header) can impose, in seconds."""
@@ -105,16 +103,20 @@ class Limits:
         if self.lease_ttl <= 0 or self.shared_timeout <= 0:
             raise ConfigurationError("lease_ttl and shared_timeout must be > 0")
 
-    def __repr__(self) -> str:
+    @property
+    def store_name(self) -> str | None:
+        """The shared store as messages name it: its URL without the password, or the type
+        of the ready client (None when the limits are not shared)."""
         shared = self.shared
-        if isinstance(shared, str):
-            shared = _redact_url(shared)
-        elif shared is not None:
-            shared = type(shared).__name__
+        if shared is None:
+            return None
+        return redact_url(shared) if isinstance(shared, str) else type(shared).__name__
+
+    def __repr__(self) -> str:
         return (
             f"Limits(requests_per_second={self.requests_per_second}, "
             f"max_concurrency={self.max_concurrency}, tokens_per_minute={self.tokens_per_minute}, "
-            f"shared={shared!r}, on_shared_failure={self.on_shared_failure!r})"
+            f"shared={self.store_name!r}, on_shared_failure={self.on_shared_failure!r})"
         )
 
     def share(self, workers: int) -> Limits:
@@ -154,16 +156,6 @@ class Limits:
             ) from None
 
 
-def _redact_url(url: str) -> str:
-    """A Redis URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}" if user else f"{scheme}://***@{host}"
-
-
 _QUOTA_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
     "openai": (("base_url", "OPENAI_BASE_URL"), ("api_key", "OPENAI_API_KEY")),
     "dashscope": (("api_key", "DASHSCOPE_API_KEY"), ("workspace", "DASHSCOPE_WORKSPACE")),
@@ -199,212 +191,6 @@ def quota_identity(provider: ProviderLike) -> str:
     return digest[:20]
 
 
-class CallLike(Protocol):
-    """What :func:`estimate_tokens` reads of a call."""
-
-    messages: list[dict[str, Any]] | None
-    prompt: str | None
-    input: str | list[str] | None
-    params: dict[str, Any]
-
-
-def _texts(call: CallLike) -> list[str]:
-    texts: list[str] = []
-    for message in call.messages or ():
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif content is not None:
-            texts.append(str(content))
-    if call.prompt:
-        texts.append(call.prompt)
-    if isinstance(call.input, str):
-        texts.append(call.input)
-    elif call.input:
-        texts.extend(call.input)
-    return texts
-
-
-def estimate_tokens(call: CallLike, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
-    """Tokens a call is expected to use: its ``max_tokens`` (or ``default_max_tokens``) plus
-    its prompt, counted as one token per non-ASCII character and per 4 ASCII characters, plus
-    4 per message (an approximation; the reported usage settles the difference)."""
-    completion = default_max_tokens
-    params = call.params
-    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens"):
-        value = params.get(key)
-        if isinstance(value, int) and value > 0:
-            completion = value
-            break
-    prompt = 0
-    for text in _texts(call):
-        size = len(text)
-        ascii_chars = len(text.encode("ascii", "ignore")) if not text.isascii() else size
-        prompt += (size - ascii_chars) + math.ceil(ascii_chars / 4) + 4
-    return completion + prompt
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by attempts and by total delay.
-
-    Retried — only while nothing has reached the caller: transport errors (a connection
-    refused, or reset before the first event), timeouts other than ``total`` (a stall before
-    the first event included), and retryable :class:`~aiollm.APIError` s (rate limits, server
-    errors). ``Retry-After`` is honoured (it is a floor for the delay) up to
-    ``max_retry_after`` seconds: a server that asks for a longer wait (``inf`` included) is
-    not waited for, and the call fails at once with its :class:`~aiollm.RateLimitError`,
-    whose ``retry_after`` says what the server asked. The same bound caps the cool-down that
-    a rate limit puts the provider into.
-    """
-
-    max_retries: int = 2
-    backoff_base: float = 0.5
-    backoff_max: float = 20.0
-    max_total_delay: float = 60.0
-    max_retry_after: float = 60.0
-
-    def retryable(self, exc: BaseException) -> bool:
-        """Whether ``exc`` may succeed when the same request is sent again.
-
-        The stream asks only while nothing has reached the caller, so a connection reset
-        after the response head is as retryable as one before it.
-        """
-        if isinstance(exc, APIError):
-            return exc.retryable
-        if isinstance(exc, TimeoutError):
-            return exc.phase != "total"
-        return isinstance(exc, TransportError)
-
-    def backoff(self, attempt: int) -> float:
-        """The jittered delay before retry number ``attempt`` (1-based)."""
-        cap = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
-        return random.uniform(0, cap)
-
-    def delay(
-        self, exc: BaseException, attempt: int, slept: float, remaining: float = math.inf
-    ) -> float | None:
-        """Seconds to wait before retry ``attempt``, or None when it should not be retried.
-
-        ``remaining`` is the time left before the call's deadline: a retry that could only
-        start after it is not made.
-        """
-        if attempt > self.max_retries or not self.retryable(exc):
-            return None
-        delay = self.backoff(attempt)
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            if not retry_after <= self.max_retry_after:  # also catches NaN
-                return None
-            delay = max(delay, float(retry_after))
-        if slept + delay > self.max_total_delay or delay >= remaining:
-            return None
-        return delay
-
-
-class Lease:
-    """A granted call: a concurrency slot and a token reservation.
-
-    :meth:`settle` records the tokens the call really used; :meth:`release` (idempotent,
-    synchronous) gives the slot back once the HTTP exchange is over.
-    """
-
-    __slots__ = ("_local", "_released", "estimate", "used")
-
-    def __init__(self, local: _Local | None = None) -> None:
-        self._local = local
-        self._released = local is None
-        self.estimate = 0
-        """Tokens reserved for this call (0 without a tokens-per-minute budget)."""
-        self.used: int | None = None
-        """Tokens reported by the provider, once settled."""
-
-    def settle(self, tokens: int | None) -> None:
-        """Charge the reported usage in place of the estimate (the first report counts)."""
-        if tokens is None or self.used is not None or self._local is None:
-            return
-        # A server may report any integer: more than a few minutes' budget is no different.
-        tokens = min(max(0, tokens), 10 * self._local.tpm)
-        self.used = tokens
-        if self.estimate:
-            self._local.charge(tokens - self.estimate)
-
-    def release(self) -> None:
-        """Give the concurrency slot back."""
-        if not self._released:
-            self._released = True
-            assert self._local is not None
-            if self._local.slots is not None:
-                self._local.slots.release_on_behalf_of(self)
-
-    @property
-    def released(self) -> bool:
-        """Whether the lease was given back."""
-        return self._released
-
-
-_FREE = Lease()
-"""The lease of a provider without limits: nothing to hold or release."""
-
-
-class _Local:
-    """Rate, concurrency and tokens per minute within this process."""
-
-    def __init__(self, limits: Limits) -> None:
-        rps = limits.requests_per_second
-        self.rate = AsyncLimiter(1, 1.0 / rps) if rps else None
-        mc = limits.max_concurrency
-        self.slots = anyio.CapacityLimiter(mc) if mc else None
-        self.tpm = limits.tokens_per_minute or 0
-        self.unlimited = self.rate is None and self.slots is None and not self.tpm
-        self.level = 0.0
-        self._at = 0.0
-        self._freed = anyio.Event()
-        """Set (and replaced) when a settlement gives tokens back: the waiters look again."""
-
-    def drain(self) -> float:
-        """The tokens still counted against the budget now."""
-        now = anyio.current_time()
-        self.level = max(0.0, self.level - (now - self._at) * self.tpm / 60.0)
-        self._at = now
-        return self.level
-
-    def charge(self, tokens: float) -> None:
-        """Add (or, negative, give back) tokens."""
-        if self.tpm:
-            self.drain()
-            self.level = max(0.0, self.level + tokens)
-            if tokens < 0:
-                self._freed.set()
-                self._freed = anyio.Event()
-
-    async def reserve(self, lease: Lease, estimate: int) -> None:
-        """Wait until ``estimate`` tokens fit the budget, then reserve them for ``lease``."""
-        tpm = self.tpm
-        while (level := self.drain()) > 0 and level + estimate > tpm:
-            with anyio.move_on_after((level + estimate - tpm) * 60.0 / tpm + 0.01):
-                await self._freed.wait()
-        self.level += estimate
-        lease.estimate = estimate
-
-    async def acquire(self, estimate: int) -> Lease:
-        if self.unlimited:
-            return _FREE
-        lease = Lease(self)
-        if self.slots is not None:
-            await self.slots.acquire_on_behalf_of(lease)
-        try:
-            if self.tpm:
-                await self.reserve(lease, estimate)
-            if self.rate is not None:
-                await self.rate.acquire()
-        except BaseException:
-            lease.settle(0)  # nothing was sent: give the reservation back
-            lease.release()
-            raise
-        return lease
-
-
 class ProviderLimiter:
     """The limits of one provider within one client (shared through Redis if configured)."""
 
@@ -416,7 +202,7 @@ class ProviderLimiter:
             raise ConfigurationError(
                 f"requests_per_second must be > 0 (got {rps})", provider=provider
             )
-        self._local = _Local(limits)
+        self._local = LocalLimits(limits)
         self._cool_until = 0.0
         self._cool_streak = 0
         self.hints = QuotaHints()
@@ -443,13 +229,13 @@ class ProviderLimiter:
     @property
     def cooling_down(self) -> bool:
         """Whether the provider is in a throttling cool-down now."""
-        return anyio.current_time() < self._cool_until
+        return time.monotonic() < self._cool_until
 
     async def acquire(self, estimate: int = 0, deadline: float = math.inf) -> Lease:
         """Wait for the cool-down, a concurrency slot, ``estimate`` tokens of the budget and
         a rate token; the lease must be released when the HTTP exchange is over.
 
-        ``deadline`` (on :func:`anyio.current_time`'s clock) is the call's: a cool-down that
+        ``deadline`` (on ``time.monotonic``, the event loop's clock) is the call's: a cool-down that
         lasts beyond it fails the call at once with a :class:`~aiollm.RateLimitError`.
         """
         if self._cool_until:
@@ -458,16 +244,14 @@ class ProviderLimiter:
         if self.shared is not None:
             lease = await self.shared.acquire(estimate)
         if lease is None:
-            local = self._local if self.shared is None else self.shared.fallback()
-            lease = await local.acquire(estimate)
+            lease = await self._local_limits().acquire(estimate)
         try:
             if self.hints.active:
                 await self.hints.wait(estimate)
-            # A throttle seen while we queued applies to us too.
-            await self._wait_cooldown(deadline)
+            if self._cool_until:  # a throttle seen while we queued applies to us too
+                await self._wait_cooldown(deadline)
         except BaseException:
-            lease.settle(0)
-            lease.release()
+            lease.give_back()  # nothing was sent
             raise
         return lease
 
@@ -476,21 +260,23 @@ class ProviderLimiter:
         await self._wait_cooldown(deadline)
         if self.shared is not None and await self.shared.pace():
             return
-        local = self._local if self.shared is None else self.shared.fallback()
-        if local.rate is not None:
-            await local.rate.acquire()
+        await self._local_limits().pace()
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Read the quota a response reports (``x-ratelimit-remaining-*`` / ``-reset-*``):
         when a budget is spent, hold every call until it resets; when it runs low, space
         the calls out over what is left of the window."""
-        hold = self.hints.observe(headers, anyio.current_time())
+        hold = self.hints.observe(headers, time.monotonic())
         if hold > 0:
             self._cool(min(hold, MAX_COOL_DOWN))
 
+    def _local_limits(self) -> LocalLimits:
+        """The limits within this process: its own, or its share while Redis is down."""
+        return self._local if self.shared is None else self.shared.fallback()
+
     async def _wait_cooldown(self, deadline: float = math.inf) -> None:
         while True:
-            now = anyio.current_time()
+            now = time.monotonic()
             wait = self._cool_until - now
             if wait <= 0:
                 return
@@ -504,7 +290,7 @@ class ProviderLimiter:
             await anyio.sleep(wait)
 
     def _cool(self, delay: float) -> None:
-        until = anyio.current_time() + delay
+        until = time.monotonic() + delay
         if until > self._cool_until:
             self._cool_until = until
             log.debug("%s: holding calls for %.2fs", self.provider, delay)

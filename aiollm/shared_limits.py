@@ -27,6 +27,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ._local_limits import Lease, LocalLimits
 from ._redact import redact_text
-from .limits import Lease, Limits, SharedLimitsError, _Local, _redact_url
+from .limits import Limits, SharedLimitsError
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -201,13 +203,13 @@ class RedisLimits:
         self._queue: anyio.Lock | None = None
         self._retry_at = 0.0
         self._probe = PROBE_AFTER[0]
-        self._fallback: _Local | None = None
+        self._fallback: LocalLimits | None = None
         self._closed = False
 
     # -- the calls -----------------------------------------------------------------------
     async def acquire(self, estimate: int) -> Lease | None:
         """A shared lease, or None when Redis is down and the policy is to fall back."""
-        if self.degraded and anyio.current_time() < self._retry_at:
+        if self.degraded and time.monotonic() < self._retry_at:
             self._unavailable(None)
             return None
         if not self.limits.tokens_per_minute:
@@ -221,7 +223,7 @@ class RedisLimits:
         poll = 0.005
         async with self._queue:  # one waiter per process asks Redis; the others queue here
             while True:
-                asked = anyio.current_time()
+                asked = time.monotonic()
                 try:
                     granted, wait = await self._run(
                         "acquire", keys, args, undo=(lease_id, estimate)
@@ -244,12 +246,11 @@ class RedisLimits:
         # Our start time in the rate's schedule, counted from when we asked: a reply that
         # reached us late (a busy machine) does not make the start late too.
         start = asked + wait / 1e6
-        if wait > 0 and start > anyio.current_time():
+        if wait > 0 and start > time.monotonic():
             try:
                 await anyio.sleep_until(start)
             except BaseException:
-                lease.settle(0)
-                lease.release()
+                lease.give_back()  # nothing was sent
                 raise
         return lease
 
@@ -257,7 +258,7 @@ class RedisLimits:
         """Wait for a shared rate token (a retry); False when Redis is down (use local)."""
         if not self._interval:
             return True
-        if self.degraded and anyio.current_time() < self._retry_at:
+        if self.degraded and time.monotonic() < self._retry_at:
             self._unavailable(None)
             return False
         keys = [self.keys[k] for k in ("rate", "slots", "tpm", "cool")]
@@ -276,10 +277,10 @@ class RedisLimits:
         if ms > 0 and not self.degraded:
             self._spawn(self._quiet("cool", [self.keys["cool"]], [ms]))
 
-    def fallback(self) -> _Local:
+    def fallback(self) -> LocalLimits:
         """The local limits used while Redis is down: this worker's share of the quota."""
         if self._fallback is None:
-            self._fallback = _Local(self.limits.share(self.workers))
+            self._fallback = LocalLimits(self.limits.share(self.workers))
         return self._fallback
 
     async def aclose(self) -> None:
@@ -399,7 +400,7 @@ class RedisLimits:
 
     def _unavailable(self, exc: BaseException | None) -> None:
         """Redis failed (or is known down): fall back (None) or raise, per the policy."""
-        now = anyio.current_time()
+        now = time.monotonic()
         if exc is not None:
             if not self.degraded:
                 self.degraded = True
@@ -413,7 +414,7 @@ class RedisLimits:
                 log.warning(
                     "%s: shared limits at %s unavailable (%s); %s until it is back",
                     self.provider,
-                    self._where(),
+                    self.limits.store_name,
                     self._describe(exc),
                     action,
                 )
@@ -423,18 +424,15 @@ class RedisLimits:
         if self.limits.on_shared_failure == "raise":
             detail = self._describe(exc) if exc is not None else "still unavailable"
             raise SharedLimitsError(
-                f"shared limits at {self._where()} unavailable ({detail})", provider=self.provider
+                f"shared limits at {self.limits.store_name} unavailable ({detail})",
+                provider=self.provider,
             )
         return None
 
     def _recovered(self) -> None:
         if self.degraded:
             self.degraded = False
-            log.warning("%s: shared limits at %s are back", self.provider, self._where())
-
-    def _where(self) -> str:
-        shared = self.limits.shared
-        return _redact_url(shared) if isinstance(shared, str) else type(shared).__name__
+            log.warning("%s: shared limits at %s are back", self.provider, self.limits.store_name)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
@@ -447,6 +445,4 @@ class RedisLimits:
         return redact_text(f"{type(exc).__name__}: {exc}", secrets)
 
     def __repr__(self) -> str:
-        return (
-            f"<RedisLimits {self.provider} {self._where()}{' degraded' if self.degraded else ''}>"
-        )
+        return f"<RedisLimits {self.provider} {self.limits.store_name}{' degraded' if self.degraded else ''}>"

@@ -123,8 +123,10 @@ class Tools:
         (repo / "refs" / "main").write_text(_REVISION)
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, tool: str, concurrency: int, requests: int, workers: int = 1) -> ToolRun:
-        """Run ``tool`` at ``concurrency`` for ``requests`` requests; its own figures."""
+    def run(self, tool: str, concurrency: int, requests: int, workers: int = 0) -> ToolRun:
+        """Run ``tool`` at ``concurrency`` for ``requests`` requests; its own figures.
+
+        ``workers``: ``aiollm bench --workers`` (0: its default)."""
         out = self.workdir / f"{tool}-{concurrency}"
         out.mkdir(parents=True, exist_ok=True)
         warmup = concurrency  # one request per connection first, where the tool has a warm-up
@@ -154,7 +156,7 @@ class Tools:
         cmd += ["--concurrency", str(concurrency), "--requests", str(requests)]
         cmd += ["--warmup", str(warmup), "--max-tokens", "64", "--no-progress"]
         cmd += ["--output", str(out / "result.json")]
-        if workers > 1:
+        if workers:
             cmd += ["--workers", str(workers)]
         return cmd
 

@@ -92,16 +92,16 @@ def measure(url: str, level: int, requests: int, stamp: str, workers: int) -> di
     import anyio
 
     import aiollm._kernel_clock as kernel_clock
-    import aiollm.transport as transport
+    import aiollm._response as response
     from aiollm import Client
     from aiollm.bench import run
     from aiollm.bench._workload import synthetic_prompt
 
-    install, read_clock = kernel_clock.install, transport._read_clock
+    install, read_clock = kernel_clock.install, response._read_clock
     if stamp != "kernel":
         kernel_clock.install = lambda transport, note: False  # type: ignore[assignment]
     if stamp == "resumed":
-        transport._read_clock = lambda resp: None  # type: ignore[assignment]
+        response._read_clock = lambda resp: None  # type: ignore[assignment]
     settings = {"base_url": url + "/v1", "api_key": "k"}
     os.environ.update(OPENAI_BASE_URL=settings["base_url"], OPENAI_API_KEY="k")  # --workers
 
@@ -117,7 +117,7 @@ def measure(url: str, level: int, requests: int, stamp: str, workers: int) -> di
     try:
         result = anyio.run(main)
     finally:
-        kernel_clock.install, transport._read_clock = install, read_clock
+        kernel_clock.install, response._read_clock = install, read_clock
     cpu = cpu_now(resource.RUSAGE_SELF) + cpu_now(resource.RUSAGE_CHILDREN) - cpu0
     truth = {e["key"]: e for e in server_log(url)}
     (summary,) = result.runs
@@ -170,7 +170,7 @@ def in_process(url: str, args: argparse.Namespace) -> None:
         f"{'ok':>3} | {'err TTFT p50/p99':>16} {'err ITL p50/p99':>16} | CPU s/1k | lag p99 | "
         f"{'truth TTFT, ITL, E2E med/p99':>46} | load"
     )
-    stamps = args.stamps if args.workers == 1 else ["kernel"]
+    stamps = args.stamps if args.workers <= 1 else ["kernel"]  # others stamp as shipped
     for level in args.levels:
         for _ in range(args.runs):
             for stamp in stamps:
@@ -213,20 +213,20 @@ def with_tools(url: str, args: argparse.Namespace) -> None:
     print(
         f"\nthe same server, each tool's own result file: report - truth (ms), median/p99; truth "
         f"from when each request arrived at the server ({versions}; aiollm bench "
-        f"{'--workers ' + str(args.workers) if args.workers > 1 else 'one process'})\n"
+        f"{'--workers ' + str(args.workers) if args.workers else 'its default processes'})\n"
         f"{'tool':>9} {'streams':>7} {'n':>4} | {'TTFT':>15} | {'ITL':>15} | {'E2E':>15} | "
         f"{'ok':>3} | ITL is  | CPU s/1k tokens: all, beyond start-up | "
         f"{'truth TTFT, ITL, E2E med/p99':>46} | load"
     )
     fixed: dict[str, tuple[float, int]] = {}
     for tool in names:  # start-up: one request, counted apart
-        one = tools.run(tool, 1, 1, args.workers if tool == "aiollm" else 1)
+        one = tools.run(tool, 1, 1, args.workers if tool == "aiollm" else 0)
         fixed[tool] = (one.cpu, len(server_log(url)))
     for level in args.levels:
         for tool in names:
             requests = max(args.requests, level * 2)
             try:
-                r = tools.run(tool, level, requests, args.workers if tool == "aiollm" else 1)
+                r = tools.run(tool, level, requests, args.workers if tool == "aiollm" else 0)
             except RuntimeError as exc:
                 print(f"{tool:>9} {level:>7} failed: {exc}", flush=True)
                 server_log(url)
@@ -282,7 +282,13 @@ def main() -> None:
     parser.add_argument(
         "--stamps", type=names, default=["kernel", "loop"], help="kernel,loop,resumed"
     )
-    parser.add_argument("--workers", type=int, default=1, help="aiollm bench --workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="aiollm bench --workers (default: one process "
+        "in this process's runs, the command's own default for the tools' comparison)",
+    )
     parser.add_argument("--with", dest="with_tools", type=names, default=[], help="aiperf,guidellm")
     parser.add_argument(
         "--tools-cache", type=Path, default=Path(tempfile.gettempdir()) / "aiollm-bench-tools"

@@ -2,7 +2,8 @@
 
 Instruction counts do not depend on what else the machine is doing, so two trees can be compared
 exactly on a busy machine: ``--before PATH`` counts a second checkout (e.g. ``git worktree add
-/tmp/before <commit>``) in the same run and prints the ratio. Each count is the difference between
+/tmp/before <commit>``) in the same run and prints the ratio; a tree from before the response
+decoders is run as its Stream ran it (its codec behind its SSE framer). Each count is the difference between
 a run over ``--frames`` and one over ``--frames / 6`` frames, minus the same difference with
 decoding switched off (building the body), divided by the frames in between. Needs valgrind
 (``apt-get install valgrind``); ``PYTHONHASHSEED`` is fixed.
@@ -26,9 +27,17 @@ FORMATS = ("openai", "dashscope", "qianfan")
 WORKER = r"""
 import sys
 from aiollm.providers._base import Call
-from aiollm.providers.openai import OpenAIDecoder
-from aiollm.providers.dashscope import DashScopeDecoder
-from aiollm.providers.qianfan import QianfanDecoder
+try:
+    from aiollm.providers.openai import OpenAIDecoder
+    from aiollm.providers.dashscope import DashScopeDecoder
+    from aiollm.providers.qianfan import QianfanDecoder
+    CODECS = False
+except ImportError:  # a tree from before the response decoders: a codec behind the SSE framer
+    from aiollm.framing import SSEDecoder
+    from aiollm.providers.openai import OpenAICodec as OpenAIDecoder
+    from aiollm.providers.dashscope import DashScopeCodec as DashScopeDecoder
+    from aiollm.providers.qianfan import QianfanCodec as QianfanDecoder
+    CODECS = True
 
 fmt, n, decode = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 if fmt == "openai":
@@ -57,9 +66,18 @@ else:
 chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
 if decode:
     call = Call("chat", model, True, messages=[{"role": "user", "content": "x"}])
-    decoder = cls(call, 200, {"Content-Type": "text/event-stream"})
-    events = sum(len(decoder.feed(c)) for c in chunks)
-    decoder.end()
+    headers = {"Content-Type": "text/event-stream"}
+    if CODECS:  # as that tree's Stream ran them
+        codec = cls(call)
+        codec.on_response(200, headers)
+        framer = SSEDecoder(data_line_events=True, raw_data=True, json_line_events=fmt == "qianfan")
+        for c in chunks:
+            out = []
+            codec.on_sse_batch(framer.feed_raw(c), out)
+    else:
+        decoder = cls(call, 200, headers)
+        events = sum(len(decoder.feed(c)) for c in chunks)
+        decoder.end()
 """
 
 

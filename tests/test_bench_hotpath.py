@@ -31,7 +31,7 @@ async def test_buffered_body_is_read_without_a_timer(
         def no_timer(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("a timer was armed for data that had already arrived")
 
-        monkeypatch.setattr("aiollm.transport.anyio.fail_after", no_timer)
+        monkeypatch.setattr("aiollm._response.within", no_timer)
         body = b""
         while chunk := await resp.next_chunk():
             body += chunk

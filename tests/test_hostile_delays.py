@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import email.utils
+import json
 import math
+import time
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -20,6 +26,9 @@ pytestmark = pytest.mark.anyio
 HANG_GUARD = 30.0
 """A bound that only catches hangs (the machine is busy: never a tight wall-clock bound)."""
 
+NOW = 1_700_000_000.0
+"""A fixed wall clock (Tue, 14 Nov 2023 22:13:20 GMT) for the parser, which reads none."""
+
 
 @pytest.mark.parametrize(
     ("headers", "expected"),
@@ -36,6 +45,7 @@ HANG_GUARD = 30.0
         ({"Retry-After": ""}, None),
         ({"Retry-After": "Fri, 31 Dec 99999 23:59:59 GMT"}, math.inf),
         ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+        ({"Retry-After": "Tue, 14 Nov 2023 22:15:20 GMT"}, 120.0),
         ({"Retry-After": "Wed, 21 Oct 2015 25:61:00 GMT"}, None),
         ({"retry-after-ms": "1500"}, 1.5),
         ({"retry-after-ms": "Infinity"}, math.inf),
@@ -44,12 +54,27 @@ HANG_GUARD = 30.0
     ],
 )
 def test_retry_after_never_raises(headers: dict[str, str], expected: float | None) -> None:
-    assert parse_retry_after(headers) == expected
+    assert parse_retry_after(headers, now=NOW) == expected
 
 
 def test_retry_after_far_date_is_finite_and_large() -> None:
-    seconds = parse_retry_after({"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})
+    seconds = parse_retry_after({"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}, now=NOW)
     assert seconds is not None and 1e10 < seconds < math.inf
+
+
+def test_a_retry_after_date_is_measured_against_now_else_the_response_date() -> None:
+    later = {"Retry-After": "Tue, 14 Nov 2023 22:15:20 GMT"}  # NOW + 120 s
+    assert parse_retry_after(later, now=NOW + 20) == 100.0
+    # Without ``now``: the response's own Date (the transport stamps one when it has none).
+    assert parse_retry_after({**later, "Date": "Tue, 14 Nov 2023 22:14:20 GMT"}) == 60.0
+    assert parse_retry_after({**later, "Date": "Tue, 14 Nov 2023 22:14:20 GMT"}, now=NOW) == 120.0
+    # Nothing (finite) to measure it against: no delay is known.
+    for date in ({}, {"Date": "yesterday"}, {"Date": "Fri, 31 Dec 99999 23:59:59 GMT"}):
+        assert parse_retry_after({**later, **date}) is None
+    for now in (math.inf, -math.inf, math.nan):
+        assert parse_retry_after(later, now=now) is None
+    # A number of seconds needs no clock.
+    assert parse_retry_after({"Retry-After": "7"}) == 7.0
 
 
 def test_policy_does_not_wait_beyond_its_bound() -> None:
@@ -87,9 +112,9 @@ async def test_huge_usage_is_settled_without_overflow() -> None:
     assert limiter.tokens_in_window() <= 10_000
 
 
-def rate_limited(value: str, header: str = "Retry-After") -> web.Response:
+def rate_limited(value: str, header: str = "Retry-After", **headers: str) -> web.Response:
     return web.json_response(
-        {"error": {"message": "slow down"}}, status=429, headers={header: value}
+        {"error": {"message": "slow down"}}, status=429, headers={header: value, **headers}
     )
 
 
@@ -180,3 +205,55 @@ async def test_a_reset_after_the_head_before_any_event_is_retried(provider: str)
                 reply = await client.chat(MODELS[provider], MESSAGES)
     assert reply.text == "hello"
     assert sent == 2
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_retry_after_date_is_measured_against_the_response_date(provider: str) -> None:
+    # The server's clock says 120 s; the client's own clock plays no part.
+    async def handler(request: web.Request) -> web.Response:
+        headers = {"Date": email.utils.formatdate(NOW, usegmt=True)}
+        return rate_limited(email.utils.formatdate(NOW + 120, usegmt=True), **headers)
+
+    async with serve(handler) as origin:
+        async with aiollm.Client(providers=settings(origin), env={}) as client:
+            with anyio.fail_after(HANG_GUARD), pytest.raises(RateLimitError) as info:
+                await client.chat(MODELS[provider], MESSAGES)
+    assert info.value.retry_after == 120.0  # over max_retry_after: failed at once
+
+
+@contextlib.asynccontextmanager
+async def undated_server(head: str, body: bytes) -> AsyncIterator[str]:
+    """A server whose every answer is ``head`` and ``body``, with no ``Date`` header."""
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            request = await reader.readuntil(b"\r\n\r\n")
+            for line in request.decode("latin-1").split("\r\n"):
+                if line.lower().startswith("content-length:"):
+                    await reader.readexactly(int(line.split(":", 1)[1]))
+            answer = f"{head}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            writer.write(answer.encode() + body)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_answer_without_a_date_is_dated_when_it_arrives() -> None:
+    # Retry-After in an hour by the server's clock, and no Date: measured against arrival.
+    later = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    head = (
+        f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: {later}"
+    )
+    body = json.dumps({"error": {"message": "slow down"}}).encode()
+    async with undated_server(head, body) as origin:
+        async with aiollm.Client(providers=settings(origin), env={}) as client:
+            with anyio.fail_after(HANG_GUARD), pytest.raises(RateLimitError) as info:
+                await client.chat(MODELS["openai"], MESSAGES)
+    retry_after = info.value.retry_after
+    assert retry_after is not None and 3000 < retry_after <= 3600

@@ -13,7 +13,7 @@ from quota_server import MODEL, MSGS, QuotaServer, serving
 
 from aiollm import Client, ConfigurationError, Limits, fanout
 from aiollm._ratelimit_headers import parse_reset
-from aiollm.limits import MAX_COOL_DOWN, ProviderLimiter, estimate_tokens
+from aiollm.limits import MAX_COOL_DOWN, ProviderLimiter
 from aiollm.providers import Call
 
 pytestmark = pytest.mark.anyio
@@ -159,16 +159,6 @@ def test_parse_reset() -> None:
     assert parse_reset(str(1_000_000_000 + 30), wall_now=1_000_000_000) == 30
     for bad in (None, "", "soon", "-1", "1x", "nan"):
         assert parse_reset(bad) is None
-
-
-def test_estimate_counts_max_tokens_and_the_prompt() -> None:
-    def call(**kw: Any) -> Call:
-        return Call(op="chat", model="m", stream=True, **kw)
-
-    assert estimate_tokens(call(messages=MSGS)) == 512 + 2 + 4
-    assert estimate_tokens(call(messages=MSGS, params={"max_tokens": 7})) == 7 + 6
-    assert estimate_tokens(call(prompt="你好世界", params={"max_output_tokens": 1})) == 1 + 4 + 4
-    assert estimate_tokens(call(input=["ab", "cd"]), default_max_tokens=0) == 2 * (1 + 4)
 
 
 def test_limits_from_environment_with_a_shared_store() -> None:

@@ -309,8 +309,12 @@ def test_retry_after_ms_wins() -> None:
 
 
 def test_http_date_retry_after() -> None:
-    exc = http_error(503, b"", {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    # A date is measured against the response's Date (the transport stamps one if missing).
+    date = {"Date": "Wed, 21 Oct 2015 07:30:00 GMT"}
+    exc = http_error(503, b"", {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT", **date})
     assert type(exc) is aiollm.ServerError and exc.retry_after == 0.0
+    exc = http_error(503, b"", {"Retry-After": "Wed, 21 Oct 2015 07:30:45 GMT", **date})
+    assert exc.retry_after == 45.0
 
 
 def test_insufficient_quota_on_429_is_not_retryable() -> None:

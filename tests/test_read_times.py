@@ -17,7 +17,7 @@ import pytest
 
 from aiollm import Client, TextDelta
 from aiollm._kernel_clock import arrival, install
-from aiollm.transport import _ReadClock
+from aiollm._response import _ReadClock
 
 linux = pytest.mark.skipif(sys.platform != "linux", reason="kernel receive times: Linux only")
 run_async = pytest.mark.anyio

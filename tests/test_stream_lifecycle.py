@@ -403,9 +403,9 @@ async def test_a_body_left_open_after_the_last_frame_ends_promptly_and_is_closed
 ) -> None:
     from aiohttp import web
 
-    import aiollm.transport
+    import aiollm._response
 
-    monkeypatch.setattr(aiollm.transport, "FINISH_GRACE", 0.05)
+    monkeypatch.setattr(aiollm._response, "FINISH_GRACE", 0.05)
     left = anyio.Event()
 
     async def chat(request: web.Request) -> web.StreamResponse:

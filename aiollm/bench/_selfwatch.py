@@ -18,6 +18,7 @@ __all__ = [
     "LAG_LIMIT_MS",
     "SelfWatch",
     "client_note",
+    "client_processes",
     "merge_client",
     "old_objects_frozen",
 ]
@@ -138,3 +139,10 @@ def client_note(figures: Mapping[str, Any]) -> str:
         "warning: the client was the limit in this run (" + " and ".join(why) + "): TTFT, ITL, "
         "TPOT and e2el include the client's own delay; use --workers N or a lighter load"
     )
+
+
+def client_processes(figures: Mapping[str, Any]) -> str:
+    """How many processes sent the load, and why: ``2 processes (auto: ...)``."""
+    n = figures.get("client_processes") or 1
+    why = figures.get("client_processes_reason")
+    return f"{n} process{'es' if n > 1 else ''}" + (f" ({why})" if why else "")

@@ -75,11 +75,12 @@ class Prepared:
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """A header by case-insensitive name (aiohttp's headers are; plain dicts in tests are not)."""
     value = headers.get(name)
-    if value is None:
+    if value is None and isinstance(headers, dict):  # aiohttp's headers have answered already
         lower = name.lower()
         for key, item in headers.items():
             if key.lower() == lower:
-                return item
+                found: str = item
+                return found
     return value
 
 

@@ -7,6 +7,7 @@ import msgspec
 from ..events import Usage
 
 __all__ = [
+    "WireChoice",
     "WireChunk",
     "WireDelta",
     "WireEmbeddings",
@@ -82,7 +83,7 @@ class WireDelta(msgspec.Struct, gc=False):
     function_call: _Function | None = None
 
 
-class _Choice(msgspec.Struct, gc=False):
+class WireChoice(msgspec.Struct, gc=False):
     index: int = 0
     delta: WireDelta | None = None
     message: WireDelta | None = None
@@ -95,7 +96,7 @@ class WireResponse(msgspec.Struct, gc=False):
 
     id: str | None = None
     object: str | None = None
-    choices: list[_Choice] | None = None
+    choices: list[WireChoice] | None = None
     usage: WireUsage | None = None
     error: WireError | str | None = None
     # Other error shapes: {"code": .., "msg"|"message": ..} (gateways), top-level
@@ -116,7 +117,7 @@ class WireChunk(msgspec.Struct, gc=False):
     """
 
     object: str | None = None
-    choices: list[_Choice] | None = None
+    choices: list[WireChoice] | None = None
     usage: WireUsage | None = None
     error: WireError | str | None = None
 
@@ -160,7 +161,7 @@ def is_error(wire: WireResponse) -> bool:
     )
 
 
-def first_choice(choices: list[_Choice] | None) -> _Choice | None:
+def first_choice(choices: list[WireChoice] | None) -> WireChoice | None:
     """Choice 0 (with ``n > 1`` only the first choice is followed)."""
     if not choices:
         return None

@@ -42,7 +42,6 @@ from ._base import (
     Prepared,
     Provider,
     ResponseDecoder,
-    data_of,
     header,
     parse_retry_after,
 )
@@ -110,44 +109,66 @@ class DashScopeDecoder(ResponseDecoder):
         """Cumulative mode: the tool calls so far, ``(index, id, name, arguments)``."""
         self._usage = msgspec.Raw()
         """The usage of the last frame that carried one (a running total), until emitted."""
-        self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
-        """The last comments seen and the status they carry (the same on every frame)."""
+        self._status_of: tuple[tuple[str, ...], int | None, bool] = ((), None, True)
+        """The last comments seen, the status they carry (the same on every frame) and
+        whether it is a success."""
         self._seen = False
         self._documents = 0
 
     # -- the decoder contract --------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
+        append = out.append
+        common = self.mode is not None and self.call.stream and self._seen
         for item in items:
             if type(item) is bytes:
                 data: bytes = item
-                kind = "message"
-                frame_id = ""
-                status = None
+                kind, frame_id, status, healthy = "message", "", None, True
             else:
-                data = data_of(item)
+                raw = item.raw  # type: ignore[union-attr]
+                data = raw if raw is not None else item.data.encode()  # type: ignore[union-attr]
                 kind = item.event  # type: ignore[union-attr]
                 frame_id = item.id  # type: ignore[union-attr]
                 comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
                 if comments != self._status_of[0]:
-                    self._status_of = (comments, event_status(comments))
-                status = self._status_of[1]
+                    found = event_status(comments)
+                    self._status_of = (comments, found, found is None or found < 400)
+                _, status, healthy = self._status_of
+                healthy = healthy and kind != "error"
             if not data:
                 continue
             try:
                 wire = decode_response(data)
             except (msgspec.DecodeError, UnicodeDecodeError):
-                text = data.decode("utf-8", "replace")
-                if kind == "error":
-                    try:
-                        wire = decode_response(text)
-                    except msgspec.DecodeError:
-                        raise error_for(
-                            None, text[:300], status=status, request_id=self.request_id
-                        ) from None
+                wire = self._undecodable(data, kind, status, frame_id)
+            output = wire.output
+            if (
+                common
+                and healthy
+                and output is not None  # not an error body
+                and (not wire.request_id or wire.request_id == self.request_id)
+            ):
+                # The common frame: text (incremental or cumulative) that is not the last.
+                choices = output.choices
+                if choices is None:
+                    text, finish, message = output.text, output.finish_reason, None
+                elif choices:
+                    message = choices[0].message
+                    text = message.content if message is not None else None
+                    finish = choices[0].finish_reason
                 else:
-                    # Invalid UTF-8 reads as U+FFFD; anything else is a malformed frame.
-                    wire = self.decode(text, frame_id)
-            if kind == "error" or (status is not None and status >= 400) or is_error(wire):
+                    message, finish = None, "?"  # no choice at all: _result reads it
+                if (finish is None or finish == "null" or finish == "") and (
+                    message is None or not (message.reasoning_content or message.tool_calls)
+                ):
+                    if len(wire.usage):
+                        self._usage = wire.usage
+                    if text:
+                        if self.mode is INCREMENTAL:
+                            append(TextDelta(text))
+                        else:
+                            self._cumulative(text, frame_id, out)
+                    continue
+            if not healthy or is_error(wire):
                 raise error_for(
                     wire.code,
                     wire.message,
@@ -157,6 +178,22 @@ class DashScopeDecoder(ResponseDecoder):
             self._result(wire, frame_id, out)
             if self.finished:
                 return
+            common = self.mode is not None and self.call.stream and self._seen
+
+    def _undecodable(
+        self, data: bytes, kind: str, status: int | None, frame_id: str
+    ) -> WireResponse:
+        """A frame whose bytes did not decode: invalid UTF-8 reads as U+FFFD; an ``error``
+        event with plain text is the error; anything else is a malformed frame."""
+        text = data.decode("utf-8", "replace")
+        if kind == "error":
+            try:
+                return decode_response(text)
+            except msgspec.DecodeError:
+                raise error_for(
+                    None, text[:300], status=status, request_id=self.request_id
+                ) from None
+        return self.decode(text, frame_id)
 
     def document(self, document: bytes, out: list[Event]) -> None:
         wire = self.decode(document, "")

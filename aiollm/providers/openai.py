@@ -63,6 +63,7 @@ from ._openai_errors import (
     specific_class,
 )
 from ._openai_wire import (
+    WireChoice,
     WireChunk,
     WireDelta,
     WireError,
@@ -82,6 +83,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 log = logging.getLogger("aiollm.openai")
 
 _DONE = b"[DONE]"
+_NO_CHOICE = WireChoice()
+"""Stands for a chunk with no choice 0 (it adds no events)."""
 
 
 class OpenAIDecoder(ResponseDecoder):
@@ -108,63 +111,62 @@ class OpenAIDecoder(ResponseDecoder):
 
     # -- frames --------------------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
-        append, plain = out.append, self._think is None
+        append, plain, seen = out.append, self._think is None, self._seen
         for item in items:
-            if type(item) is bytes:
-                data: bytes = item
-                kind = "message"
-            else:
-                data = data_of(item)
-                kind = item.event  # type: ignore[union-attr]
-            if data == _DONE:
-                self._end_stream(out)
-                return
-            if not data:
-                continue
+            data = item if type(item) is bytes else data_of(item)
             try:
                 wire: WireChunk | WireResponse = decode_chunk(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                wire = self._frame(data, kind, out)
+            except (msgspec.DecodeError, UnicodeDecodeError):  # also [DONE] and empty data
+                if data == _DONE:
+                    self._end_stream(out)
+                    return
+                if not data:
+                    continue
+                wire = self._frame(item, data, out)
+                seen = True
             else:
                 if (
-                    wire.choices is None
+                    not seen
+                    or wire.choices is None
                     or wire.error is not None
                     or wire.object == "error"
-                    or not self._seen
                 ):
-                    wire = self._frame(data, kind, out)
+                    wire = self._frame(item, data, out)
+                    seen = True
             choices = wire.choices
             if choices:
-                choice = choices[0] if choices[0].index == 0 else first_choice(choices)
-                if choice is not None:
-                    delta = choice.delta or choice.message
-                    if delta is None:
-                        if choice.text:
-                            append(TextDelta(choice.text))
-                    elif (
-                        plain
-                        and delta.reasoning_content is None
-                        and delta.tool_calls is None
-                        and delta.reasoning is None
-                        and delta.refusal is None
-                        and delta.function_call is None
-                    ):  # plain text, the common frame
-                        if delta.content:
-                            append(TextDelta(delta.content))
-                    else:
-                        self._parts(delta, out)
-                    if choice.finish_reason is not None and not self._finishing:
-                        self._finishing = True
-                        self._reason = choice.finish_reason
+                choice = choices[0]
+                if choice.index:  # n > 1: only choice 0 is followed
+                    choice = first_choice(choices) or _NO_CHOICE
+                delta = choice.delta or choice.message
+                if delta is None:
+                    if choice.text:
+                        append(TextDelta(choice.text))
+                elif (
+                    plain
+                    and delta.reasoning_content is None
+                    and delta.tool_calls is None
+                    and delta.reasoning is None
+                    and delta.refusal is None
+                    and delta.function_call is None
+                ):  # plain text, the common frame
+                    if delta.content:
+                        append(TextDelta(delta.content))
+                else:
+                    self._parts(delta, out)
+                if choice.finish_reason is not None and not self._finishing:
+                    self._finishing = True
+                    self._reason = choice.finish_reason
             if wire.usage is not None:
                 append(wire.usage.event())
 
-    def _frame(self, data: bytes, kind: str, out: list[Event]) -> WireResponse:
+    def _frame(self, item: SSEItem, data: bytes, out: list[Event]) -> WireResponse:
         """A frame off the common path, decoded whole: an error body raises; the first frame
         of a response gives its facts (:class:`ResponseInfo`)."""
         try:
             wire = decode_response(data)
         except (msgspec.DecodeError, UnicodeDecodeError):
+            kind = "message" if type(item) is bytes else item.event  # type: ignore[union-attr]
             wire = self._undecodable(data, kind)
         if is_error(wire):
             raise self.error_from(wire, self.status, {})

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ._call import add_rate_limit_headers
 from ._faults import Fault, FaultKind, RandomFaults
 from ._quota import Quota
 from ._reply import Reply, default_tokens, split_tokens
-from ._service import Service, add_rate_limit_headers
+from ._service import Service
 from ._stats import LOG_LIMIT, Stats
 from .dashscope import DashScope, DashScopeState
 from .gateway import Gateway, GatewayState

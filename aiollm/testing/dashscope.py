@@ -31,9 +31,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ._call import Call, Frame
 from ._faults import Fault, FaultChoice
 from ._reply import Answer
-from ._service import Call, Frame, Service, dumps, retry_after_header
+from ._service import Service, dumps, retry_after_header
 
 __all__ = ["DashScope", "DashScopeState"]
 

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
+from ._call import Call, ClientGone, Frame
 from ._faults import Fault, FaultChoice
 from ._reply import Answer
-from ._service import HTML_PAGE, Call, ClientGone, Frame, Service, dumps, retry_after_header
+from ._service import HTML_PAGE, Service, dumps, retry_after_header
 
 if TYPE_CHECKING:
     from ._emulator import Emulator
