@@ -109,20 +109,20 @@ class DashScopeDecoder(ResponseDecoder):
         """Cumulative mode: the tool calls so far, ``(index, id, name, arguments)``."""
         self._usage = msgspec.Raw()
         """The usage of the last frame that carried one (a running total), until emitted."""
-        self._status_of: tuple[tuple[str, ...], int | None] = ((), None)
-        """The last comments seen and the status they carry (the same on every frame)."""
+        self._status_of: tuple[tuple[str, ...], int | None, bool] = ((), None, True)
+        """The last comments seen, the status they carry (the same on every frame) and
+        whether it is a success."""
         self._seen = False
         self._documents = 0
 
     # -- the decoder contract --------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
-        append, mode, stream = out.append, self.mode, self.call.stream
+        append = out.append
+        common = self.mode is not None and self.call.stream and self._seen
         for item in items:
             if type(item) is bytes:
                 data: bytes = item
-                kind = "message"
-                frame_id = ""
-                status = None
+                kind, frame_id, status, healthy = "message", "", None, True
             else:
                 raw = item.raw  # type: ignore[union-attr]
                 data = raw if raw is not None else item.data.encode()  # type: ignore[union-attr]
@@ -130,8 +130,10 @@ class DashScopeDecoder(ResponseDecoder):
                 frame_id = item.id  # type: ignore[union-attr]
                 comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
                 if comments != self._status_of[0]:
-                    self._status_of = (comments, event_status(comments))
-                status = self._status_of[1]
+                    found = event_status(comments)
+                    self._status_of = (comments, found, found is None or found < 400)
+                _, status, healthy = self._status_of
+                healthy = healthy and kind != "error"
             if not data:
                 continue
             try:
@@ -140,12 +142,9 @@ class DashScopeDecoder(ResponseDecoder):
                 wire = self._undecodable(data, kind, status, frame_id)
             output = wire.output
             if (
-                output is not None  # not an error body
-                and mode is not None
-                and stream
-                and self._seen
-                and kind != "error"
-                and (status is None or status < 400)
+                common
+                and healthy
+                and output is not None  # not an error body
                 and (not wire.request_id or wire.request_id == self.request_id)
             ):
                 # The common frame: text (incremental or cumulative) that is not the last.
@@ -164,12 +163,12 @@ class DashScopeDecoder(ResponseDecoder):
                     if len(wire.usage):
                         self._usage = wire.usage
                     if text:
-                        if mode is INCREMENTAL:
+                        if self.mode is INCREMENTAL:
                             append(TextDelta(text))
                         else:
                             self._cumulative(text, frame_id, out)
                     continue
-            if kind == "error" or (status is not None and status >= 400) or is_error(wire):
+            if not healthy or is_error(wire):
                 raise error_for(
                     wire.code,
                     wire.message,
@@ -179,6 +178,7 @@ class DashScopeDecoder(ResponseDecoder):
             self._result(wire, frame_id, out)
             if self.finished:
                 return
+            common = self.mode is not None and self.call.stream and self._seen
 
     def _undecodable(
         self, data: bytes, kind: str, status: int | None, frame_id: str

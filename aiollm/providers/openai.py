@@ -83,6 +83,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 log = logging.getLogger("aiollm.openai")
 
 _DONE = b"[DONE]"
+_NO_CHOICE = WireChoice()
+"""Stands for a chunk with no choice 0 (it adds no events)."""
 
 
 class OpenAIDecoder(ResponseDecoder):
@@ -109,7 +111,7 @@ class OpenAIDecoder(ResponseDecoder):
 
     # -- frames --------------------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
-        append, plain = out.append, self._think is None
+        append, plain, seen = out.append, self._think is None, self._seen
         for item in items:
             data = item if type(item) is bytes else data_of(item)
             try:
@@ -121,39 +123,40 @@ class OpenAIDecoder(ResponseDecoder):
                 if not data:
                     continue
                 wire = self._frame(item, data, out)
+                seen = True
             else:
                 if (
-                    wire.choices is None
+                    not seen
+                    or wire.choices is None
                     or wire.error is not None
                     or wire.object == "error"
-                    or not self._seen
                 ):
                     wire = self._frame(item, data, out)
+                    seen = True
             choices = wire.choices
             if choices:
-                choice: WireChoice | None = choices[0]
-                if choices[0].index:  # n > 1: choice 0 is followed
-                    choice = first_choice(choices)
-                if choice is not None:
-                    delta = choice.delta or choice.message
-                    if delta is None:
-                        if choice.text:
-                            append(TextDelta(choice.text))
-                    elif (
-                        plain
-                        and delta.reasoning_content is None
-                        and delta.tool_calls is None
-                        and delta.reasoning is None
-                        and delta.refusal is None
-                        and delta.function_call is None
-                    ):  # plain text, the common frame
-                        if delta.content:
-                            append(TextDelta(delta.content))
-                    else:
-                        self._parts(delta, out)
-                    if choice.finish_reason is not None and not self._finishing:
-                        self._finishing = True
-                        self._reason = choice.finish_reason
+                choice = choices[0]
+                if choice.index:  # n > 1: only choice 0 is followed
+                    choice = first_choice(choices) or _NO_CHOICE
+                delta = choice.delta or choice.message
+                if delta is None:
+                    if choice.text:
+                        append(TextDelta(choice.text))
+                elif (
+                    plain
+                    and delta.reasoning_content is None
+                    and delta.tool_calls is None
+                    and delta.reasoning is None
+                    and delta.refusal is None
+                    and delta.function_call is None
+                ):  # plain text, the common frame
+                    if delta.content:
+                        append(TextDelta(delta.content))
+                else:
+                    self._parts(delta, out)
+                if choice.finish_reason is not None and not self._finishing:
+                    self._finishing = True
+                    self._reason = choice.finish_reason
             if wire.usage is not None:
                 append(wire.usage.event())
 

@@ -172,33 +172,43 @@ class QianfanDecoder(ResponseDecoder):
     # -- the decoder contract ----------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
-        for item in items:
-            data = item if type(item) is bytes else data_of(item)
-            if not data:
-                continue
-            try:
-                wire = _decode_chat(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                # Invalid UTF-8 reads as U+FFFD; anything else is a malformed frame.
-                wire = self.decode(data.decode("utf-8", "replace"))
-            if (
-                wire.sentence_id == self._next_sentence
-                and self._seen
-                and wire.error_code is None
-                and not wire.is_end
-                and wire.function_call is None
-                and wire.ban_round is None
-                and (wire.need_clear_history is None or wire.need_clear_history is self._clear)
-            ):  # the common frame: the next sentence, nothing else to note (see _frame)
-                self._next_sentence += 1
-                self._frames += 1
-                if wire.result:
-                    append(TextDelta(wire.result))
-                continue
-            self.check_error(wire)
-            self._frame(wire, False, out)
-            if self.finished:
-                return
+        sentence, clear, seen = self._next_sentence, self._clear, self._seen
+        try:
+            for item in items:
+                data = item if type(item) is bytes else data_of(item)
+                try:
+                    wire = _decode_chat(data)
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    if not data:
+                        continue
+                    # Invalid UTF-8 reads as U+FFFD; anything else is a malformed frame.
+                    wire = self.decode(data.decode("utf-8", "replace"))
+                if (
+                    wire.sentence_id == sentence
+                    and seen
+                    and wire.error_code is None
+                    and not wire.is_end
+                    and wire.function_call is None
+                    and wire.ban_round is None
+                    and (wire.need_clear_history is None or wire.need_clear_history is clear)
+                ):  # the common frame: the next sentence, nothing else to note (see _frame)
+                    sentence += 1
+                    if wire.result:
+                        append(TextDelta(wire.result))
+                    continue
+                self._count(sentence)
+                self.check_error(wire)
+                self._frame(wire, False, out)
+                sentence, clear, seen = self._next_sentence, self._clear, True
+                if self.finished:
+                    return
+        finally:
+            self._count(sentence)
+
+    def _count(self, sentence: int) -> None:
+        """Take in the common frames read since the counters were last written."""
+        self._frames += sentence - self._next_sentence
+        self._next_sentence = sentence
 
     def document(self, document: bytes, out: list[Event]) -> None:
         # A whole response; on a stream request an error body (or a server that ignored
