@@ -7,8 +7,7 @@ limits while Redis is unreachable (:mod:`aiollm.shared_limits`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -60,16 +59,11 @@ class Lease:
         """Whether the lease was given back."""
         return self._released
 
-    @contextmanager
-    def returned_on_error(self) -> Iterator[None]:
-        """The call is not sent yet: if the block raises (a cancel, a timeout, a cool-down
-        beyond the deadline), the reservation and the slot are given back."""
-        try:
-            yield
-        except BaseException:
-            self.settle(0)
-            self.release()
-            raise
+    def give_back(self) -> None:
+        """The call was not sent (a cancel, a timeout, a cool-down beyond the deadline while
+        waiting): the reservation and the slot go back."""
+        self.settle(0)
+        self.release()
 
 
 FREE = Lease()
@@ -93,7 +87,7 @@ class LocalLimits:
 
     def drain(self) -> float:
         """The tokens still counted against the budget now."""
-        now = anyio.current_time()
+        now = time.monotonic()
         self.level = max(0.0, self.level - (now - self._at) * self.tpm / 60.0)
         self._at = now
         return self.level
@@ -123,11 +117,14 @@ class LocalLimits:
         lease = Lease(self)
         if self.slots is not None:
             await self.slots.acquire_on_behalf_of(lease)
-        with lease.returned_on_error():  # nothing was sent: give the reservation back
+        try:
             if self.tpm:
                 await self.reserve(lease, estimate)
             if self.rate is not None:
                 await self.rate.acquire()
+        except BaseException:
+            lease.give_back()  # nothing was sent
+            raise
         return lease
 
     async def pace(self) -> None:

@@ -68,7 +68,7 @@ class QuotaHints:
     @property
     def active(self) -> bool:
         """Whether a reported quota still constrains the calls."""
-        now = anyio.current_time()
+        now = time.monotonic()
         return now < self._pace_until or now < self.tokens_reset_at
 
     def observe(self, headers: Mapping[str, str], now: float) -> float:
@@ -100,11 +100,11 @@ class QuotaHints:
     async def wait(self, estimate: int) -> None:
         """Space this call out while the requests run low; hold it until the token budget
         resets when its estimate does not fit what is left."""
-        now = anyio.current_time()
+        now = time.monotonic()
         if now < self.tokens_reset_at and self.tokens_left is not None:
             if estimate > self.tokens_left:
                 await anyio.sleep(self.tokens_reset_at - now)
-                now = anyio.current_time()
+                now = time.monotonic()
             else:
                 self.tokens_left -= estimate
         if now < self._pace_until:

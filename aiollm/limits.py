@@ -28,6 +28,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -228,13 +229,13 @@ class ProviderLimiter:
     @property
     def cooling_down(self) -> bool:
         """Whether the provider is in a throttling cool-down now."""
-        return anyio.current_time() < self._cool_until
+        return time.monotonic() < self._cool_until
 
     async def acquire(self, estimate: int = 0, deadline: float = math.inf) -> Lease:
         """Wait for the cool-down, a concurrency slot, ``estimate`` tokens of the budget and
         a rate token; the lease must be released when the HTTP exchange is over.
 
-        ``deadline`` (on :func:`anyio.current_time`'s clock) is the call's: a cool-down that
+        ``deadline`` (on ``time.monotonic``, the event loop's clock) is the call's: a cool-down that
         lasts beyond it fails the call at once with a :class:`~aiollm.RateLimitError`.
         """
         if self._cool_until:
@@ -244,11 +245,14 @@ class ProviderLimiter:
             lease = await self.shared.acquire(estimate)
         if lease is None:
             lease = await self._local_limits().acquire(estimate)
-        with lease.returned_on_error():
+        try:
             if self.hints.active:
                 await self.hints.wait(estimate)
-            # A throttle seen while we queued applies to us too.
-            await self._wait_cooldown(deadline)
+            if self._cool_until:  # a throttle seen while we queued applies to us too
+                await self._wait_cooldown(deadline)
+        except BaseException:
+            lease.give_back()  # nothing was sent
+            raise
         return lease
 
     async def pace(self, deadline: float = math.inf) -> None:
@@ -262,7 +266,7 @@ class ProviderLimiter:
         """Read the quota a response reports (``x-ratelimit-remaining-*`` / ``-reset-*``):
         when a budget is spent, hold every call until it resets; when it runs low, space
         the calls out over what is left of the window."""
-        hold = self.hints.observe(headers, anyio.current_time())
+        hold = self.hints.observe(headers, time.monotonic())
         if hold > 0:
             self._cool(min(hold, MAX_COOL_DOWN))
 
@@ -272,7 +276,7 @@ class ProviderLimiter:
 
     async def _wait_cooldown(self, deadline: float = math.inf) -> None:
         while True:
-            now = anyio.current_time()
+            now = time.monotonic()
             wait = self._cool_until - now
             if wait <= 0:
                 return
@@ -286,7 +290,7 @@ class ProviderLimiter:
             await anyio.sleep(wait)
 
     def _cool(self, delay: float) -> None:
-        until = anyio.current_time() + delay
+        until = time.monotonic() + delay
         if until > self._cool_until:
             self._cool_until = until
             log.debug("%s: holding calls for %.2fs", self.provider, delay)

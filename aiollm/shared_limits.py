@@ -27,6 +27,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -208,7 +209,7 @@ class RedisLimits:
     # -- the calls -----------------------------------------------------------------------
     async def acquire(self, estimate: int) -> Lease | None:
         """A shared lease, or None when Redis is down and the policy is to fall back."""
-        if self.degraded and anyio.current_time() < self._retry_at:
+        if self.degraded and time.monotonic() < self._retry_at:
             self._unavailable(None)
             return None
         if not self.limits.tokens_per_minute:
@@ -222,7 +223,7 @@ class RedisLimits:
         poll = 0.005
         async with self._queue:  # one waiter per process asks Redis; the others queue here
             while True:
-                asked = anyio.current_time()
+                asked = time.monotonic()
                 try:
                     granted, wait = await self._run(
                         "acquire", keys, args, undo=(lease_id, estimate)
@@ -245,16 +246,19 @@ class RedisLimits:
         # Our start time in the rate's schedule, counted from when we asked: a reply that
         # reached us late (a busy machine) does not make the start late too.
         start = asked + wait / 1e6
-        if wait > 0 and start > anyio.current_time():
-            with lease.returned_on_error():
+        if wait > 0 and start > time.monotonic():
+            try:
                 await anyio.sleep_until(start)
+            except BaseException:
+                lease.give_back()  # nothing was sent
+                raise
         return lease
 
     async def pace(self) -> bool:
         """Wait for a shared rate token (a retry); False when Redis is down (use local)."""
         if not self._interval:
             return True
-        if self.degraded and anyio.current_time() < self._retry_at:
+        if self.degraded and time.monotonic() < self._retry_at:
             self._unavailable(None)
             return False
         keys = [self.keys[k] for k in ("rate", "slots", "tpm", "cool")]
@@ -396,7 +400,7 @@ class RedisLimits:
 
     def _unavailable(self, exc: BaseException | None) -> None:
         """Redis failed (or is known down): fall back (None) or raise, per the policy."""
-        now = anyio.current_time()
+        now = time.monotonic()
         if exc is not None:
             if not self.degraded:
                 self.degraded = True

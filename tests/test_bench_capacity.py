@@ -158,6 +158,7 @@ async def test_find_max_finds_the_quota_within_its_resolution() -> None:
         search_start=8.0,
         resolution=0.25,
         burstiness=100.0,  # nearly even arrivals
+        workers=1,  # tests/test_bench_workers.py searches from two processes
     )
     cap = result.capacity
     assert cap is not None and cap["search"] == "request_rate"

@@ -218,9 +218,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--workers",
         type=int,
-        default=1,
         metavar="N",
-        help="send the load from N processes, aggregated exactly (default 1)",
+        help="send the load from N processes, aggregated exactly (default: one per 32 "
+        "requests in flight or requests/s, up to the cores; 1 forces one process)",
     )
     load.add_argument(
         "--models-together",

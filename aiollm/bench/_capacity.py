@@ -123,8 +123,21 @@ class StepTelemetry:
     """What the client saw of the quota during a step."""
 
     cooldown_s: float = 0.0
-    """Seconds the client's limiter for the provider spent in a throttling cool-down."""
+    """Seconds the client's limiter for the provider spent in a throttling cool-down (summed
+    over the processes of a multi-process run)."""
     samples: int = 0
+    early_stop: str = ""
+    """Why the step stopped sending before its end (its errors passed the budget), else ""."""
+
+    @classmethod
+    def merge(cls, parts: Iterable[StepTelemetry]) -> StepTelemetry:
+        """One step's telemetry from each process: cool-down and samples summed, the first early stop."""
+        rows = list(parts)
+        return cls(
+            cooldown_s=sum(p.cooldown_s for p in rows),
+            samples=sum(p.samples for p in rows),
+            early_stop=next((p.early_stop for p in rows if p.early_stop), ""),
+        )
 
 
 @dataclass

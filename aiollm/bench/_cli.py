@@ -145,7 +145,8 @@ async def _bench_main(config: BenchConfig, args: argparse.Namespace) -> int:
     )
     _err(
         f"{what} {len(config.model_list)} model(s)"
-        f"{' on the embedded emulator' if config.uses_emulator else ''}; "
+        f"{' on the embedded emulator' if config.uses_emulator else ''} from "
+        f"{bench.processes} process(es) ({bench.processes_reason}); "
         "Ctrl-C stops and keeps what finished"
     )
     async with anyio.create_task_group() as tg:

@@ -69,8 +69,9 @@ class BenchConfig:
     ``tokenizer.json`` making every length exact in tokens.
 
     ``runs``: repeat each run that many times; the result gives each figure's mean and 95 %
-    confidence interval. ``workers``: run the load from that many processes (see :mod:`aiollm.bench._workers`),
-    aggregated exactly from every request's record.
+    confidence interval. ``workers``: run the load from that many processes, aggregated
+    exactly from every request's record (default None: one per 32 requests in flight or
+    requests/s of the highest load, up to the cores; see :mod:`aiollm.bench._workers`).
 
     ``ramp``: seconds over which a paced load rises from nothing to its rate before the
     measured part begins (the requests sent meanwhile are not counted).
@@ -119,7 +120,7 @@ class BenchConfig:
     pin_output: bool = False
     shared_prefix_len: int = 0
     tokenizer: str | None = None
-    workers: int = 1
+    workers: int | None = None
     runs: int = 1
     shard: tuple[int, int] = (0, 1)
     """This process's part of a multi-process run: (worker, workers); set by the workers."""
@@ -205,8 +206,15 @@ class BenchConfig:
         positive_int("turns", self.turns)
         positive_int("workers", self.workers)
         positive_int("runs", self.runs)
-        if self.runs > 1 and (self.find_max or self.workers > 1):
+        if self.runs > 1 and (self.find_max or (self.workers or 1) > 1):
             raise ConfigurationError("repeated runs go with fixed loads in one process")
+        if self.workers is not None and self.workers > 1:
+            if self.models_together:
+                raise ConfigurationError("--workers runs the models one after another")
+            if min(self.widths(), default=self.workers) < self.workers:
+                raise ConfigurationError(
+                    f"every concurrency must be at least the workers ({self.workers})"
+                )
         positive_int("output_len", self.output_len)
         positive_int("shared_prefix_len", self.shared_prefix_len, zero=True)
         for name in ("input_len_range", "output_len_range"):
@@ -285,6 +293,15 @@ class BenchConfig:
                     }
                 )
         return out
+
+    def widths(self) -> list[int]:
+        """Every concurrency and concurrency cap of the runs (each process needs one of each)."""
+        widths = list(self.sweep)
+        if self.request_rate is None and self.trace is None and self.find_max is None:
+            widths.append(self.concurrency)
+        if self.max_concurrency:
+            widths.append(self.max_concurrency)
+        return widths
 
     def connection_limit(self) -> int:
         """Enough pooled connections for the widest level (0 = unlimited)."""

@@ -13,7 +13,7 @@ import msgspec
 
 from .. import ConfigurationError, __version__
 from ._metrics import METRICS, PERCENTILES, RequestRecord, RunSummary, describe_load
-from ._selfwatch import client_note
+from ._selfwatch import client_note, client_processes
 
 __all__ = [
     "CSV_COLUMNS",
@@ -234,18 +234,15 @@ def _run_block(run: RunSummary) -> list[str]:
                 text = example if len(example) <= 160 else example[:157] + "..."
                 lines.append(f"    {key}: {text}")
     note = client_note(f)
+    head = "  client: " + client_processes(f)
     if note:
-        lines.append("  " + note)
+        lines.extend([head, "  " + note])
     elif f.get("client_loop_lag_p99_ms") is not None:
         busy = f.get("client_cpu_busy")
         lines.append(
-            f"  client: event-loop lag p99 {f['client_loop_lag_p99_ms']:.1f} ms"
+            f"{head}; event-loop lag p99 {f['client_loop_lag_p99_ms']:.1f} ms"
             + (f", CPU {busy:.0%} of a core" if busy is not None else "")
-            + (
-                f" ({f['client_processes']} processes, the worst)"
-                if f["client_processes"] > 1
-                else ""
-            )
+            + (" (the worst process)" if f["client_processes"] > 1 else "")
             + ": not the limit"
         )
     if run.warmup_failed:
@@ -350,6 +347,8 @@ def render_capacity(capacity: Mapping[str, Any]) -> list[str]:
         )
     lines.append("")
     lines.append("  " + str(capacity.get("summary", "")))
+    if capacity.get("client_processes"):
+        lines.append("  client: " + client_processes(capacity))
     return lines
 
 

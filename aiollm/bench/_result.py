@@ -41,6 +41,8 @@ class RunState:
         self.in_flight = 0
         self.cancelled = 0
         self.warmup_failed = 0
+        self.client: dict[str, Any] = {}
+        """The client's self-measurement when other processes sent the load (else measured here)."""
 
     def elapsed(self) -> float:
         """Seconds since the measured part of the run began."""

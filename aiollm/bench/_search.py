@@ -1,17 +1,22 @@
-"""Running a capacity search: each step a measured run, watched and judged (:mod:`._capacity`)."""
+"""Running a capacity search: each step a measured run, watched and judged (:mod:`._capacity`).
+
+:func:`measure` runs in the process that sends the load (every worker of a multi-process run,
+each on its share); :func:`search` runs where the steps are decided, on the records of all.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
 
-from .. import Client
 from ._capacity import CapacitySearch, StepTelemetry, capacity_summary, is_throttling, judge
 from ._config import BenchConfig
+from ._driver import Driver
 from ._result import RunState, monotonic
 
-__all__ = ["StepRunner", "search"]
+__all__ = ["StepRunner", "measure", "search"]
 
 
 class StepRunner(Protocol):
@@ -24,7 +29,9 @@ class StepRunner(Protocol):
 
     def add_state(self, state: RunState) -> None: ...
 
-    async def run_state(self, client: Client, state: RunState) -> None: ...
+    async def run_step(self, state: RunState) -> StepTelemetry:
+        """Run the step ``state`` describes (:func:`measure`, in one or more processes)."""
+        ...
 
 
 def _error_budget(cfg: BenchConfig) -> float:
@@ -32,7 +39,7 @@ def _error_budget(cfg: BenchConfig) -> float:
     return next((s.limit for s in cfg.capacity_slos if s.name == "error_rate"), 0.01)
 
 
-async def search(bench: StepRunner, client: Client) -> dict[str, Any]:
+async def search(bench: StepRunner) -> dict[str, Any]:
     """Search each model's capacity (:mod:`._capacity`); returns the ``capacity`` dict."""
     cfg = bench.config
     integer = cfg.find_max == "concurrency"
@@ -48,7 +55,7 @@ async def search(bench: StepRunner, client: Client) -> dict[str, Any]:
         )
 
         async def step(value: float, model: str = model) -> dict[str, Any]:
-            return await _step(bench, client, model, value)
+            return await _step(bench, model, value)
 
         found = await search.run(step, lambda: bench.stopped)
         found["model"] = model
@@ -73,14 +80,26 @@ async def search(bench: StepRunner, client: Client) -> dict[str, Any]:
     return capacity
 
 
-async def _step(bench: StepRunner, client: Client, model: str, value: float) -> dict[str, Any]:
-    """One step of steady load at ``value``: run, watch, judge."""
-    cfg = bench.config
-    state = RunState(model, cfg.step_load(value))
-    bench.add_state(state)
-    limiter = client.limiter(model.partition("/")[0])
+async def measure(
+    driver: Driver,
+    state: RunState,
+    *,
+    step: bool,
+    before_start: Callable[[], Awaitable[None]] | None = None,
+) -> StepTelemetry:
+    """Run ``state``'s load through ``driver``; a capacity ``step`` also under watch.
+
+    The watch samples the client's throttling cool-down, cancels what is unfinished
+    ``drain_time`` after the step, and stops the step early when its errors pass twice the
+    error budget of its load.
+    """
     telemetry = StepTelemetry()
-    early = ""
+    if not step:
+        await driver.run(state, before_start)
+        return telemetry
+    cfg = driver.config
+    limiter = driver.client.limiter(state.model.partition("/")[0])
+    value = float(state.load["request_rate"] or state.load["concurrency"] or 0)
     budget = max(3.0, 2.0 * _error_budget(cfg) * value * cfg.step_duration)
     # a cool-down left by the previous step would hold this one back: let it pass first
     with anyio.move_on_after(60.0):
@@ -88,7 +107,6 @@ async def _step(bench: StepRunner, client: Client, model: str, value: float) -> 
             await anyio.sleep(0.02)
 
     async def watch(scope: anyio.CancelScope) -> None:
-        nonlocal early
         tick = 0.02
         while True:
             await anyio.sleep(tick)
@@ -97,8 +115,7 @@ async def _step(bench: StepRunner, client: Client, model: str, value: float) -> 
                 telemetry.cooldown_s += tick
             if state.started is None:
                 continue
-            now = monotonic()
-            if now > state.started + cfg.step_duration + cfg.drain_time:
+            if monotonic() > state.started + cfg.step_duration + cfg.drain_time:
                 scope.cancel()  # what is left is unfinished: the step saturated
                 return
             failed = sum(
@@ -107,19 +124,31 @@ async def _step(bench: StepRunner, client: Client, model: str, value: float) -> 
                 if not r.ok and (cfg.count_throttling or not is_throttling(r.error))
             )
             if failed > budget:
-                early = f"stopped early: {failed} errors, past the error budget"
+                telemetry.early_stop = f"stopped early: {failed} errors, past the error budget"
                 scope.cancel()
                 return
 
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch, scope)
-            await bench.run_state(client, state)
+            await driver.run(state, before_start)
             tg.cancel_scope.cancel()
+    return telemetry
+
+
+async def _step(bench: StepRunner, model: str, value: float) -> dict[str, Any]:
+    """One step of steady load at ``value``: run and watch it, then judge all its records."""
+    cfg = bench.config
+    state = RunState(model, cfg.step_load(value))
+    bench.add_state(state)
+    telemetry = await bench.run_step(state)
     state.ended = state.ended or monotonic()
     state.finished = not bench.stopped
     verdict, figures = judge(
-        state, cfg.capacity_slos, count_throttling=cfg.count_throttling, early_stop=early
+        state,
+        cfg.capacity_slos,
+        count_throttling=cfg.count_throttling,
+        early_stop=telemetry.early_stop,
     )
     summary = state.summary(cfg.goodput_slos)
     f = summary.figures

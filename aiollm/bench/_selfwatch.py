@@ -11,7 +11,14 @@ import anyio
 
 from ._metrics import percentile
 
-__all__ = ["CPU_LIMIT", "LAG_LIMIT_MS", "SelfWatch", "client_note", "merge_client"]
+__all__ = [
+    "CPU_LIMIT",
+    "LAG_LIMIT_MS",
+    "SelfWatch",
+    "client_note",
+    "client_processes",
+    "merge_client",
+]
 
 LAG_LIMIT_MS = 20.0
 """Event-loop lag (p99) above which the client's own timestamps are late."""
@@ -109,3 +116,10 @@ def client_note(figures: Mapping[str, Any]) -> str:
         "warning: the client was the limit in this run (" + " and ".join(why) + "): TTFT, ITL, "
         "TPOT and e2el include the client's own delay; use --workers N or a lighter load"
     )
+
+
+def client_processes(figures: Mapping[str, Any]) -> str:
+    """How many processes sent the load, and why: ``2 processes (auto: ...)``."""
+    n = figures.get("client_processes") or 1
+    why = figures.get("client_processes_reason")
+    return f"{n} process{'es' if n > 1 else ''}" + (f" ({why})" if why else "")

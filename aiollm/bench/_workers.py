@@ -1,153 +1,304 @@
 """``--workers N``: the load from N processes, aggregated exactly from every request's record.
 
-Each process runs a share of the load (the concurrency, the request rate — N independent
-Poisson streams add up to one of the total rate — the requests and the concurrency cap are
-split; request ``i`` of worker ``k`` is request ``i * N + k`` of the whole) against one
-embedded emulator or the real service. The parent merges the raw per-request records of each
-run and summarises them once: percentiles of the whole, never averages of percentiles. Each
-process measures itself; the run reports the worst of them.
+How many (:func:`plan`): ``workers`` when given; else one process per
+:data:`LOAD_PER_PROCESS` of the highest load the benchmark asks for, up to the cores this
+process may use, and one when the load cannot be shared.
+
+Every run (a model at a load level, or a step of a capacity search) is shared out by the
+parent (:func:`share`): the concurrency, the request rate (N independent Poisson streams add up
+to one of the total rate), the requests and the concurrency cap are split. Request ``i`` of
+worker ``k`` is request ``i * N + k`` of the whole run, so a trace's requests keep their
+recorded times and a multi-turn session stays whole in one process. The workers warm up, start
+the measured part together, and send back every request's record; the parent puts them on one
+clock and summarises them once (percentiles of the whole, never averages of percentiles), or
+judges the step on all of them. Each process measures itself; the run reports the worst.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import math
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from multiprocessing.connection import Connection
+from types import ModuleType, TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
-from .. import ConfigurationError
-from ._config import BenchConfig
-from ._metrics import RunSummary, summarize
-from ._result import BenchResult
-from ._selfwatch import merge_client
+from ._capacity import StepTelemetry
+from ._config import DEFAULT_REQUESTS, BenchConfig
+from ._driver import Driver, open_client
+from ._result import RunState, monotonic
+from ._search import measure
+from ._selfwatch import SelfWatch, merge_client
 
-__all__ = ["run_workers", "shard"]
+__all__ = ["LOAD_PER_PROCESS", "WorkerPool", "plan", "share"]
 
-
-def _split(total: int, n: int, k: int) -> int:
-    return total // n + (1 if k < total % n else 0)
-
-
-def shard(config: BenchConfig, n: int, k: int) -> BenchConfig:
-    """Worker ``k``'s share of ``config`` (of ``n``)."""
-    if config.find_max is not None or config.trace is not None or config.turns > 1:
-        raise ConfigurationError(
-            "--workers runs fixed loads: not with --find-max, --trace or --turns yet"
-        )
-    if config.models_together:
-        raise ConfigurationError("--workers runs the models one after another")
-    widths = [config.concurrency] if config.request_rate is None else []
-    widths += list(config.sweep)
-    if config.max_concurrency:
-        widths.append(config.max_concurrency)
-    if any(w < n for w in widths):
-        raise ConfigurationError(f"every concurrency must be at least the workers ({n})")
-    rate = config.request_rate
-    return dataclasses.replace(
-        config,
-        concurrency=_split(config.concurrency, n, k) if config.request_rate is None else 1,
-        request_rate=None if rate is None else rate / n,
-        max_concurrency=_split(config.max_concurrency, n, k) if config.max_concurrency else None,
-        sweep=[_split(level, n, k) for level in config.sweep],
-        requests=_split(config.requests, n, k) if config.requests is not None else None,
-        shard=(k, n),
-        emulator=False,
-    )
+LOAD_PER_PROCESS = 32
+"""The load one process sends before ``workers`` defaults to more: 32 requests in flight
+(a concurrency or a concurrency cap) or 32 requests/s (a rate, a trace's mean rate, the
+highest rate a capacity search may try)."""
 
 
-def _worker(config: BenchConfig, settings: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """One process: run its share, return each run's raw records and self-measurement."""
-    from .. import Client
-    from ._runner import run
-
-    async def main() -> BenchResult:
-        async with AsyncExitStack() as stack:
-            client = None
-            if settings is not None:
-                client = await stack.enter_async_context(
-                    Client(providers=settings, env={}, connection_limit=config.connection_limit())
-                )
-            return await run(config, client=client)
-
-    result = anyio.run(main)
-    return [
-        {
-            "model": r.model,
-            "records": r.records,
-            "started_at": r.started_at,
-            "ended_at": r.started_at + r.duration,
-            "cancelled": r.cancelled,
-            "warmup_failed": r.warmup_failed,
-            "client": {k: v for k, v in r.figures.items() if k.startswith("client_")},
-            "stopped_by": result.stopped_by,
-        }
-        for r in result.runs
-    ]
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-async def run_workers(config: BenchConfig, n: int, date: str) -> BenchResult:
-    """Run ``config`` from ``n`` processes and merge their records run by run."""
-    shards = [shard(config, n, k) for k in range(n)]
+def _peak(config: BenchConfig) -> tuple[float, str]:
+    """The highest load the benchmark asks for, and its description."""
+    if config.find_max is not None:
+        unit = "" if config.find_max == "concurrency" else " req/s"
+        what = config.find_max.replace("_", " ")
+        return config.search_limit, f"a search of the {what} up to {config.search_limit:g}{unit}"
+    if config.trace is not None:
+        rate = len(config.trace) * config.trace_speed / max(1.0, config.trace[-1].at)
+        return rate, f"the trace's {rate:.3g} req/s"
+    if config.request_rate is None:
+        top = max(config.sweep or [config.concurrency])
+        return top, f"concurrency {top}"
+    if math.isinf(config.request_rate):
+        width = config.max_concurrency or config.requests or DEFAULT_REQUESTS
+        return width, f"{width} requests at once"
+    return config.request_rate, f"{config.request_rate:g} req/s"
+
+
+def plan(config: BenchConfig, *, own_client: bool = False) -> tuple[int, str]:
+    """How many processes send the load, and why (``own_client``: a client was given)."""
+    if own_client:
+        return 1, "the benchmark uses the client it was given"
+    if config.workers is not None:
+        return config.workers, f"workers={config.workers} was given"
+    if config.models_together or config.runs > 1:
+        return 1, "auto: models run together and repeated runs stay in one process"
+    load, what = _peak(config)
+    wanted = math.ceil(load / LOAD_PER_PROCESS)
+    if wanted <= 1:
+        return 1, f"auto: {what} is within one process's {LOAD_PER_PROCESS}"
+    cores = _cores()
+    n = min(cores, wanted, min(config.widths(), default=wanted))
+    if n <= 1:
+        why = "one core" if cores < 2 else "a level too narrow to share"
+        return 1, f"auto: {what} is above {LOAD_PER_PROCESS} per process, but {why}"
+    return n, f"auto: {what} is above {LOAD_PER_PROCESS} per process; {n} of {cores} cores"
+
+
+def share(load: dict[str, Any], n: int, k: int) -> dict[str, Any]:
+    """Worker ``k``'s share (of ``n``) of a run's load description."""
+
+    def part(total: int | None) -> int | None:
+        return None if total is None else len(range(k, total, n))
+
+    rate = load["request_rate"]
+    return {
+        **load,
+        "concurrency": part(load["concurrency"]),
+        "request_rate": rate if rate in (None, "inf") else float(rate) / n,
+        "max_concurrency": part(load["max_concurrency"]),
+        "num_requests": part(load["num_requests"]),
+    }
+
+
+class WorkerPool:
+    """``n`` processes, each with its own client, running their share of each run on demand.
+
+    ``settings``: the providers' settings of the embedded emulator, else each process's
+    client reads the environment. ``on_fatal`` hears of a failure no retry can fix.
+    """
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        n: int,
+        settings: dict[str, Any] | None,
+        *,
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._config = config
+        self._n = n
+        self._settings = settings
+        self._on_fatal = on_fatal
+        self._barrier = self._context.Barrier(n)
+        self._stop = self._context.Event()
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+
+    async def __aenter__(self) -> WorkerPool:
+        for k in range(self._n):
+            mine, theirs = self._context.Pipe()
+            config = dataclasses.replace(self._config, shard=(k, self._n), workers=1)
+            args = (theirs, config, self._settings, self._barrier, self._stop)
+            proc = self._context.Process(target=_serve, args=args, daemon=True)
+            # a worker needs nothing of the caller's script: without this, each new process
+            # would import it again (running a script with no ``if __name__ == "__main__"``)
+            main, sys.modules["__main__"] = sys.modules["__main__"], ModuleType("__main__")
+            try:
+                proc.start()
+            finally:
+                sys.modules["__main__"] = main
+            theirs.close()
+            self._conns.append(mine)
+            self._procs.append(proc)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            for conn in self._conns:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass  # the process has gone
+            for proc in self._procs:
+                await anyio.to_thread.run_sync(proc.join, 10.0)
+                if proc.is_alive():
+                    proc.terminate()
+                    await anyio.to_thread.run_sync(proc.join, 5.0)
+            for conn in self._conns:
+                conn.close()
+
+    def stop(self) -> None:
+        """Stop every worker: the requests in flight are cancelled, what finished comes back."""
+        self._stop.set()
+        self._barrier.abort()
+
+    async def run(self, state: RunState, *, step: bool) -> StepTelemetry:
+        """Run ``state``'s load shared over the workers; their records are merged into it."""
+        n = self._n
+        for k, conn in enumerate(self._conns):
+            conn.send((state.model, share(state.load, n, k), step))
+        parts: list[dict[str, Any]] = []
+
+        async def receive(k: int) -> None:
+            try:
+                part = await anyio.to_thread.run_sync(self._conns[k].recv)
+            except (EOFError, OSError):
+                part = {"stopped_by": f"worker process {k} ended before its run did"}
+            if part.get("stopped_by"):
+                self._on_fatal(part["stopped_by"])
+            if "records" in part:
+                parts.append(part)
+
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for k in range(n):
+                    tg.start_soon(receive, k)
+        _merge(state, parts)
+        state.finished = len(parts) == n and all(p["finished"] for p in parts)
+        return StepTelemetry.merge(p["telemetry"] for p in parts)
+
+
+def _merge(state: RunState, parts: list[dict[str, Any]]) -> None:
+    """The workers' shares of one run as one: records on one clock, counts summed."""
+    begun = [p for p in parts if p["started"] is not None]
+    if begun:
+        state.started = min(p["started"] for p in begun)
+        state.ended = max(p["ended"] for p in begun)
+        for part in begun:
+            shift = part["started"] - state.started
+            for rec in part["records"]:
+                rec.start += shift
+                state.records.append(rec)
+        state.records.sort(key=lambda r: r.start)
+    state.cancelled = sum(p["cancelled"] for p in parts)
+    state.warmup_failed = sum(p["warmup_failed"] for p in parts)
+    state.client = merge_client(p["client"] for p in begun)
+
+
+def _serve(
+    conn: Connection,
+    config: BenchConfig,
+    settings: dict[str, Any] | None,
+    barrier: Any,
+    stop: Any,
+) -> None:
+    """A worker process: run each share the parent sends, until it sends None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
+    anyio.run(_serve_runs, conn, config, settings, barrier, stop)
+
+
+def _pass(barrier: Any) -> bool:
+    """Wait until every worker is ready; False when the barrier was broken (stopping)."""
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        return False
+    return True
+
+
+async def _serve_runs(
+    conn: Connection,
+    config: BenchConfig,
+    settings: dict[str, Any] | None,
+    barrier: Any,
+    stop: Any,
+) -> None:
+    current = anyio.CancelScope()
+    fatal: list[str] = []
+
+    def on_fatal(text: str) -> None:
+        fatal.append(text)
+        current.cancel()
+
+    async def follow_stop() -> None:
+        while not stop.is_set():
+            await anyio.sleep(0.02)
+        current.cancel()
+
+    async def start_together() -> None:
+        if not await anyio.to_thread.run_sync(_pass, barrier):
+            current.cancel()
+            await anyio.lowlevel.checkpoint()
+
     async with AsyncExitStack() as stack:
-        settings = None
-        url = None
-        if config.uses_emulator:
-            from ..testing import Cadence, Emulator, Quota
-
-            quotas = {}
-            if config.quota_rps is not None:
-                quota = Quota(rate=config.quota_rps, burst=max(1.0, config.quota_rps / 10))
-                quotas = {m.partition("/")[0]: quota for m in config.model_list}
-            emu = Emulator(
-                cadence=Cadence(config.first_token, config.per_token),
-                reply_tokens=config.max_tokens or 64,
-                quotas=quotas,
+        client, _ = await open_client(config, stack, settings)
+        watch = SelfWatch()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        tg.start_soon(watch.follow)
+        tg.start_soon(follow_stop)
+        stack.callback(tg.cancel_scope.cancel)
+        driver = Driver(config, client, on_fatal=on_fatal)
+        while True:
+            try:
+                job = await anyio.to_thread.run_sync(conn.recv)
+            except EOFError:
+                return  # the parent has gone
+            if job is None:
+                return
+            model, load, step = job
+            state = RunState(model, load)
+            telemetry = StepTelemetry()
+            error = None
+            with anyio.CancelScope() as current:
+                if stop.is_set() or fatal:
+                    current.cancel()
+                try:
+                    telemetry = await measure(driver, state, step=step, before_start=start_together)
+                except Exception as exc:  # reported to the parent, which stops the others
+                    error = f"worker process {config.shard[0]}: {type(exc).__name__}: {exc}"
+            state.ended = state.ended or monotonic()
+            conn.send(
+                {
+                    "records": state.records,
+                    "started": state.started,
+                    "ended": state.ended,
+                    "cancelled": state.cancelled,
+                    "warmup_failed": state.warmup_failed,
+                    "finished": state.finished,
+                    "client": watch.window(state.started, state.ended),
+                    "telemetry": telemetry,
+                    "stopped_by": fatal[0] if fatal else error,
+                }
             )
-            await stack.enter_async_context(emu)
-            settings, url = emu.settings(), emu.url
-            shards = [dataclasses.replace(s, models=config.model_list) for s in shards]
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(n, mp_context=context) as pool:
-            futures = [pool.submit(_worker, s, settings) for s in shards]
-            parts = [await anyio.to_thread.run_sync(f.result) for f in futures]
-    count = min(len(p) for p in parts)
-    runs = [_merge(config, i, [p[i] for p in parts]) for i in range(count)]
-    stopped = next((p[0]["stopped_by"] for p in parts if p and p[0]["stopped_by"]), None)
-    return BenchResult(
-        runs=runs,
-        config={**config.describe(), "workers": n},
-        interrupted=any(r.interrupted for r in runs),
-        emulator_url=url,
-        date=date,
-        stopped_by=stopped,
-    )
-
-
-def _merge(config: BenchConfig, i: int, parts: list[dict[str, Any]]) -> RunSummary:
-    """One run from each worker's share: records on one clock, summarised once."""
-    start = min(p["started_at"] for p in parts)
-    end = max(p["ended_at"] for p in parts)
-    records = []
-    for part in parts:
-        shift = part["started_at"] - start
-        for rec in part["records"]:
-            rec.start += shift
-            records.append(rec)
-    records.sort(key=lambda r: r.start)
-    load = dict(config.levels()[i // len(config.model_list)])
-    summary = summarize(
-        parts[0]["model"],
-        load,
-        records,
-        end - start,
-        goodput_slos=config.goodput_slos,
-        cancelled=sum(p["cancelled"] for p in parts),
-        warmup_failed=sum(p["warmup_failed"] for p in parts),
-        started_at=start,
-    )
-    summary.figures.update(merge_client(p["client"] for p in parts))
-    return summary
