@@ -230,8 +230,9 @@ class Client:
             timeout=self._transport.timeout.merged(timeout),
             extra_headers=extra_headers,
             observe=lambda: self._observe(provider, call),
+            retry=retry,
         )
-        return Stream(provider, prepared, attempts, retry=retry)
+        return Stream(provider, prepared, attempts)
 
     def stream(
         self,
