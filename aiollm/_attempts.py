@@ -1,8 +1,8 @@
 """What one call's attempts draw on, and how one attempt is sent: the :class:`Attempts` of a Stream.
 
 The limiter's slot (taken at the first attempt, paced at the next ones), the credential, the
-request, the call's deadline (its ``total`` timeout) and its observer (hooks, OpenTelemetry).
-The :class:`~aiollm.Stream` decides what to do with an attempt's answer and whether to retry.
+request, the call's deadline (its ``total`` timeout), its observer (hooks, OpenTelemetry) and
+its retries (:meth:`Attempts.retry_delay`). The :class:`~aiollm.Stream` reads the responses.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ._redact import scrub_exception
+from .errors import AuthenticationError, RateLimitError
 from .hooks import CallObserver
 
 if TYPE_CHECKING:
     from .auth import TokenSource
-    from .errors import APIError
+    from .errors import AiollmError, APIError
     from .events import Completion, Usage
     from .hooks import Outcome
-    from .limits import Lease, ProviderLimiter
+    from .limits import Lease, ProviderLimiter, RetryPolicy
     from .providers import HTTPRequest, Prepared, Provider
     from .transport import Response, Timeout, Transport
 
@@ -35,7 +37,8 @@ UNOBSERVED = CallObserver()
 
 
 class Attempts:
-    """One call's slot, credential, deadline and observer; :meth:`open` sends one attempt."""
+    """One call's slot, credential, deadline, observer and retries; :meth:`open` sends one
+    attempt, :meth:`retry_delay` says whether (and when) another may follow."""
 
     def __init__(
         self,
@@ -48,20 +51,20 @@ class Attempts:
         timeout: Timeout,
         extra_headers: Mapping[str, str] | None,
         observe: Callable[[], CallObserver | None],
+        retry: RetryPolicy,
     ) -> None:
         self._transport, self._provider, self._prepared = transport, provider, prepared
         self.auth, self.limiter = auth, limiter
         self._timeout, self._headers = timeout, extra_headers
         self._observe: Callable[[], CallObserver | None] | None = observe
         self.obs = UNOBSERVED  # made when the first attempt starts
-        self.deadline = (
-            math.inf
-        )  # the call's total timeout (the event loop's clock), from its start
+        self.deadline = math.inf  # the call's total timeout (time.monotonic), from its start
         self.count = 0  # requests sent
         self.lease: Lease | None = None
         self.credential: str | None = None  # the one the last request carried
         self.request: HTTPRequest | None = None
         self._refreshed = False
+        self._retry, self._retries, self._slept = retry, 0, 0.0
 
     async def open(self) -> Response:
         """Send one attempt's request; return its response head (the body is not read)."""
@@ -113,6 +116,35 @@ class Attempts:
         log.debug("%s: token rejected, refreshing once", self._provider.name)
         self.obs.retry(error, self.count, 0.0, True)
         return True
+
+    def retry_delay(self, error: AiollmError, *, may_retry: bool) -> float | None:
+        """An attempt failed with ``error``: the seconds to wait before the next one (0: at
+        once, or the limiter's cool-down waits), or None when the call fails with it.
+
+        ``may_retry``: nothing reached the caller yet. Whatever the answer, ``error`` is
+        scrubbed of the secrets sent, the provider hears of it and a throttle cools the limiter.
+        """
+        scrub_exception(error, self.secrets())  # an error holds no secret the client sent
+        self._provider.failed(self._prepared, error)
+        throttled = isinstance(error, RateLimitError)
+        if isinstance(error, RateLimitError) and error.status is not None:  # the server's answer
+            self.limiter.throttled(error.retry_after, self._retry.max_retry_after)
+        if not may_retry:
+            return None
+        if isinstance(error, AuthenticationError) and self.refresh_once(error):
+            return 0.0  # the service rejected the token sent: a new one, once
+        self._retries += 1
+        delay = self._retry.delay(error, self._retries, self._slept, self.remaining())
+        if delay is None:
+            return None
+        if log.isEnabledFor(logging.DEBUG):  # the message only: a record holding the error
+            # would keep its traceback, and the dropped response, alive
+            log.debug(
+                "%s: attempt failed (%s); retry in %.2fs", self._provider.name, str(error), delay
+            )
+        self.obs.retry(error, self.count, delay, False)
+        self._slept += delay
+        return 0.0 if throttled else delay
 
     def explain(self, error: APIError) -> APIError:
         """The error of an HTTP response, with what to check added by the provider."""

@@ -7,7 +7,6 @@ failure raises :class:`~aiollm.StreamInterrupted`. See ``docs/architecture.md``.
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import AsyncIterator, Iterator
 from itertools import chain
 from typing import TYPE_CHECKING
@@ -19,21 +18,16 @@ from ._redact import scrub_exception
 from .errors import (
     AiollmError,
     APIError,
-    AuthenticationError,
     ProtocolError,
-    RateLimitError,
     StreamInterrupted,
 )
 from .events import Completion, Event, ResponseInfo, TextDelta, Usage, fold
 
 if TYPE_CHECKING:
-    from .limits import RetryPolicy
     from .providers import Prepared, Provider, ResponseDecoder
     from .transport import Response
 
 __all__ = ["State", "Stream"]
-
-log = logging.getLogger("aiollm.stream")
 
 
 class State(enum.Enum):
@@ -51,22 +45,15 @@ class State(enum.Enum):
 class Stream:
     """One call's response as an async iterator of :data:`~aiollm.events.Event`."""
 
-    def __init__(
-        self, provider: Provider, prepared: Prepared, attempts: Attempts, *, retry: RetryPolicy
-    ) -> None:
-        self._provider, self._prepared, self._retry, self._call = (
-            provider,
-            prepared,
-            retry,
-            attempts,
-        )
+    def __init__(self, provider: Provider, prepared: Prepared, attempts: Attempts) -> None:
+        self._provider, self._prepared, self._call = provider, prepared, attempts
         self.state = State.NEW
         self.read_at: float | None = None
         """When the bytes of the events being delivered were read (``time.perf_counter``)."""
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
         self._error: AiollmError | None = None
-        self._retries, self._slept, self._entered, self._loops = 0, 0.0, False, 0
+        self._entered, self._loops = False, 0
         self._pending: Iterator[Event] = iter(())
         self._batches: list[list[Event]] = []  # every event delivered, folded when asked
         self._delivered = False
@@ -228,34 +215,24 @@ class Stream:
             self._pending = iter(events)
             self._batches.append(events)
             if not self._delivered:
-                self._delivered = any(type(event) is not ResponseInfo for event in events)
+                for event in events:
+                    if type(event) is not ResponseInfo:
+                        self._delivered = True
+                        break
             self._call.obs.chunk(events)
         return self._delivered
 
     async def _failed(self, exc: AiollmError) -> None:
         """The one retry loop: try again if nothing reached the caller and ``exc`` allows it."""
-        call = self._call
-        scrub_exception(exc, call.secrets())  # an error holds no secret the client sent
         self._drop_response()
-        self._provider.failed(self._prepared, exc)
-        if isinstance(exc, RateLimitError) and exc.status is not None:  # the server's answer
-            call.limiter.throttled(exc.retry_after, self._retry.max_retry_after)
-        if not self._delivered and self.state is not State.CLOSED:
-            if isinstance(exc, AuthenticationError) and call.refresh_once(exc):
-                self._new_attempt()  # the service rejected the token sent: a new one, once
-                return
-            self._retries += 1
-            delay = self._retry.delay(exc, self._retries, self._slept, call.remaining())
-            if delay is not None:
-                # The attempt failed and will be retried.
-                log.debug("%s: attempt failed (%s); retry in %.2fs", self.provider, exc, delay)
-                call.obs.retry(exc, call.count, delay, False)
-                self._new_attempt()
-                self._slept += delay
-                if not isinstance(exc, RateLimitError):  # the limiter's cool-down waits
-                    await anyio.sleep(delay)
-                return
-        self._fail(exc)
+        may_retry = not self._delivered and self.state is not State.CLOSED
+        delay = self._call.retry_delay(exc, may_retry=may_retry)
+        if delay is None:
+            self._fail(exc)
+            return
+        self._new_attempt()
+        if delay:
+            await anyio.sleep(delay)
 
     def _new_attempt(self) -> None:
         self._decoder, self._pending, self._batches = None, iter(()), []
@@ -280,10 +257,17 @@ class Stream:
     def _finish(self) -> None:
         """The exchange is over: the limiter settles; connection and slot go back at its end."""
         self.state = State.FINISHED
-        usage = next((e for b in self._batches[::-1] for e in b[::-1] if type(e) is Usage), None)
         resp, self._resp = self._resp, None
-        self._call.finished(resp, usage if isinstance(usage, Usage) else None)
+        self._call.finished(resp, self._usage())
         self._close(State.FINISHED)
+
+    def _usage(self) -> Usage | None:
+        """The last usage delivered (the one that counts)."""
+        for batch in reversed(self._batches):
+            for event in reversed(batch):
+                if type(event) is Usage:
+                    return event
+        return None
 
     def _drop_response(self) -> None:
         resp, self._resp = self._resp, None
