@@ -65,7 +65,6 @@ class ToolRun:
     itl_kind: str  # "gap": every gap; "request": each request's mean gap
     tokens: int
     cpu: float
-    warmup: int  # requests the tool did not count (the server's first ones)
 
 
 class Tools:
@@ -135,8 +134,7 @@ class Tools:
         elif tool == "aiperf":
             cmd = self._aiperf(out, concurrency, requests, warmup)
         else:
-            cmd = self._guidellm(out, concurrency, requests)
-            warmup = 0  # its warm-up is a time window, not whole requests: none
+            cmd = self._guidellm(out, concurrency, requests)  # no warm-up: see _guidellm
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, env=self.env(tool), capture_output=True, text=True, cwd=out)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -147,7 +145,7 @@ class Tools:
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         read = {"aiollm": _read_aiollm, "aiperf": _read_aiperf, "guidellm": _read_guidellm}
         figures = read[tool](out)
-        return ToolRun(tool=tool, concurrency=concurrency, cpu=cpu, warmup=warmup, **figures)
+        return ToolRun(tool=tool, concurrency=concurrency, cpu=cpu, **figures)
 
     def _aiollm(
         self, out: Path, concurrency: int, requests: int, warmup: int, workers: int
@@ -172,6 +170,8 @@ class Tools:
         ]  # fmt: skip
 
     def _guidellm(self, out: Path, concurrency: int, requests: int) -> list[str]:
+        # no warm-up: guidellm's is a time window whose events it drops, not whole requests,
+        # so the requests it counts could not be told apart in the server's log
         bin_ = self.bin("guidellm")
         self.tokenizer(bin_ / "python")
         backend = {"kind": "openai_http", "target": self.url, "model": "cadence", "http2": False}

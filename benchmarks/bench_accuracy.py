@@ -123,12 +123,14 @@ def measure(url: str, level: int, requests: int, stamp: str, workers: int) -> di
     (summary,) = result.runs
     real: dict[str, list[float]] = {m: [] for m in METRICS}
     errors: dict[str, list[float]] = {m: [] for m in METRICS}
+    arrivals: list[float] = []  # the client's send call -> the request's arrival at the server
     for rec in summary.records:
         server = truth.get(synthetic_prompt(rec.index, 32)[-1]["content"])
         if not rec.ok or rec.ttft is None or rec.e2el is None or server is None:
             continue
         sent_at = summary.started_at + rec.start  # the client's send time, on the shared clock
         sent = [t - sent_at for t in server["sent"]]
+        arrivals.append(server["received"] - sent_at)
         gaps = [b - a for a, b in itertools.pairwise(sent)]
         real["ttft"].append(sent[0])
         real["itl"].extend(gaps)
@@ -143,6 +145,7 @@ def measure(url: str, level: int, requests: int, stamp: str, workers: int) -> di
         "truth": {m: (ms(real[m], 50), ms(real[m], 99)) for m in METRICS},
         "errors": errors,
         "matched": len(errors["ttft"]),
+        "arrival": (ms(arrivals, 50), ms(arrivals, 99)),
         "cpu_per_1k": cpu / max(f["total_output_tokens"], 1) * 1000.0,
         "lag_p99": f.get("client_loop_lag_p99_ms"),
     }
@@ -167,7 +170,8 @@ def in_process(url: str, args: argparse.Namespace) -> None:
         "\naiollm bench in this process: report - truth (ms), median/p99; truth from each "
         "request's send time\n"
         f"{'streams':>7} {'stamp':>7} {'n':>4} | {'TTFT':>15} | {'ITL':>15} | {'E2E':>15} | "
-        f"{'ok':>3} | {'err TTFT p50/p99':>16} {'err ITL p50/p99':>16} | CPU s/1k | lag p99 | "
+        f"{'ok':>3} | {'err TTFT p50/p99':>16} {'err ITL p50/p99':>16} | {'sent->arrived':>13} "
+        "| CPU s/1k | lag p99 | "
         f"{'truth TTFT, ITL, E2E med/p99':>46} | load"
     )
     stamps = args.stamps if args.workers <= 1 else ["kernel"]  # others stamp as shipped
@@ -184,7 +188,8 @@ def in_process(url: str, args: argparse.Namespace) -> None:
                 )
                 print(
                     f"{level:>7} {stamp:>7} {r['matched']:>4} | {deltas(r['report'], r['truth'])} "
-                    f"| {errs} | {r['cpu_per_1k']:8.3f} | {r['lag_p99'] or 0:5.1f}ms | "
+                    f"| {errs} | {r['arrival'][0]:6.2f}/{r['arrival'][1]:<6.2f} "
+                    f"| {r['cpu_per_1k']:8.3f} | {r['lag_p99'] or 0:5.1f}ms | "
                     f"{truths(r['truth'])} | {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
@@ -231,14 +236,14 @@ def with_tools(url: str, args: argparse.Namespace) -> None:
                 print(f"{tool:>9} {level:>7} failed: {exc}", flush=True)
                 server_log(url)
                 continue
-            entries = server_log(url)
-            truth = server_truth(entries[r.warmup :], r.itl_kind)
+            entries = server_log(url)  # warm-ups first: the measured requests are the last
+            truth = server_truth(entries[-requests:], r.itl_kind)
             report = {"ttft": r.ttft, "itl": r.itl, "e2el": r.e2el}
             streamed = len(entries) * TOKENS
             cpu0, n0 = fixed[tool]
             beyond = (r.cpu - cpu0) / max(streamed - n0 * TOKENS, 1) * 1000.0
             print(
-                f"{tool:>9} {level:>7} {len(entries) - r.warmup:>4} | {deltas(report, truth)} | "
+                f"{tool:>9} {level:>7} {min(requests, len(entries)):>4} | {deltas(report, truth)} | "
                 f"{'gap' if r.itl_kind == 'gap' else 'req mean':>7} | "
                 f"{r.cpu / streamed * 1000.0:10.3f} {beyond:26.3f} | {truths(truth)} | "
                 f"{os.getloadavg()[0]:.2f}",
