@@ -155,16 +155,9 @@ class QianfanDecoder(ResponseDecoder):
             wire = decode_chat(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             wire = None
-        if wire is not None:
-            code = error_code_of(wire.error_code)
-            if code is not None:
-                return error_from_code(
-                    code,
-                    wire.error_msg,
-                    status=status,
-                    request_id=wire.id,
-                    retry_after=parse_retry_after(headers),
-                )
+        error = self.error_of(wire) if wire is not None else None
+        if error is not None:
+            return error
         return error_for_status(
             status,
             snippet(body, 300) or f"HTTP {status}",
@@ -186,17 +179,23 @@ class QianfanDecoder(ResponseDecoder):
 
     def check_error(self, wire: WireChat) -> None:
         """Raise the typed error if ``wire`` is an error body (in a 2xx response)."""
-        if wire.error_code is None:
-            return
+        if wire.error_code is not None:
+            error = self.error_of(wire)
+            if error is not None:
+                raise error
+
+    def error_of(self, wire: WireChat) -> APIError | None:
+        """The typed error of an error body (None if ``wire`` carries no error code)."""
         code = error_code_of(wire.error_code)
-        if code is not None:
-            raise error_from_code(
-                code,
-                wire.error_msg,
-                status=self.status,
-                request_id=wire.id,
-                retry_after=parse_retry_after(self.headers),
-            )
+        if code is None:
+            return None
+        return error_from_code(
+            code,
+            wire.error_msg,
+            status=self.status,
+            request_id=wire.id,
+            retry_after=parse_retry_after(self.headers),
+        )
 
     def _frame(self, wire: WireChat, final: bool, out: list[Event]) -> None:
         """The events of one frame (``final``: a whole non-streamed response)."""
