@@ -112,7 +112,9 @@ def check_max_retries(max_retries: object) -> None:
 def check_messages(messages: object, provider: str) -> list[dict[str, Any]]:
     """``messages`` as a list of dicts, each with a string ``role`` and a ``content``."""
     example = "messages=[{'role': 'user', 'content': 'hello'}]"
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+    if type(messages) is not list and (
+        isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable)
+    ):
         raise InvalidRequestError(
             f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got "
             f"{type(messages).__name__}: write {example} (or prompt='...')",
@@ -120,6 +122,13 @@ def check_messages(messages: object, provider: str) -> list[dict[str, Any]]:
         )
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
+        if (
+            type(message) is dict
+            and isinstance(message.get("role"), str)
+            and ("content" in message or "tool_calls" in message)
+        ):  # the common message
+            out.append(dict(message))
+            continue
         if not isinstance(message, Mapping):
             raise InvalidRequestError(
                 f"messages[{i}] must be a dict with 'role' and 'content', got "
