@@ -38,6 +38,26 @@ def _check_provider_name(name: object, where: str) -> str:
     return name
 
 
+def _check_by_provider(
+    arg: str, value: object, *, of: str, example: str, entry: type, must_be: str, hint: str = ""
+) -> None:
+    """``value`` (the ``arg=`` argument) is None or a mapping of known provider names to
+    ``entry`` instances: ``of`` and ``example`` say what the mapping holds, ``must_be`` and
+    ``hint`` what one entry must be."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{arg}= must be a mapping of provider name to {of}, e.g. {example}"
+        )
+    for name, item in value.items():
+        _check_provider_name(name, f"{arg}=")
+        if not isinstance(item, entry):
+            raise ConfigurationError(
+                f"{arg}[{name!r}] must be {must_be}, got {type(item).__name__}{hint}"
+            )
+
+
 def check_client_config(
     providers: Mapping[str, Mapping[str, Any]] | None,
     limits: Mapping[str, Limits] | None,
@@ -46,39 +66,31 @@ def check_client_config(
     max_retries: object,
 ) -> None:
     """Check the arguments of :class:`~aiollm.Client` (raise :class:`ConfigurationError`)."""
-    if providers is not None:
-        if not isinstance(providers, Mapping):
-            raise ConfigurationError(
-                "providers= must be a mapping of provider name to settings, e.g. "
-                "{'openai': {'api_key': '...'}}"
-            )
-        for name, settings in providers.items():
-            _check_provider_name(name, "providers=")
-            if not isinstance(settings, Mapping):
+    _check_by_provider(
+        "providers",
+        providers,
+        of="settings",
+        example="{'openai': {'api_key': '...'}}",
+        entry=Mapping,
+        must_be="a mapping of settings",
+    )
+    for name, settings in (providers or {}).items():
+        keys = load_provider(name).setting_keys
+        for key in settings:
+            if key not in keys:
                 raise ConfigurationError(
-                    f"providers[{name!r}] must be a mapping of settings, "
-                    f"got {type(settings).__name__}"
+                    f"unknown setting {key!r} for provider {name!r}; {did_you_mean(str(key), keys)}"
                 )
-            keys = load_provider(name).setting_keys
-            for key in settings:
-                if key not in keys:
-                    raise ConfigurationError(
-                        f"unknown setting {key!r} for provider {name!r}; {did_you_mean(str(key), keys)}"
-                    )
-    if limits is not None:
-        if not isinstance(limits, Mapping):
-            raise ConfigurationError(
-                "limits= must be a mapping of provider name to aiollm.Limits, e.g. "
-                "{'openai': aiollm.Limits(requests_per_second=5)}"
-            )
-        for name, value in limits.items():
-            _check_provider_name(name, "limits=")
-            if not isinstance(value, Limits):
-                raise ConfigurationError(
-                    f"limits[{name!r}] must be an aiollm.Limits, got {type(value).__name__}: "
-                    f"write aiollm.Limits(requests_per_second=..., max_concurrency=..., "
-                    f"tokens_per_minute=...)"
-                )
+    _check_by_provider(
+        "limits",
+        limits,
+        of="aiollm.Limits",
+        example="{'openai': aiollm.Limits(requests_per_second=5)}",
+        entry=Limits,
+        must_be="an aiollm.Limits",
+        hint=": write aiollm.Limits(requests_per_second=..., max_concurrency=..., "
+        "tokens_per_minute=...)",
+    )
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ConfigurationError(
             f"retry= must be an aiollm.RetryPolicy, got {type(retry).__name__}"

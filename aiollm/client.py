@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._attempts import Attempts
 from ._checks import check_call, check_client_config
@@ -29,6 +29,16 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 Messages = Sequence[Mapping[str, Any]]
+
+
+class _Options(NamedTuple):
+    """What every call method takes besides its model and input."""
+
+    timeout: Timeout | float | None
+    extra_headers: Mapping[str, str] | None
+    max_retries: int | None
+    params: dict[str, Any]
+
 
 _OFF = frozenset({"0", "false", "off", "no"})
 _ON = frozenset({"1", "true", "on", "yes"})
@@ -183,16 +193,16 @@ class Client:
         self,
         op: Any,
         model: str,
+        options: _Options,
         *,
-        stream: bool,
+        stream: bool = False,
         messages: Messages | None = None,
         prompt: str | None = None,
         input: str | list[str] | None = None,
-        timeout: Timeout | float | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        max_retries: int | None = None,
-        params: dict[str, Any],
     ) -> Stream:
+        if op == "chat" and messages is None and prompt is None:
+            raise ConfigurationError("pass messages=[...] or prompt='...'")
+        timeout, extra_headers, max_retries, params = options
         name, model_name = split_model(model)
         checked = check_call(
             provider=name, messages=messages, timeout=timeout, max_retries=max_retries
@@ -241,19 +251,8 @@ class Client:
         (``temperature``, ``top_p``, ``max_tokens`` …), passed through unchanged when unknown.
         Nothing is sent until the stream is entered or iterated.
         """
-        if messages is None and prompt is None:
-            raise ConfigurationError("pass messages=[...] or prompt='...'")
-        return self._stream(
-            "chat",
-            model,
-            stream=True,
-            messages=messages,
-            prompt=prompt,
-            timeout=timeout,
-            extra_headers=extra_headers,
-            max_retries=max_retries,
-            params=params,
-        )
+        options = _Options(timeout, extra_headers, max_retries, params)
+        return self._stream("chat", model, options, stream=True, messages=messages, prompt=prompt)
 
     async def chat(
         self,
@@ -267,19 +266,8 @@ class Client:
         **params: Any,
     ) -> Completion:
         """One non-streamed chat completion."""
-        if messages is None and prompt is None:
-            raise ConfigurationError("pass messages=[...] or prompt='...'")
-        stream = self._stream(
-            "chat",
-            model,
-            stream=False,
-            messages=messages,
-            prompt=prompt,
-            timeout=timeout,
-            extra_headers=extra_headers,
-            max_retries=max_retries,
-            params=params,
-        )
+        options = _Options(timeout, extra_headers, max_retries, params)
+        stream = self._stream("chat", model, options, messages=messages, prompt=prompt)
         async with stream:
             return await stream.final()
 
@@ -294,16 +282,8 @@ class Client:
         **params: Any,
     ) -> Completion:
         """One text completion of ``prompt`` (providers with a completions endpoint)."""
-        stream = self._stream(
-            "complete",
-            model,
-            stream=False,
-            prompt=prompt,
-            timeout=timeout,
-            extra_headers=extra_headers,
-            max_retries=max_retries,
-            params=params,
-        )
+        options = _Options(timeout, extra_headers, max_retries, params)
+        stream = self._stream("complete", model, options, prompt=prompt)
         async with stream:
             return await stream.final()
 
@@ -318,16 +298,8 @@ class Client:
         **params: Any,
     ) -> Embeddings:
         """Embeddings of ``input`` (one string or a list), in input order."""
-        stream = self._stream(
-            "embed",
-            model,
-            stream=False,
-            input=input,
-            timeout=timeout,
-            extra_headers=extra_headers,
-            max_retries=max_retries,
-            params=params,
-        )
+        options = _Options(timeout, extra_headers, max_retries, params)
+        stream = self._stream("embed", model, options, input=input)
         async with stream:
             async for event in stream:
                 if isinstance(event, Embeddings):

@@ -7,6 +7,7 @@ The token endpoints answer with recognisable tokens unless the handler answers t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -83,6 +84,20 @@ async def serve(handler: Handler, *, tokens: bool = True) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_raw(
+    reply: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """Serve ``reply`` on 127.0.0.1 at the socket level (answers an aiohttp server would not
+    give); yields the origin."""
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def ok_body(provider: str, text: str = "hello") -> tuple[bytes, str]:

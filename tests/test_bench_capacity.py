@@ -143,8 +143,18 @@ def test_search_settings_are_checked() -> None:
 
 
 # -- end to end against the emulator ----------------------------------------------------------
-async def test_find_max_finds_the_quota_within_its_resolution() -> None:
-    quota = 20.0
+@pytest.mark.parametrize(
+    ("workers", "quota", "start"),
+    [
+        (1, 20.0, 8.0),
+        # each process warms up before each step: a quota whose burst (a tenth of a second's
+        # requests) holds both warm-ups and the first measured request
+        (2, 40.0, 10.0),
+    ],
+)
+async def test_find_max_finds_the_quota_within_its_resolution(
+    workers: int, quota: float, start: float
+) -> None:
     result = await run(
         models=["openai/m"],
         emulator=True,
@@ -155,16 +165,17 @@ async def test_find_max_finds_the_quota_within_its_resolution() -> None:
         find_max="request_rate",
         slos=["ttft_p99:5000", "error_rate:0.01"],
         step_duration=1.0,
-        search_start=8.0,
+        search_start=start,
         resolution=0.25,
         burstiness=100.0,  # nearly even arrivals
-        workers=1,  # tests/test_bench_workers.py searches from two processes
+        workers=workers,
     )
     cap = result.capacity
     assert cap is not None and cap["search"] == "request_rate"
     answer = cap["max_request_rate"]
     # above the quota the server refuses, whatever the machine's load: never above it by more
-    # than the resolution; below it only a starved client fails (generous lower bound)
+    # than the resolution; below it only a starved client fails (generous lower bound). With
+    # two processes the quota is shared: the answer is the total rate.
     assert answer is not None and quota * 0.4 <= answer <= quota * 1.25
     assert cap["resolution"] == 0.25 and cap["confidence"] is not None
     steps = cap["steps"]
@@ -178,6 +189,18 @@ async def test_find_max_finds_the_quota_within_its_resolution() -> None:
     assert all(s["quota_remaining"] is None or s["quota_remaining"] >= 0 for s in steps)
     assert "max req/s meeting the SLOs" in result.table()
     assert len(result.runs) == len(steps) and not result.interrupted
+    assert cap["client_processes"] == workers
+    assert f"client: {workers} process" in result.table()
+    for step, run_ in zip(steps, result.runs, strict=True):
+        assert run_.figures["client_processes"] == workers
+        # each step is judged on the records of every process
+        assert step["completed"] == run_.completed and step["failed"] == run_.failed
+        assert sum(step["throttled"].values()) == sum(
+            n for key, n in run_.errors.items() if key.startswith("RateLimitError")
+        )
+        sent = step["completed"] + step["failed"] + step["unfinished"]
+        if step["verdict"] == "passed":  # the load is the total rate, whatever the processes
+            assert 0.8 * step["load"] <= sent <= 1.2 * step["load"] + 2
 
 
 def test_find_max_says_when_no_rate_meets_a_latency_slo(

@@ -1,6 +1,6 @@
 """--workers: how many by default, exact aggregation from several processes for every load
-shape (fixed, rate, trace, multi-turn, capacity search), stopping them; the bench measuring
-itself."""
+shape (fixed, rate, trace, multi-turn; the capacity search in test_bench_capacity.py),
+stopping them; the bench measuring itself."""
 
 from __future__ import annotations
 
@@ -88,49 +88,6 @@ async def test_two_workers_keep_each_session_whole_and_in_order() -> None:
         # the second turn went after the first ended, carrying it as history (one process)
         assert second.start >= first.start + (first.e2el or 0.0) + 0.02
         assert second.prompt_chars > first.prompt_chars + first.output_chars
-
-
-async def test_find_max_with_two_workers_finds_the_quota_within_its_resolution() -> None:
-    # each process warms up before each step: a quota whose burst (a tenth of a second's
-    # requests) holds both warm-ups and the first measured request
-    quota = 40.0
-    result = await run(
-        models=["openai/m"],
-        emulator=True,
-        quota_rps=quota,
-        first_token=0.02,
-        per_token=0.002,
-        max_tokens=4,
-        find_max="request_rate",
-        slos=["ttft_p99:5000", "error_rate:0.01"],
-        step_duration=1.0,
-        search_start=10.0,
-        resolution=0.25,
-        burstiness=100.0,  # nearly even arrivals
-        workers=2,
-    )
-    cap = result.capacity
-    assert cap is not None and cap["client_processes"] == 2
-    answer = cap["max_request_rate"]
-    # the quota is shared by both processes: the answer is the total rate
-    assert answer is not None and quota * 0.4 <= answer <= quota * 1.25
-    steps = cap["steps"]
-    assert len(result.runs) == len(steps) and not result.interrupted
-    assert all(run.figures["client_processes"] == 2 for run in result.runs)
-    for step, run_ in zip(steps, result.runs, strict=True):
-        # the step was judged on the records of both processes
-        assert sum(step["throttled"].values()) == sum(
-            n for key, n in run_.errors.items() if key.startswith("RateLimitError")
-        )
-        assert step["completed"] == run_.completed and step["failed"] == run_.failed
-        sent = step["completed"] + step["failed"] + step["unfinished"]
-        if step["verdict"] == "passed":  # the load was the total across the processes
-            assert 0.8 * step["load"] * 1.0 <= sent <= 1.2 * step["load"] * 1.0 + 2
-    throttled = [s for s in steps if s["throttled"]]
-    assert throttled and all(s["verdict"] != "passed" for s in throttled)
-    assert all(s["limiter_wait_ms"] is not None and s["cooldown_s"] >= 0 for s in steps)
-    assert any(s["quota_remaining"] is not None for s in steps)
-    assert "client: 2 processes (workers=2 was given)" in result.table()
 
 
 async def test_stopping_the_workers_keeps_what_finished() -> None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 from aiohttp import web
-from hostile import MESSAGES, MODELS, PROVIDERS, ok_body, serve, settings
+from hostile import MESSAGES, MODELS, PROVIDERS, ok_body, serve, serve_raw, settings
 
 import aiollm
 from aiollm import RetryPolicy
@@ -236,12 +236,8 @@ async def undated_server(head: str, body: bytes) -> AsyncIterator[str]:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(reply, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serve_raw(reply) as origin:
+        yield origin
 
 
 async def test_an_answer_without_a_date_is_dated_when_it_arrives() -> None:

@@ -27,6 +27,7 @@ from hostile import (
     SECRETS,
     is_token_request,
     serve,
+    serve_raw,
     settings,
     token_answer,
 )
@@ -155,12 +156,8 @@ async def garbage_server() -> AsyncIterator[str]:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(reply, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serve_raw(reply) as origin:
+        yield origin
 
 
 MODES = ["json_401", "json_200", "html_500", "text_200", "deep_500", "stream_error", "reset"]

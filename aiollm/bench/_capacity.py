@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ConfigurationError
-from ._metrics import RequestRecord, percentile
+from ._metrics import RequestRecord, percentile, spec_items
 from ._result import RunState
 
 __all__ = [
@@ -76,20 +76,8 @@ def parse_slos(specs: Iterable[str] | Mapping[str, float] | None) -> list[SLO]:
     ``p99.9``, ``median``, ``mean``) and a limit in ms; ``error_rate`` a fraction in [0, 1).
     Without an ``error_rate`` the budget is 0.01.
     """
-    items: list[tuple[str, Any]]
-    if not specs:
-        items = []
-    elif isinstance(specs, Mapping):
-        items = list(specs.items())
-    else:
-        items = []
-        for spec in specs:
-            name, sep, value = str(spec).partition(":")
-            if not sep:
-                raise ConfigurationError(f"SLO {spec!r} must be NAME:LIMIT, e.g. ttft_p99:2000")
-            items.append((name, value))
     out: dict[str, SLO] = {}
-    for name, value in items:
+    for name, value in spec_items(specs, "SLO", "NAME:LIMIT, e.g. ttft_p99:2000"):
         key = str(name).strip().lower()
         if key != "error_rate" and not _SLO_RE.match(key):
             raise ConfigurationError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import math
 import signal
@@ -24,55 +25,29 @@ __all__ = ["add_arguments", "config_from_args", "run_cli"]
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    """The :class:`BenchConfig` that parsed arguments describe."""
-    prompts = load_prompts(args.prompts) if args.prompts else None
-    conversations = load_sharegpt(args.sharegpt) if args.sharegpt else None
-    trace = load_trace(args.trace) if args.trace else None
+    """The :class:`BenchConfig` that parsed arguments describe.
+
+    Options named as the config's fields give them; the others are read here.
+    """
+    same = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(BenchConfig)
+        if f.init and hasattr(args, f.name)
+    }
     return BenchConfig(
-        models=list(args.model or ()),
-        concurrency=args.concurrency,
-        requests=args.requests,
-        duration=args.duration,
-        request_rate=args.request_rate,
-        burstiness=args.burstiness,
-        max_concurrency=args.max_concurrency,
-        sweep=args.sweep or (),
-        warmup=args.warmup,
-        prompts=prompts,
-        input_len=args.input_len,
-        max_tokens=args.max_tokens or None,
-        goodput=args.goodput,
-        timeout=args.timeout,
-        max_retries=args.max_retries,
-        seed=args.seed,
-        models_together=args.models_together,
-        emulator=True if args.emulator else None,
-        first_token=args.first_token,
-        per_token=args.per_token,
-        quota_rps=args.emulator_quota,
-        find_max=args.find_max,
-        slos=args.slo,
-        count_throttling=not args.throttling_not_errors,
-        step_duration=args.step_duration,
-        search_start=args.search_start,
-        search_limit=args.search_limit,
-        resolution=args.resolution,
-        repeats=args.repeats,
-        drain=args.drain,
-        ramp=args.ramp,
-        conversations=conversations,
-        turns=args.turns,
-        think_time=args.think_time,
-        trace=trace,
-        trace_speed=args.trace_speed,
-        input_len_range=args.input_len_range,
-        output_len=args.output_len,
-        output_len_range=args.output_len_range,
-        pin_output=args.pin_output,
-        shared_prefix_len=args.shared_prefix_len,
-        tokenizer=args.tokenizer,
-        workers=args.workers,
-        runs=args.runs,
+        **{
+            **same,
+            "models": list(args.model or ()),
+            "sweep": args.sweep or (),
+            "prompts": load_prompts(args.prompts) if args.prompts else None,
+            "conversations": load_sharegpt(args.sharegpt) if args.sharegpt else None,
+            "trace": load_trace(args.trace) if args.trace else None,
+            "max_tokens": args.max_tokens or None,
+            "emulator": True if args.emulator else None,
+            "quota_rps": args.emulator_quota,
+            "slos": args.slo,
+            "count_throttling": not args.throttling_not_errors,
+        }
     )
 
 

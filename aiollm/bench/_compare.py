@@ -7,10 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from .. import ConfigurationError
 from ._metrics import RunSummary, describe_load
+from ._workload import read_json
 
 __all__ = ["CI_METRICS", "compare", "confidence_intervals", "load_runs", "render_compare"]
 
@@ -91,12 +90,7 @@ def render_intervals(groups: Sequence[Mapping[str, Any]]) -> list[str]:
 def load_runs(path: str | Path) -> list[dict[str, Any]]:
     """The runs of a saved result (a flat run, a list of runs, or ``{"runs": [...]}``)."""
     p = Path(path)
-    try:
-        data = msgspec.json.decode(p.read_bytes())
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {str(p)!r}: {exc.strerror}") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigurationError(f"{p.name}: not valid JSON ({exc})") from None
+    data = read_json(p)
     if isinstance(data, dict) and isinstance(data.get("runs"), list):
         data = data["runs"]
     if isinstance(data, dict):

@@ -33,6 +33,7 @@ from ._config import BenchConfig
 from ._metrics import RequestRecord, error_key
 from ._progress import ProgressLine
 from ._result import RunState, monotonic
+from ._selfwatch import old_objects_frozen
 from ._telemetry import CURRENT, BenchHooks
 from ._workload import LocalTokenizer, Messages, Workload
 
@@ -92,6 +93,13 @@ async def open_client(
     return client, url
 
 
+async def _sleep_until(at: float) -> None:
+    """Sleep until ``at`` (:func:`monotonic`); at once when it has passed."""
+    wait = at - monotonic()
+    if wait > 0:
+        await anyio.sleep(wait)
+
+
 class Driver:
     """Sends the requests of one run at a time through ``client`` and records each one.
 
@@ -149,31 +157,31 @@ class Driver:
             warm.started = monotonic()
             await self._fixed(warm, min(cfg.warmup, width), cfg.warmup, None)
             state.warmup_failed = sum(1 for r in warm.records if not r.ok)
-        if before_start is not None:
-            await before_start()
-        state.started = monotonic()
-        limit = state.duration_limit
-        deadline = state.started + limit if limit is not None else None
-        try:
-            async with anyio.create_task_group() as tg:
+        with old_objects_frozen():  # its one full collection comes before the start
+            if before_start is not None:
+                await before_start()
+            state.started = monotonic()
+            limit = state.duration_limit
+            deadline = state.started + limit if limit is not None else None
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self._progress is not None:
+                        tg.start_soon(self._progress.follow, state)
+                    if not sends:
+                        pass  # an empty share of a multi-process run
+                    elif load.get("trace_speed"):
+                        await self._traced(state, load, deadline)
+                    elif load["request_rate"] is None:
+                        streams, total = load["concurrency"], state.total
+                        await self._fixed(state, streams, total, deadline, turns=cfg.turns)
+                    else:
+                        await self._paced(state, load, limit)
+                    state.finished = True
+                    tg.cancel_scope.cancel()
+            finally:
+                state.ended = monotonic()
                 if self._progress is not None:
-                    tg.start_soon(self._progress.follow, state)
-                if not sends:
-                    pass  # an empty share of a multi-process run
-                elif load.get("trace_speed"):
-                    await self._traced(state, load, deadline)
-                elif load["request_rate"] is None:
-                    await self._fixed(
-                        state, load["concurrency"], state.total, deadline, turns=cfg.turns
-                    )
-                else:
-                    await self._paced(state, load, limit)
-                state.finished = True
-                tg.cancel_scope.cancel()
-        finally:
-            state.ended = monotonic()
-            if self._progress is not None:
-                self._progress.done(state, "" if state.finished else "(stopped)")
+                    self._progress.done(state, "" if state.finished else "(stopped)")
 
     async def _fixed(
         self,
@@ -268,14 +276,10 @@ class Driver:
                     at += rng.gammavariate(shape, 1.0 / (rate * level * shape))
                     if at >= end:
                         break
-                    wait = at - monotonic()
-                    if wait > 0:
-                        await anyio.sleep(wait)
+                    await _sleep_until(at)
                     tg.start_soon(self._request, warm, self._whole(index), 0.0)
                 at = end
-                wait = at - monotonic()
-                if wait > 0:
-                    await anyio.sleep(wait)
+                await _sleep_until(at)
                 state.started = at
             begun = state.started if state.started is not None else at
             deadline = begun + duration if duration is not None else None
@@ -288,9 +292,7 @@ class Driver:
                     at += worker / (rate * workers)  # the processes' arrivals interleave
                 if deadline is not None and at >= deadline:
                     break
-                wait = at - monotonic()
-                if wait > 0:
-                    await anyio.sleep(wait)
+                await _sleep_until(at)
                 tg.start_soon(self._arrive, state, self._whole(index), slots)
 
     async def _traced(
@@ -318,9 +320,7 @@ class Driver:
                 at = state.started + (laps * span + trace[i].at) / speed
                 if deadline is not None and at >= deadline:
                     break
-                wait = at - monotonic()
-                if wait > 0:
-                    await anyio.sleep(wait)
+                await _sleep_until(at)
                 tg.start_soon(self._arrive, state, index, slots)
 
     async def _request(
@@ -368,28 +368,28 @@ class Driver:
                 max_retries=self.config.effective_retries,
                 **params,
             )
+
+            def since_sent() -> float:
+                """When the latest bytes came off the socket, not when this task got to run."""
+                at = stream.read_at
+                return (at if at is not None and at > t0 else clock()) - t0
+
             async with stream:
                 record.headers = clock() - t0
                 async for event in stream:
                     kind = type(event)
                     if kind is TextDelta:
-                        # when its bytes came off the socket, not when this task got to run
-                        at = stream.read_at
-                        now = (at if at is not None and at > t0 else clock()) - t0
-                        times.append(now)
+                        times.append(now := since_sent())
                         if record.answer_ttft is None:
                             record.answer_ttft = now
                         texts.append(event.text)  # type: ignore[union-attr]
                     elif kind is ReasoningDelta:
-                        at = stream.read_at
-                        now = (at if at is not None and at > t0 else clock()) - t0
-                        times.append(now)
+                        times.append(now := since_sent())
                         if record.reasoning_ttft is None:
                             record.reasoning_ttft = now
                     elif kind is Usage:
                         usage = event  # type: ignore[assignment]
-            at = stream.read_at  # the end arrived with the last bytes read
-            record.e2el = (at if at is not None and at > t0 else clock()) - t0
+            record.e2el = since_sent()  # the end arrived with the last bytes read
         except Exception as exc:  # every failure is a figure of the run, never fatal to it
             record.e2el = clock() - t0
             record.error = error_key(exc)

@@ -190,24 +190,30 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
 
 
+def spec_items(
+    specs: Iterable[str] | Mapping[str, Any] | None, what: str, form: str
+) -> list[tuple[str, Any]]:
+    """``NAME:VALUE`` strings (or a mapping) as ``(name, value)`` pairs.
+
+    A string without a colon is an error naming ``what`` it is and the ``form`` expected.
+    """
+    if not specs:
+        return []
+    if isinstance(specs, Mapping):
+        return list(specs.items())
+    items = []
+    for spec in specs:
+        name, sep, value = str(spec).partition(":")
+        if not sep:
+            raise ConfigurationError(f"{what} {spec!r} must be {form}")
+        items.append((name, value))
+    return items
+
+
 def parse_goodput(specs: Iterable[str] | Mapping[str, float] | None) -> dict[str, float]:
     """SLOs in milliseconds from ``["ttft:500", "tpot:50"]`` (or a mapping); validated."""
-    if not specs:
-        return {}
-    items: list[tuple[str, Any]]
-    if isinstance(specs, Mapping):
-        items = list(specs.items())
-    else:
-        items = []
-        for spec in specs:
-            name, sep, value = str(spec).partition(":")
-            if not sep:
-                raise ConfigurationError(
-                    f"goodput SLO {spec!r} must be METRIC:MILLISECONDS, e.g. ttft:500"
-                )
-            items.append((name, value))
     slos: dict[str, float] = {}
-    for name, value in items:
+    for name, value in spec_items(specs, "goodput SLO", "METRIC:MILLISECONDS, e.g. ttft:500"):
         key = str(name).strip().lower()
         if key not in SLO_METRICS:
             raise ConfigurationError(

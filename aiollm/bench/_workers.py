@@ -138,8 +138,8 @@ class WorkerPool:
         for k in range(self._n):
             mine, theirs = self._context.Pipe()
             config = dataclasses.replace(self._config, shard=(k, self._n), workers=1)
-            args = (theirs, config, self._settings, self._barrier, self._stop)
-            proc = self._context.Process(target=_serve, args=args, daemon=True)
+            worker = _Worker(theirs, config, self._settings, self._barrier, self._stop)
+            proc = self._context.Process(target=worker.main, daemon=True)
             # a worker needs nothing of the caller's script: without this, each new process
             # would import it again (running a script with no ``if __name__ == "__main__"``)
             main, sys.modules["__main__"] = sys.modules["__main__"], ModuleType("__main__")
@@ -217,18 +217,6 @@ def _merge(state: RunState, parts: list[dict[str, Any]]) -> None:
     state.client = merge_client(p["client"] for p in begun)
 
 
-def _serve(
-    conn: Connection,
-    config: BenchConfig,
-    settings: dict[str, Any] | None,
-    barrier: Any,
-    stop: Any,
-) -> None:
-    """A worker process: run each share the parent sends, until it sends None."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
-    anyio.run(_serve_runs, conn, config, settings, barrier, stop)
-
-
 def _pass(barrier: Any) -> bool:
     """Wait until every worker is ready; False when the barrier was broken (stopping)."""
     try:
@@ -238,67 +226,80 @@ def _pass(barrier: Any) -> bool:
     return True
 
 
-async def _serve_runs(
-    conn: Connection,
-    config: BenchConfig,
-    settings: dict[str, Any] | None,
-    barrier: Any,
-    stop: Any,
-) -> None:
-    current = anyio.CancelScope()
-    fatal: list[str] = []
+@dataclasses.dataclass
+class _Worker:
+    """A worker process's end: its pipe, its config, and the barrier and stop flag of all."""
 
-    def on_fatal(text: str) -> None:
-        fatal.append(text)
-        current.cancel()
+    conn: Connection
+    config: BenchConfig
+    settings: dict[str, Any] | None
+    barrier: Any
+    stop: Any
 
-    async def follow_stop() -> None:
-        while not stop.is_set():
-            await anyio.sleep(0.02)
-        current.cancel()
+    def main(self) -> None:
+        """The process: run each share the parent sends, until it sends None."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
+        anyio.run(self.serve)
 
-    async def start_together() -> None:
-        if not await anyio.to_thread.run_sync(_pass, barrier):
+    async def serve(self) -> None:
+        """Open a client, then run each job: a run's share, its records sent back."""
+        current = anyio.CancelScope()
+        fatal: list[str] = []
+
+        def on_fatal(text: str) -> None:
+            fatal.append(text)
             current.cancel()
-            await anyio.lowlevel.checkpoint()
 
-    async with AsyncExitStack() as stack:
-        client, _ = await open_client(config, stack, settings)
-        watch = SelfWatch()
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        tg.start_soon(watch.follow)
-        tg.start_soon(follow_stop)
-        stack.callback(tg.cancel_scope.cancel)
-        driver = Driver(config, client, on_fatal=on_fatal)
-        while True:
-            try:
-                job = await anyio.to_thread.run_sync(conn.recv)
-            except EOFError:
-                return  # the parent has gone
-            if job is None:
-                return
-            model, load, step = job
-            state = RunState(model, load)
-            telemetry = StepTelemetry()
-            error = None
-            with anyio.CancelScope() as current:
-                if stop.is_set() or fatal:
-                    current.cancel()
+        async def follow_stop() -> None:
+            while not self.stop.is_set():
+                await anyio.sleep(0.02)
+            current.cancel()
+
+        async def start_together() -> None:
+            if not await anyio.to_thread.run_sync(_pass, self.barrier):
+                current.cancel()
+                await anyio.lowlevel.checkpoint()
+
+        async with AsyncExitStack() as stack:
+            client, _ = await open_client(self.config, stack, self.settings)
+            watch = SelfWatch()
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(watch.follow)
+            tg.start_soon(follow_stop)
+            stack.callback(tg.cancel_scope.cancel)
+            driver = Driver(self.config, client, on_fatal=on_fatal)
+            while True:
                 try:
-                    telemetry = await measure(driver, state, step=step, before_start=start_together)
-                except Exception as exc:  # reported to the parent, which stops the others
-                    error = f"worker process {config.shard[0]}: {type(exc).__name__}: {exc}"
-            state.ended = state.ended or monotonic()
-            conn.send(
-                {
-                    "records": state.records,
-                    "started": state.started,
-                    "ended": state.ended,
-                    "cancelled": state.cancelled,
-                    "warmup_failed": state.warmup_failed,
-                    "finished": state.finished,
-                    "client": watch.window(state.started, state.ended),
-                    "telemetry": telemetry,
-                    "stopped_by": fatal[0] if fatal else error,
-                }
-            )
+                    job = await anyio.to_thread.run_sync(self.conn.recv)
+                except EOFError:
+                    return  # the parent has gone
+                if job is None:
+                    return
+                model, load, step = job
+                state = RunState(model, load)
+                telemetry = StepTelemetry()
+                error = None
+                with anyio.CancelScope() as current:
+                    if self.stop.is_set() or fatal:
+                        current.cancel()
+                    try:
+                        telemetry = await measure(
+                            driver, state, step=step, before_start=start_together
+                        )
+                    except Exception as exc:  # reported to the parent, which stops the others
+                        worker = self.config.shard[0]
+                        error = f"worker process {worker}: {type(exc).__name__}: {exc}"
+                state.ended = state.ended or monotonic()
+                self.conn.send(
+                    {
+                        "records": state.records,
+                        "started": state.started,
+                        "ended": state.ended,
+                        "cancelled": state.cancelled,
+                        "warmup_failed": state.warmup_failed,
+                        "finished": state.finished,
+                        "client": watch.window(state.started, state.ended),
+                        "telemetry": telemetry,
+                        "stopped_by": fatal[0] if fatal else error,
+                    }
+                )

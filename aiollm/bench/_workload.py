@@ -173,6 +173,37 @@ def _messages_of(value: Any, where: str) -> Messages:
     )
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON document in ``path`` (a clear error when it cannot be read or decoded)."""
+    p = Path(path)
+    try:
+        return msgspec.json.decode(p.read_bytes())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {str(p)!r}: {exc.strerror}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigurationError(f"{p.name}: not valid JSON ({exc})") from None
+
+
+def read_jsonl(path: str | Path, what: str) -> list[tuple[str, Any]]:
+    """Each line of a JSON-lines file (``what`` it holds, for errors), decoded, with its
+    ``file:line`` place; blank lines are skipped."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {str(p)!r}: {exc.strerror}") from None
+    rows: list[tuple[str, Any]] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{p.name}:{n}"
+        try:
+            rows.append((where, msgspec.json.decode(line)))
+        except msgspec.DecodeError as exc:
+            raise ConfigurationError(f"{where}: not valid JSON ({exc})") from None
+    return rows
+
+
 def load_prompts(path: str | Path) -> list[Messages]:
     """Prompts from a JSONL file: one conversation per line.
 
@@ -180,20 +211,7 @@ def load_prompts(path: str | Path) -> list[Messages]:
     (or ``"prompt"``), or a plain JSON string (one user message). Blank lines are skipped.
     """
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read prompts file {str(p)!r}: {exc.strerror}") from None
-    prompts: list[Messages] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{p.name}:{n}"
-        try:
-            value = msgspec.json.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ConfigurationError(f"{where}: not valid JSON ({exc})") from None
-        prompts.append(_messages_of(value, where))
+    prompts = [_messages_of(value, where) for where, value in read_jsonl(p, "prompts file")]
     if not prompts:
         raise ConfigurationError(f"prompts file {str(p)!r} holds no prompts")
     return prompts
@@ -212,12 +230,7 @@ def load_sharegpt(path: str | Path) -> list[Messages]:
     without a human turn are skipped. Returns each conversation as messages, in order.
     """
     p = Path(path)
-    try:
-        data = msgspec.json.decode(p.read_bytes())
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {str(p)!r}: {exc.strerror}") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigurationError(f"{p.name}: not valid JSON ({exc})") from None
+    data = read_json(p)
     if not isinstance(data, list):
         raise ConfigurationError(f"{p.name}: expected a JSON list of conversations")
     out: list[Messages] = []
@@ -263,19 +276,8 @@ def load_trace(path: str | Path) -> list[TraceEntry]:
     ``input_length`` and ``output_length`` (tokens; ``input_len`` / ``output_len`` too).
     """
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read trace {str(p)!r}: {exc.strerror}") from None
     entries: list[TraceEntry] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{p.name}:{n}"
-        try:
-            row = msgspec.json.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ConfigurationError(f"{where}: not valid JSON ({exc})") from None
+    for where, row in read_jsonl(p, "trace"):
         if not isinstance(row, dict):
             raise ConfigurationError(f"{where}: expected an object with a timestamp")
         if isinstance(row.get("timestamp"), int | float):

@@ -8,6 +8,7 @@ from typing import Final
 import msgspec
 
 from ..errors import ProtocolError
+from ._deferred import DeferredError
 
 DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
 """Default bound (16 MiB) on one SSE line, one SSE event and one JSON document."""
@@ -119,7 +120,7 @@ _SCALAR_OK: Final = re.compile(
 )
 
 
-class JSONFramer:
+class JSONFramer(DeferredError):
     """Incremental splitter of a body made of JSON documents.
 
     :meth:`feed` takes body chunks and returns the raw bytes of every document completed so
@@ -170,10 +171,7 @@ class JSONFramer:
         try:
             self._scan(out)
         except ProtocolError as exc:
-            self._closed = True
-            if not out:
-                raise
-            self._error = exc
+            self._fail(exc, out)
         return out
 
     def close(self) -> list[bytes]:
@@ -203,12 +201,6 @@ class JSONFramer:
             raise ProtocolError("truncated JSON body: it is an incomplete byte order mark")
         self._buf = bytearray()
         return out
-
-    def _raise_pending(self) -> None:
-        error = self._error
-        if error is not None:
-            self._error = None
-            raise error
 
     def _skip_bom(self) -> None:
         self._started = True

@@ -9,6 +9,7 @@ from typing import Final
 import msgspec
 
 from ..errors import ProtocolError
+from ._deferred import DeferredError
 from ._json import BOM, DEFAULT_MAX_BYTES, JSONValueScan
 
 COMMENT_COST: Final = 64
@@ -63,7 +64,7 @@ def _text(item: SSEItem) -> ServerSentEvent:
     return ServerSentEvent(e.event, e.text(), e.id, e.retry, e.comments)
 
 
-class SSEDecoder:
+class SSEDecoder(DeferredError):
     """Incremental ``text/event-stream`` parser, in one mode.
 
     Feed body chunks with :meth:`feed_raw` (or :meth:`feed`) as they arrive and call
@@ -208,10 +209,7 @@ class SSEDecoder:
             if lines:
                 self._lines(lines, out, len(data))
         except ProtocolError as exc:
-            self._closed = True
-            if not out:
-                raise
-            self._error = exc
+            self._fail(exc, out)
             return out
         if tail:
             self._parts.append(tail)
@@ -241,12 +239,6 @@ class SSEDecoder:
             out.append(self._make(data, self._event, self._retry, self._comments, self._last_id))
         self._parts, self._data, self._comments = [], None, []
         return out
-
-    def _raise_pending(self) -> None:
-        error = self._error
-        if error is not None:
-            self._error = None
-            raise error
 
     def _line_too_long(self) -> ProtocolError:
         return ProtocolError(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["Piece", "Reply", "ToolCall", "default_tokens", "split_tokens"]
+__all__ = ["Piece", "Reply", "ToolCall", "default_tokens", "prompt_text", "split_tokens"]
 
 _WORDS = (
     "the quick brown fox jumps over a lazy dog while streams of tokens flow through "
@@ -29,6 +29,17 @@ def split_tokens(text: str) -> list[str]:
         else:
             tokens.append(piece)
     return tokens
+
+
+def prompt_text(request: dict[str, Any]) -> str:
+    """The text a reply is derived from: the last message's content, else the prompt, of a
+    request object holding ``messages`` or ``prompt`` (OpenAI's body, DashScope's ``input``)."""
+    messages = request.get("messages")
+    if isinstance(messages, list) and messages:
+        last = messages[-1]
+        if isinstance(last, dict):
+            return str(last.get("content", ""))
+    return str(request.get("prompt", ""))
 
 
 def default_tokens(prompt: str, count: int) -> list[str]:

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from ._call import Call, Frame
 from ._faults import Fault, FaultChoice
-from ._reply import Answer
+from ._reply import Answer, prompt_text
 from ._service import Service, dumps, retry_after_header
 
 __all__ = ["DashScope", "DashScopeState"]
@@ -80,17 +80,10 @@ class DashScopeState:
     """The last request's headers."""
 
 
-def prompt_text(body: dict[str, Any]) -> str:
-    """The text a reply is derived from: the last message's content, or the prompt."""
+def input_text(body: dict[str, Any]) -> str:
+    """The text a reply is derived from: that of the request's ``input``."""
     input_ = body.get("input")
-    if not isinstance(input_, dict):
-        return ""
-    messages = input_.get("messages")
-    if isinstance(messages, list) and messages:
-        last = messages[-1]
-        if isinstance(last, dict):
-            return str(last.get("content", ""))
-    return str(input_.get("prompt", ""))
+    return prompt_text(input_) if isinstance(input_, dict) else ""
 
 
 def error_body(code: str | int | None, message: str, request_id: str) -> bytes:
@@ -189,7 +182,7 @@ class DashScope(Service):
         self, call: Call, answer: Answer, output_tokens: int, reasoning: int
     ) -> dict[str, Any]:
         """The running ``usage`` after ``output_tokens`` tokens."""
-        input_tokens = max(1, len(prompt_text(call.body).split()))
+        input_tokens = max(1, len(input_text(call.body).split()))
         usage: dict[str, Any] = {
             "total_tokens": input_tokens + output_tokens,
             "output_tokens": output_tokens,
@@ -342,7 +335,7 @@ class DashScope(Service):
         if throttled is not None:
             return self.respond(call, throttled)
         max_tokens = params.get("max_tokens")
-        tokens = self.emu.reply_tokens_for(prompt_text(body))
+        tokens = self.emu.reply_tokens_for(input_text(body))
         answer = self.make_answer(call, tokens, max_tokens if isinstance(max_tokens, int) else None)
         call.take_fault(len(answer.pieces))
         streamed = request.headers.get("X-DashScope-SSE", "").lower() == "enable"

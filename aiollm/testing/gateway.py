@@ -39,16 +39,9 @@ from aiohttp import web
 
 from ._call import Call, Frame
 from ._faults import Fault, FaultChoice
-from ._reply import Answer
+from ._reply import Answer, prompt_text
 from ._service import Service, dumps, retry_after_header
-from .openai import (
-    chat_frames,
-    chat_result,
-    completion_result,
-    embedding_result,
-    max_tokens_of,
-    prompt_text,
-)
+from .openai import chat_frames, embedding_result, max_tokens_of, whole_result
 
 if TYPE_CHECKING:
     from ._emulator import Emulator
@@ -194,8 +187,7 @@ class Gateway(Service):
         return chat_frames(call.request_id, call.body, answer, usage=True, done=True)
 
     def document(self, call: Call, answer: Answer) -> bytes:
-        build = chat_result if call.route == "chat" else completion_result
-        return dumps(build(call.request_id, call.body, answer))
+        return dumps(whole_result(call.route, call.request_id, call.body, answer))
 
     def expire(self, token: str) -> None:
         self.state.revoked.add(token)

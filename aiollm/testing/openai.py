@@ -30,7 +30,7 @@ from aiohttp import web
 
 from ._call import Call, Frame
 from ._faults import Fault, FaultChoice
-from ._reply import Answer, Piece
+from ._reply import Answer, Piece, prompt_text
 from ._service import Service, dumps, retry_after_header
 
 __all__ = ["OpenAI", "OpenAIState"]
@@ -42,16 +42,6 @@ class OpenAIState:
 
     send_done: bool = True
     """False ends a stream right after its last chunk, without ``[DONE]`` (some servers)."""
-
-
-def prompt_text(body: dict[str, Any]) -> str:
-    """The text a reply is derived from: the last message, or the prompt."""
-    messages = body.get("messages")
-    if isinstance(messages, list) and messages:
-        last = messages[-1]
-        if isinstance(last, dict):
-            return str(last.get("content", ""))
-    return str(body.get("prompt", ""))
 
 
 def error_body(code: str | int | None, message: str, type_: str = "invalid_request_error") -> bytes:
@@ -162,35 +152,19 @@ def message_of(answer: Answer) -> dict[str, Any]:
     return message
 
 
-def chat_result(cid: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
-    """A whole ``chat.completion``."""
+def whole_result(route: str, cid: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """A whole ``chat.completion`` (the ``chat`` route) or ``text_completion``."""
+    choice: dict[str, Any]
+    if route == "chat":
+        kind, choice = "chat.completion", {"message": message_of(answer)}
+    else:
+        kind, choice = "text_completion", {"text": answer.text, "logprobs": None}
     return {
         "id": cid,
-        "object": "chat.completion",
+        "object": kind,
         "created": int(time.time()),
         "model": body.get("model"),
-        "choices": [
-            {"index": 0, "message": message_of(answer), "finish_reason": answer.finish_reason}
-        ],
-        "usage": usage_for(body, answer),
-    }
-
-
-def completion_result(cid: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
-    """A whole ``text_completion``."""
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": body.get("model"),
-        "choices": [
-            {
-                "index": 0,
-                "text": answer.text,
-                "logprobs": None,
-                "finish_reason": answer.finish_reason,
-            }
-        ],
+        "choices": [{"index": 0, **choice, "finish_reason": answer.finish_reason}],
         "usage": usage_for(body, answer),
     }
 
@@ -279,8 +253,7 @@ class OpenAI(Service):
         return chat_frames(call.request_id, body, answer, usage=usage, done=self.state.send_done)
 
     def document(self, call: Call, answer: Answer) -> bytes:
-        build = chat_result if call.route == "chat" else completion_result
-        return dumps(build(call.request_id, call.body, answer))
+        return dumps(whole_result(call.route, call.request_id, call.body, answer))
 
     def rejection(self, call: Call) -> web.Response | None:
         """401 for a wrong key, 400 for a body that is not an object, else the quota's answer."""
