@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import _kernel_clock
 from ._aiohttp import ImportedOnUse, deadline_clock, within, wrap_client_error
 from ._redact import redact_text
 from .errors import ProtocolError, TimeoutError
@@ -37,16 +38,27 @@ Lingering = tuple[asyncio.TimerHandle, Callable[[], None] | None]
 
 
 class _ReadClock:
-    """Installed as a connection's ``data_received``: notes when bytes came off the socket."""
+    """Installed as a connection's ``data_received``: notes when bytes came off the socket.
 
-    __slots__ = ("at", "inner")
+    The kernel's receive time of the read when the socket gives it (:mod:`._kernel_clock`),
+    else the time the event loop handed the bytes over.
+    """
+
+    __slots__ = ("arrived", "at", "inner")
 
     def __init__(self, inner: Callable[[bytes], None]) -> None:
         self.inner = inner
         self.at = 0.0
+        self.arrived = 0.0
+
+    def note(self, arrived: float) -> None:
+        """The kernel's receive time of the bytes about to be handed over."""
+        self.arrived = arrived
 
     def __call__(self, data: bytes) -> None:
-        self.at = time.perf_counter()
+        if data:  # aiohttp calls it with b"" itself to resume parsing: no bytes arrived then
+            arrived, self.arrived = self.arrived, 0.0
+            self.at = arrived or time.perf_counter()
         self.inner(data)
 
 
@@ -60,6 +72,7 @@ def _read_clock(resp: aiohttp.ClientResponse) -> _ReadClock | None:
     if not isinstance(clock, _ReadClock):
         clock = _ReadClock(proto.data_received)
         proto.data_received = clock  # type: ignore[method-assign]
+        _kernel_clock.install(proto.transport, clock.note)
     return clock
 
 

@@ -33,6 +33,7 @@ from ._config import BenchConfig
 from ._metrics import RequestRecord, error_key
 from ._progress import ProgressLine
 from ._result import RunState, monotonic
+from ._selfwatch import old_objects_frozen
 from ._telemetry import CURRENT, BenchHooks
 from ._workload import LocalTokenizer, Messages, Workload
 
@@ -156,31 +157,31 @@ class Driver:
             warm.started = monotonic()
             await self._fixed(warm, min(cfg.warmup, width), cfg.warmup, None)
             state.warmup_failed = sum(1 for r in warm.records if not r.ok)
-        if before_start is not None:
-            await before_start()
-        state.started = monotonic()
-        limit = state.duration_limit
-        deadline = state.started + limit if limit is not None else None
-        try:
-            async with anyio.create_task_group() as tg:
+        with old_objects_frozen():  # its one full collection comes before the start
+            if before_start is not None:
+                await before_start()
+            state.started = monotonic()
+            limit = state.duration_limit
+            deadline = state.started + limit if limit is not None else None
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self._progress is not None:
+                        tg.start_soon(self._progress.follow, state)
+                    if not sends:
+                        pass  # an empty share of a multi-process run
+                    elif load.get("trace_speed"):
+                        await self._traced(state, load, deadline)
+                    elif load["request_rate"] is None:
+                        streams, total = load["concurrency"], state.total
+                        await self._fixed(state, streams, total, deadline, turns=cfg.turns)
+                    else:
+                        await self._paced(state, load, limit)
+                    state.finished = True
+                    tg.cancel_scope.cancel()
+            finally:
+                state.ended = monotonic()
                 if self._progress is not None:
-                    tg.start_soon(self._progress.follow, state)
-                if not sends:
-                    pass  # an empty share of a multi-process run
-                elif load.get("trace_speed"):
-                    await self._traced(state, load, deadline)
-                elif load["request_rate"] is None:
-                    await self._fixed(
-                        state, load["concurrency"], state.total, deadline, turns=cfg.turns
-                    )
-                else:
-                    await self._paced(state, load, limit)
-                state.finished = True
-                tg.cancel_scope.cancel()
-        finally:
-            state.ended = monotonic()
-            if self._progress is not None:
-                self._progress.done(state, "" if state.finished else "(stopped)")
+                    self._progress.done(state, "" if state.finished else "(stopped)")
 
     async def _fixed(
         self,

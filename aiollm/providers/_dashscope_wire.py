@@ -6,26 +6,16 @@ import msgspec
 
 from ..events import Usage
 from ._dashscope_rules import Snapshot
+from ._wire_common import OutputDetails, PromptDetails, WireToolCall
 
 __all__ = ["WireMessage", "WireResponse", "decode_response", "decode_usage", "is_error", "snapshot"]
 
 
 # -- wire structs: one view of a frame, only the fields read --------------------------------
-class _Function(msgspec.Struct, gc=False):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCall(msgspec.Struct, gc=False):
-    index: int | None = None
-    id: str | None = None
-    function: _Function | None = None
-
-
 class WireMessage(msgspec.Struct, gc=False):
     content: str | None = None
     reasoning_content: str | None = None
-    tool_calls: list[_ToolCall] | None = None
+    tool_calls: list[WireToolCall] | None = None
 
 
 class _Choice(msgspec.Struct, gc=False):
@@ -39,20 +29,12 @@ class _Output(msgspec.Struct, gc=False):
     choices: list[_Choice] | None = None
 
 
-class _OutputDetails(msgspec.Struct, gc=False):
-    reasoning_tokens: int | None = None
-
-
-class _PromptDetails(msgspec.Struct, gc=False):
-    cached_tokens: int | None = None
-
-
 class _Usage(msgspec.Struct, gc=False):
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
-    output_tokens_details: _OutputDetails | None = None
-    prompt_tokens_details: _PromptDetails | None = None
+    output_tokens_details: OutputDetails | None = None
+    prompt_tokens_details: PromptDetails | None = None
 
     def event(self) -> Usage:
         total = self.total_tokens
