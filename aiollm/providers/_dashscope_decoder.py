@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import msgspec
 
+from .._redact import redact_text
 from ..errors import APIError, ProtocolError
 from ..events import Event, Finish, ReasoningDelta, ResponseInfo, TextDelta, ToolCallDelta, Usage
 from ..framing import SSEItem
@@ -25,7 +26,7 @@ from ._dashscope_wire import (
     WireResponse,
     decode_response,
     decode_usage,
-    is_error,
+    error_of,
     snapshot,
 )
 
@@ -118,12 +119,11 @@ class DashScopeDecoder(ResponseDecoder):
                         else:
                             self._cumulative(text, frame_id, out)
                     continue
-            if not healthy or is_error(wire):
+            error = error_of(wire)
+            if not healthy or error is not None:
+                code, why = error or (wire.code, wire.message)
                 raise error_for(
-                    wire.code,
-                    wire.message,
-                    status=status,
-                    request_id=wire.request_id or self.request_id,
+                    code, why, status=status, request_id=wire.request_id or self.request_id
                 )
             self._result(wire, frame_id, out)
             if self.finished:
@@ -147,9 +147,17 @@ class DashScopeDecoder(ResponseDecoder):
 
     def document(self, document: bytes, out: list[Event]) -> None:
         wire = self.decode(document, "")
-        if is_error(wire):
+        error = error_of(wire)
+        if error is not None:
+            code, message = error
             raise error_for(
-                wire.code, wire.message, status=None, request_id=wire.request_id or self.request_id
+                code, message, status=None, request_id=wire.request_id or self.request_id
+            )
+        if wire.output is None:
+            raise ProtocolError(
+                f"the response has no output (neither a result nor a known error shape): "
+                f"{redact_text(document[:200].decode('utf-8', 'replace'))!r}",
+                provider=self.provider,
             )
         self._documents += 1
         self._result(wire, "", out)
@@ -181,10 +189,12 @@ class DashScopeDecoder(ResponseDecoder):
             wire = decode_response(body)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             wire = None
-        if wire is not None and (wire.code or wire.message):
+        error = error_of(wire) if wire is not None else None
+        if wire is not None and (error is not None or wire.code or wire.message):
+            code, message = error or (wire.code, wire.message)
             return error_for(
-                wire.code,
-                wire.message,
+                code,
+                message,
                 status=status,
                 request_id=wire.request_id or header_id,
                 retry_after=retry_after,
