@@ -253,6 +253,34 @@ def test_error_inside_a_200_json_body() -> None:
         run_json(codec(stream=False), INVALID_KEY_BODY)
 
 
+@pytest.mark.parametrize(
+    ("body", "cls", "words"),
+    [
+        (
+            b'{"error":{"code":"InvalidApiKey","message":"bad key"}}',
+            aiollm.AuthenticationError,
+            "bad key",
+        ),
+        (b'{"error":{"code":"999","message":"boom"}}', aiollm.APIError, "boom"),
+        (b'{"error":"nope"}', aiollm.APIError, "nope"),
+        (b'{"error":[1,2]}', aiollm.APIError, "[1,2]"),
+    ],
+)
+def test_an_error_object_in_a_200_body_is_the_error(
+    body: bytes, cls: type[aiollm.APIError], words: str
+) -> None:
+    # OpenAI-style error bodies (from proxies in front of DashScope), whole or as a frame
+    with pytest.raises(cls, match=words.replace("[", r"\[")):
+        run_json(codec(stream=False), body)
+    with pytest.raises(cls, match=words.replace("[", r"\[")):
+        run_sse(codec(), b"data:" + body + b"\n\n")
+
+
+def test_a_200_body_with_neither_output_nor_error_is_a_protocol_error() -> None:
+    with pytest.raises(aiollm.ProtocolError, match="no output"):
+        run_json(codec(stream=False), b'{"request_id": "r", "usage": {}}')
+
+
 def test_empty_json_body_is_a_protocol_error() -> None:
     with pytest.raises(aiollm.ProtocolError, match="no result"):
         codec(stream=False, headers={"Content-Type": "application/json"}).end()

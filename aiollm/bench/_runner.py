@@ -30,11 +30,14 @@ __all__ = ["FATAL_ERRORS", "Benchmark", "run"]
 class Benchmark:
     """A benchmark that can be stopped: ``await Benchmark(config).run()``.
 
-    ``client``: your own :class:`~aiollm.Client` (not closed here); by default one is made
-    (pointed at the embedded emulator when the config uses it). ``progress``: a stream for
-    the progress line (``True``: stderr; by default nothing is printed). :meth:`stop` ends the
-    benchmark early: requests in flight are cancelled and not counted, and :meth:`run`
-    returns what had finished. :meth:`result` gives the figures so far at any time.
+    ``client``: your own :class:`~aiollm.Client` (not closed here; the load then runs in this
+    process); by default one is made (pointed at the embedded emulator when the config uses
+    it), or, when the load is high or ``workers`` asks for it, one in each worker process
+    (:attr:`processes`). ``progress``: a stream for the progress line (``True``: stderr; by
+    default nothing is printed; with worker processes, a line as each run ends). :meth:`stop`
+    ends the benchmark early: requests in flight are cancelled and not counted, and :meth:`run`
+    returns what had finished. :meth:`result` gives the figures so far at any time (with
+    worker processes, of the runs that ended).
 
     A request that fails for a reason no retry can fix (:data:`FATAL_ERRORS`: a missing or
     rejected key, no permission, an unknown model, an exhausted quota) stops the benchmark

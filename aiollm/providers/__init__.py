@@ -1,5 +1,7 @@
 """Providers: one module each (a :class:`Provider` and its sans-IO :class:`ResponseDecoder`).
 
+Each public module holds the provider and re-exports its decoder, which lives in a private
+module beside it with the wire format (``_openai_decoder``, ``_openai_wire``, ...).
 Providers are imported on first use, so ``import aiollm`` stays cheap.
 """
 

@@ -1,6 +1,6 @@
 """What a provider is: settings, a credential, request building and a sans-IO response decoder.
 
-A provider module defines a :class:`Provider` subclass and a :class:`ResponseDecoder`
+A provider defines a :class:`Provider` subclass and a :class:`ResponseDecoder`
 subclass. The core does the rest: transport, token fetching, retries, limits and the
 :class:`~aiollm.Stream`. Nothing here does IO: a decoder is fed the body's bytes and returns
 :mod:`aiollm.events`.

@@ -6,26 +6,16 @@ import msgspec
 
 from ..events import Usage
 from ._dashscope_rules import Snapshot
+from ._wire_common import OutputDetails, PromptDetails, WireToolCall
 
-__all__ = ["WireMessage", "WireResponse", "decode_response", "decode_usage", "is_error", "snapshot"]
+__all__ = ["WireMessage", "WireResponse", "decode_response", "decode_usage", "error_of", "snapshot"]
 
 
 # -- wire structs: one view of a frame, only the fields read --------------------------------
-class _Function(msgspec.Struct, gc=False):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCall(msgspec.Struct, gc=False):
-    index: int | None = None
-    id: str | None = None
-    function: _Function | None = None
-
-
 class WireMessage(msgspec.Struct, gc=False):
     content: str | None = None
     reasoning_content: str | None = None
-    tool_calls: list[_ToolCall] | None = None
+    tool_calls: list[WireToolCall] | None = None
 
 
 class _Choice(msgspec.Struct, gc=False):
@@ -39,20 +29,12 @@ class _Output(msgspec.Struct, gc=False):
     choices: list[_Choice] | None = None
 
 
-class _OutputDetails(msgspec.Struct, gc=False):
-    reasoning_tokens: int | None = None
-
-
-class _PromptDetails(msgspec.Struct, gc=False):
-    cached_tokens: int | None = None
-
-
 class _Usage(msgspec.Struct, gc=False):
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
-    output_tokens_details: _OutputDetails | None = None
-    prompt_tokens_details: _PromptDetails | None = None
+    output_tokens_details: OutputDetails | None = None
+    prompt_tokens_details: PromptDetails | None = None
 
     def event(self) -> Usage:
         total = self.total_tokens
@@ -77,9 +59,18 @@ class WireResponse(msgspec.Struct, gc=False):
     request_id: str | None = None
     code: str | int | None = None
     message: str | None = None
+    error: msgspec.Raw = msgspec.Raw()
+    """An ``error`` object or string (OpenAI-style error bodies from proxies): rare, read
+    only when there is no ``output``."""
+
+
+class _Error(msgspec.Struct, gc=False):
+    code: str | int | None = None
+    message: str | None = None
 
 
 decode_response = msgspec.json.Decoder(WireResponse).decode
+_decode_error = msgspec.json.Decoder(_Error | str).decode
 decode_usage = msgspec.json.Decoder(_Usage).decode
 
 
@@ -99,6 +90,20 @@ def snapshot(message: WireMessage) -> Snapshot:
     return Snapshot(message.reasoning_content or "", message.content or "", tools)
 
 
-def is_error(wire: WireResponse) -> bool:
-    """An error body: a non-empty ``code`` and no ``output``."""
-    return wire.output is None and wire.code not in (None, "", 0, "0")
+def error_of(wire: WireResponse) -> tuple[str | int | None, str | None] | None:
+    """``(code, message)`` of an error body, else None: no ``output``, and a non-empty
+    ``code`` at the top level or an ``error`` object or string."""
+    if wire.output is not None:
+        return None
+    if wire.code not in (None, "", 0, "0"):
+        return wire.code, wire.message
+    raw = wire.error
+    if not len(raw) or raw == b"null":
+        return None
+    try:
+        nested = _decode_error(raw)
+    except msgspec.DecodeError:  # an error of another shape: its text is the message
+        return None, bytes(raw)[:300].decode("utf-8", "replace")
+    if isinstance(nested, str):
+        return None, nested
+    return nested.code, nested.message or wire.message

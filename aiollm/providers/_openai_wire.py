@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from ..events import Usage
+from ._wire_common import OutputDetails, PromptDetails, TokenCounts, WireFunction, WireToolCall
 
 __all__ = [
     "WireChoice",
@@ -24,22 +25,11 @@ __all__ = [
 
 
 # -- wire structs: one view per frame type, only the fields read ------------------------------
-class _PromptDetails(msgspec.Struct, gc=False):
-    cached_tokens: int | None = None
-
-
-class _CompletionDetails(msgspec.Struct, gc=False):
-    reasoning_tokens: int | None = None
-
-
-class WireUsage(msgspec.Struct, gc=False):
+class WireUsage(TokenCounts, gc=False):
     """``usage`` of a response or of the final chunk."""
 
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    prompt_tokens_details: _PromptDetails | None = None
-    completion_tokens_details: _CompletionDetails | None = None
+    prompt_tokens_details: PromptDetails | None = None
+    completion_tokens_details: OutputDetails | None = None
 
     def event(self) -> Usage:
         """As a uniform :class:`~aiollm.Usage` event."""
@@ -61,17 +51,6 @@ class WireError(msgspec.Struct, gc=False):
     type: str | None = None
 
 
-class _Function(msgspec.Struct, gc=False):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCall(msgspec.Struct, gc=False):
-    index: int | None = None
-    id: str | None = None
-    function: _Function | None = None
-
-
 class WireDelta(msgspec.Struct, gc=False):
     """A chunk's ``delta`` or a response's ``message``: only the fields read."""
 
@@ -79,8 +58,8 @@ class WireDelta(msgspec.Struct, gc=False):
     reasoning_content: str | None = None
     reasoning: str | None = None
     refusal: str | None = None
-    tool_calls: list[_ToolCall] | None = None
-    function_call: _Function | None = None
+    tool_calls: list[WireToolCall] | None = None
+    function_call: WireFunction | None = None
 
 
 class WireChoice(msgspec.Struct, gc=False):
