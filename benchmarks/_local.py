@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -319,3 +320,24 @@ def machine_line() -> str:
 def verdict(ok: bool) -> str:
     """``met`` / ``MISSED`` for a target line."""
     return "met" if ok else "MISSED"
+
+
+def instructions(code: str, args: list[str], tree: Path | None) -> int:
+    """User-space instructions of ``python -c code *args``, counted by valgrind's callgrind:
+    ``tree`` on ``PYTHONPATH`` (else the installed ``aiollm``), ``/`` as working directory (so
+    no checkout comes first on ``sys.path``), ``PYTHONHASHSEED`` fixed."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    done = subprocess.run(
+        [*valgrind, sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd="/",
+    )
+    match = re.search(r"Collected : (\d+)", done.stderr)
+    assert match, done.stderr[-500:]
+    return int(match.group(1))

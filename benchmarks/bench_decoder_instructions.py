@@ -14,12 +14,11 @@ decoding switched off (building the body), divided by the frames in between. Nee
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from _local import instructions
 
 HERE = Path(__file__).resolve().parent
 FORMATS = ("openai", "dashscope", "qianfan")
@@ -82,28 +81,7 @@ if decode:
 
 
 def count(tree: Path, fmt: str, frames: int, decode: bool) -> int:
-    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONHASHSEED="0")
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            WORKER,
-            fmt,
-            str(frames),
-            "1" if decode else "0",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        cwd="/",  # not a checkout: the tree comes from PYTHONPATH only
-    )
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    assert match, done.stderr[-500:]
-    return int(match.group(1))
+    return instructions(WORKER, [fmt, str(frames), "1" if decode else "0"], tree)
 
 
 def per_frame(tree: Path, fmt: str, frames: int) -> float:

@@ -14,14 +14,11 @@ ratio of ``bench_request_overhead.py`` is smaller. Needs valgrind (``apt-get ins
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from _local import local_server, machine_line
+from _local import instructions, local_server, machine_line
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,32 +45,7 @@ asyncio.run(main())
 
 
 def count(origin: str, tree: Path | None, fmt: str, who: str, n: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            WORKER,
-            origin,
-            fmt,
-            who,
-            str(n),
-            str(HERE),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        cwd="/",  # not a checkout: the tree comes from PYTHONPATH (or the installed aiollm)
-    )
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    assert match, done.stderr[-500:]
-    return int(match.group(1))
+    return instructions(WORKER, [origin, fmt, who, str(n), str(HERE)], tree)
 
 
 def per_request(origin: str, tree: Path | None, fmt: str, who: str, n: int) -> float:
