@@ -134,31 +134,29 @@ def check_messages(messages: object, provider: str) -> list[dict[str, Any]]:
         )
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
+        # An assistant message that carries tool calls may have no content.
         if (
-            type(message) is dict
+            (type(message) is dict or isinstance(message, Mapping))
             and isinstance(message.get("role"), str)
             and ("content" in message or "tool_calls" in message)
-        ):  # the common message
+        ):
             out.append(dict(message))
             continue
-        if not isinstance(message, Mapping):
-            raise InvalidRequestError(
-                f"messages[{i}] must be a dict with 'role' and 'content', got "
-                f"{type(message).__name__}: write {example}",
-                provider=provider,
-            )
-        # An assistant message that carries tool calls may have no content.
-        needed = ("role",) if "tool_calls" in message else ("role", "content")
-        missing = [repr(k) for k in needed if k not in message]
-        if missing:
-            what = f"has no {' or '.join(missing)}"
-        elif not isinstance(message["role"], str):
-            what = f"has a role that is not a string ({message['role']!r})"
-        else:
-            out.append(dict(message))
-            continue
-        raise InvalidRequestError(f"messages[{i}] {what}: write {example}", provider=provider)
+        raise InvalidRequestError(
+            f"messages[{i}] {_fault(message)}: write {example}", provider=provider
+        )
     return out
+
+
+def _fault(message: object) -> str:
+    """What keeps ``message`` from being a chat message (it is not one)."""
+    if not isinstance(message, Mapping):
+        return f"must be a dict with 'role' and 'content', got {type(message).__name__}"
+    needed = ("role",) if "tool_calls" in message else ("role", "content")
+    missing = [repr(k) for k in needed if k not in message]
+    if missing:
+        return f"has no {' or '.join(missing)}"
+    return f"has a role that is not a string ({message['role']!r})"
 
 
 def check_call(
