@@ -25,6 +25,7 @@ from typing import Any
 __all__ = ["arrival", "install"]
 
 _SO_TIMESTAMPNS: int = getattr(socket, "SO_TIMESTAMPNS", 35)  # 35 on Linux, not always exported
+_SOL_SOCKET = socket.SOL_SOCKET
 _CMSG_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 _TIMESPEC = struct.Struct("@qq")
 _NEEDS = ("_sock", "_conn_lost", "_protocol", "_fatal_error", "_read_ready__on_eof", "max_size")
@@ -33,10 +34,11 @@ _NEEDS = ("_sock", "_conn_lost", "_protocol", "_fatal_error", "_read_ready__on_e
 def arrival(ancdata: list[tuple[int, int, bytes]]) -> float | None:
     """The receive time in ``ancdata`` as ``time.perf_counter`` time (None when absent)."""
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+        if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
             sec, nsec = _TIMESPEC.unpack_from(data)
-            sec, nsec = int(sec), int(nsec)
-            age = time.time() - (sec + nsec * 1e-9)  # realtime, read now: immune to clock steps
+            age: float = time.time() - (
+                sec + nsec * 1e-9
+            )  # realtime, read now: immune to clock steps
             if 0.0 <= age < 60.0:
                 return time.perf_counter() - age
             return None
