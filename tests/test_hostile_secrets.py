@@ -186,6 +186,13 @@ def check(raised: list[BaseException], caplog: pytest.LogCaptureFixture) -> None
         assert leaked(exc) == [], f"{type(exc).__name__} holds secrets: {exc!r}"
     logged = [record.getMessage() for record in caplog.records]
     assert not [s for s in SECRETS for line in logged if s in line]
+    # A record holding an error would keep its traceback, and the response, alive.
+    holding = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.args, tuple) and any(isinstance(a, BaseException) for a in r.args)
+    ]
+    assert holding == []
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
