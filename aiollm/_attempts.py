@@ -126,7 +126,6 @@ class Attempts:
         """
         scrub_exception(error, self.secrets())  # an error holds no secret the client sent
         self._provider.failed(self._prepared, error)
-        throttled = isinstance(error, RateLimitError)
         if isinstance(error, RateLimitError) and error.status is not None:  # the server's answer
             self.limiter.throttled(error.retry_after, self._retry.max_retry_after)
         if not may_retry:
@@ -137,14 +136,12 @@ class Attempts:
         delay = self._retry.delay(error, self._retries, self._slept, self.remaining())
         if delay is None:
             return None
-        if log.isEnabledFor(logging.DEBUG):  # the message only: a record holding the error
-            # would keep its traceback, and the dropped response, alive
-            log.debug(
-                "%s: attempt failed (%s); retry in %.2fs", self._provider.name, str(error), delay
-            )
+        # The message, not the error: a record holding it would keep its traceback (and the
+        # dropped response) alive.
+        log.debug("%s: attempt failed (%s); retry in %.2fs", self._provider.name, str(error), delay)
         self.obs.retry(error, self.count, delay, False)
         self._slept += delay
-        return 0.0 if throttled else delay
+        return 0.0 if isinstance(error, RateLimitError) else delay  # the cool-down waits
 
     def explain(self, error: APIError) -> APIError:
         """The error of an HTTP response, with what to check added by the provider."""
