@@ -320,7 +320,7 @@ class SSEDecoder(DeferredError):
             return data
         else:
             values = region[5:].split(b"\n\ndata:")
-        if region.count(b"\n") != 2 * len(values) - 2:
+        if b"\n" in b"".join(values):  # (a join and a memchr cost less than a count)
             return data  # a block of another shape, or blank lines in a row
         if start:
             self._interpret(data[: start - 1].split(b"\n"), out)
