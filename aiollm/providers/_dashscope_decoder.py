@@ -13,6 +13,7 @@ from ..events import Event, Finish, ReasoningDelta, ResponseInfo, TextDelta, Too
 from ..framing import SSEItem
 from ._base import Call, ResponseDecoder, header, parse_retry_after
 from ._dashscope_rules import (
+    _NOT_FINISHED,
     CUMULATIVE,
     INCREMENTAL,
     PROVIDER,
@@ -70,65 +71,77 @@ class DashScopeDecoder(ResponseDecoder):
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
         common = self.mode is not None and self.call.stream and self._seen
-        for item in items:
-            if type(item) is bytes:
-                data: bytes = item
-                kind, frame_id, status, healthy = "message", "", None, True
-            else:
-                raw = item.raw  # type: ignore[union-attr]
-                data = raw if raw is not None else item.data.encode()  # type: ignore[union-attr]
-                kind = item.event  # type: ignore[union-attr]
-                frame_id = item.id  # type: ignore[union-attr]
-                comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
-                if comments != self._status_of[0]:
-                    found = event_status(comments)
-                    self._status_of = (comments, found, found is None or found < 400)
-                _, status, healthy = self._status_of
-                healthy = healthy and kind != "error"
-            if not data:
-                continue
-            try:
-                wire = decode_response(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                wire = self._undecodable(data, kind, status, frame_id)
-            output = wire.output
-            if (
-                common
-                and healthy
-                and output is not None  # not an error body
-                and (not wire.request_id or wire.request_id == self.request_id)
-            ):
-                # The common frame: text (incremental or cumulative) that is not the last.
-                choices = output.choices
-                if choices is None:
-                    text, finish, message = output.text, output.finish_reason, None
-                elif choices:
-                    message = choices[0].message
-                    text = message.content if message is not None else None
-                    finish = choices[0].finish_reason
+        incremental, request_id = self.mode is INCREMENTAL, self.request_id
+        seen_comments, seen_status, seen_healthy = self._status_of
+        usage: msgspec.Raw | None = self._usage  # the latest running total, written back
+        try:
+            for item in items:
+                if type(item) is bytes:
+                    data: bytes = item
+                    kind, frame_id, status, healthy = "message", "", None, True
                 else:
-                    message, finish = None, "?"  # no choice at all: _result reads it
-                if (finish is None or finish == "null" or finish == "") and (
-                    message is None or not (message.reasoning_content or message.tool_calls)
-                ):
-                    if len(wire.usage):
-                        self._usage = wire.usage
-                    if text:
-                        if self.mode is INCREMENTAL:
-                            append(TextDelta(text))
-                        else:
-                            self._cumulative(text, frame_id, out)
+                    raw = item.raw  # type: ignore[union-attr]
+                    data = raw if raw is not None else item.data.encode()  # type: ignore[union-attr]
+                    kind = item.event  # type: ignore[union-attr]
+                    frame_id = item.id  # type: ignore[union-attr]
+                    comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
+                    if comments is not seen_comments and comments != seen_comments:
+                        seen_status = event_status(comments)
+                        seen_healthy = seen_status is None or seen_status < 400
+                        seen_comments = comments
+                        self._status_of = (comments, seen_status, seen_healthy)
+                    status, healthy = seen_status, seen_healthy and kind != "error"
+                if not data:
                     continue
-            error = error_of(wire)
-            if not healthy or error is not None:
-                code, why = error or (wire.code, wire.message)
-                raise error_for(
-                    code, why, status=status, request_id=wire.request_id or self.request_id
-                )
-            self._result(wire, frame_id, out)
-            if self.finished:
-                return
-            common = self.mode is not None and self.call.stream and self._seen
+                try:
+                    wire = decode_response(data)
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    wire = self._undecodable(data, kind, status, frame_id)
+                output = wire.output
+                if (
+                    common
+                    and healthy
+                    and output is not None  # not an error body
+                    and (not wire.request_id or wire.request_id == request_id)
+                ):
+                    # The common frame: text (incremental or cumulative) that is not the last.
+                    choices = output.choices
+                    if choices is None:
+                        finish, text, plain = output.finish_reason, output.text, True
+                    elif choices:
+                        finish, message = choices[0].finish_reason, choices[0].message
+                        if message is None:
+                            text, plain = None, True
+                        else:
+                            text = message.content
+                            plain = not (message.reasoning_content or message.tool_calls)
+                    else:
+                        plain = False  # no choice at all: _result reads it
+                    if plain and finish in _NOT_FINISHED:
+                        usage = wire.usage or usage
+                        if text:
+                            if incremental:
+                                append(TextDelta(text))
+                            else:
+                                self._cumulative(text, frame_id, out)
+                        continue
+                if usage is not None:  # _result reads and writes it
+                    self._usage, usage = usage, None
+                error = error_of(wire)
+                if not healthy or error is not None:
+                    code, why = error or (wire.code, wire.message)
+                    raise error_for(
+                        code, why, status=status, request_id=wire.request_id or self.request_id
+                    )
+                self._result(wire, frame_id, out)
+                usage = self._usage
+                if self.finished:
+                    return
+                common = self.mode is not None and self.call.stream and self._seen
+                incremental, request_id = self.mode is INCREMENTAL, self.request_id
+        finally:
+            if usage is not None:
+                self._usage = usage
 
     def _undecodable(
         self, data: bytes, kind: str, status: int | None, frame_id: str
