@@ -94,8 +94,9 @@ class Response:
 
     ``headers`` always hold a ``Date`` (see :func:`dated`).
 
-    ``read_at``: when the bytes of the last chunk returned were read from the socket
-    (``time.perf_counter``), before any decoding or waiting for the reader's task to run.
+    ``read_at``: with ``read_times``, when the bytes of the last chunk returned were read from
+    the socket (``time.perf_counter``), before any decoding or waiting for the reader's task to
+    run; else None (stamping each read costs a little, so only a caller who asks pays).
     """
 
     __slots__ = (
@@ -128,6 +129,7 @@ class Response:
         provider: str | None,
         lingering: dict[Any, Lingering] | None = None,
         first_event_deadline: float = math.inf,
+        read_times: bool = False,
     ) -> None:
         self._resp = resp
         self._event_deadline = first_event_deadline
@@ -139,8 +141,8 @@ class Response:
         self._got_first = False
         self._secrets = secrets
         self._eof = False
-        self._clock = _read_clock(resp)
-        self.read_at = 0.0
+        self._clock = _read_clock(resp) if read_times else None
+        self.read_at: float | None = None
         self.provider = provider
         self.status: int = resp.status
         self.headers: Mapping[str, str] = dated(resp.headers)
@@ -199,7 +201,8 @@ class Response:
                 exc, self.provider, self._secrets, response_started=True
             ) from None
         clock = self._clock
-        self.read_at = clock.at if clock is not None and clock.at else time.perf_counter()
+        if clock is not None:
+            self.read_at = clock.at or time.perf_counter()
         if chunk:
             self._got_first = True
         else:

@@ -61,6 +61,10 @@ class Client:
       ``meter_provider`` are given; ``False`` (or ``AIOLLM_OTEL=off``) turns them off.
     - ``propagate_trace``: send the call's W3C ``traceparent`` with each request (or
       ``AIOLLM_OTEL_PROPAGATE=1``); off by default.
+    - ``read_times``: stamp each socket read with when its bytes arrived, read as
+      :attr:`Stream.read_at <aiollm.Stream.read_at>` (on Linux over plain HTTP the kernel's
+      receive time, elsewhere when the event loop read the socket); off by default, since it
+      costs a little on every read. ``aiollm bench`` turns it on.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Client:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         propagate_trace: bool | None = None,
+        read_times: bool = False,
     ) -> None:
         check_client_config(providers, limits, timeout, retry, max_retries)
         self._env: Mapping[str, str] = os.environ if env is None else env
@@ -100,7 +105,10 @@ class Client:
         if max_retries is not None:
             self._retry = replace(self._retry, max_retries=max_retries)
         self._transport = Transport(
-            session, timeout=Timeout().merged(timeout), limit=connection_limit
+            session,
+            timeout=Timeout().merged(timeout),
+            limit=connection_limit,
+            read_times=read_times,
         )
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, ProviderLimiter] = {}

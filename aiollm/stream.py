@@ -49,7 +49,8 @@ class Stream:
         self._provider, self._prepared, self._call = provider, prepared, attempts
         self.state = State.NEW
         self.read_at: float | None = None
-        """When the bytes of the events being delivered were read (``time.perf_counter``)."""
+        """When the bytes of the events being delivered were read (``time.perf_counter``), if
+        the client was made with ``read_times=True``; else None."""
         self._resp: Response | None = None
         self._decoder: ResponseDecoder | None = None
         self._error: AiollmError | None = None

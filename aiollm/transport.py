@@ -94,7 +94,10 @@ class Timeout:
 
 
 class Transport:
-    """Owns (or borrows) one aiohttp ``ClientSession`` and opens responses on it."""
+    """Owns (or borrows) one aiohttp ``ClientSession`` and opens responses on it.
+
+    ``read_times``: stamp each socket read with when its bytes arrived (``Response.read_at``).
+    """
 
     def __init__(
         self,
@@ -104,8 +107,10 @@ class Transport:
         limit: int = 256,
         limit_per_host: int = 0,
         ssl_context: ssl.SSLContext | bool | None = None,
+        read_times: bool = False,
     ) -> None:
         self.timeout = timeout or Timeout()
+        self.read_times = read_times
         self._session = session
         self._own_session = session is None
         self._limit = limit
@@ -200,6 +205,7 @@ class Transport:
             secrets=req.secrets,
             provider=provider,
             lingering=self._lingering,
+            read_times=self.read_times,
         )
 
     async def request_bytes(

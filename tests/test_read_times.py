@@ -148,7 +148,8 @@ async def test_stream_read_at_is_the_arrival_of_its_bytes() -> None:
     thread.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     stamps: list[tuple[float | None, float]] = []
-    async with Client(providers={"openai": {"base_url": url, "api_key": "k"}}, env={}) as client:
+    settings = {"openai": {"base_url": url, "api_key": "k"}}
+    async with Client(providers=settings, env={}, read_times=True) as client:
         async with client.stream("openai/m", [{"role": "user", "content": "hi"}]) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta):
@@ -163,3 +164,20 @@ async def test_stream_read_at_is_the_arrival_of_its_bytes() -> None:
         assert server_sent - 0.01 <= at <= delivered
     at, delivered = stamps[1]
     assert at is not None and delivered - at >= BLOCK / 2
+
+
+@run_async
+async def test_reads_are_not_stamped_unless_asked() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    thread = threading.Thread(target=_stream_server, args=(listener, []), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    seen: list[float | None] = []
+    async with Client(providers={"openai": {"base_url": url, "api_key": "k"}}, env={}) as client:
+        async with client.stream("openai/m", [{"role": "user", "content": "hi"}]) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    seen.append(stream.read_at)
+    thread.join(5)
+    listener.close()
+    assert seen == [None, None]  # no clock on the connection: nothing to pay per read

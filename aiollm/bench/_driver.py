@@ -86,6 +86,7 @@ async def open_client(
     options: dict[str, Any] = {
         "connection_limit": config.connection_limit(),
         "hooks": [BenchHooks()],
+        "read_times": True,  # event times are when their bytes arrived
     }
     if settings is not None:
         options.update(providers=settings, env={})
