@@ -38,6 +38,9 @@ __all__ = ["Response", "Timeout", "Transport", "wrap_client_error"]
 
 log = logging.getLogger("aiollm.transport")
 
+MAX_URLS = 256
+"""How many request URLs (with their query) a transport keeps parsed."""
+
 MAX_SECRETS = 64
 """How many distinct secrets a transport remembers having sent (rotated tokens age out)."""
 
@@ -120,6 +123,8 @@ class Transport:
         self._lingering: dict[Any, Lingering] = {}
         """Finished responses whose body has not ended yet (see :meth:`Response.finish`)."""
         self._sent_secrets: dict[str, None] = {}
+        self._urls: dict[object, Any] = {}
+        """Request URLs (with the query of their ``params``) parsed once (:meth:`_url`)."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -133,6 +138,21 @@ class Transport:
                 known[secret] = None
                 if len(known) > MAX_SECRETS:
                     del known[next(iter(known))]
+
+    def _url(self, req: HTTPRequest) -> Any:
+        """``req``'s URL with its ``params`` as aiohttp would build it, parsed once per
+        URL and query (a provider sends the same few again and again)."""
+        params = req.params
+        key: object = (req.url, *params.items()) if params else req.url
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= MAX_URLS:
+                self._urls.clear()
+            from yarl import URL  # aiohttp's own URL type, imported with it
+
+            url = URL(req.url).extend_query(params) if params else URL(req.url)
+            self._urls[key] = url
+        return url
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -172,8 +192,15 @@ class Transport:
         headers = dict(req.headers)
         if extra_headers:
             headers.update(extra_headers)
+        try:
+            url = self._url(req)
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket in the base URL
+            raise TransportError(
+                f"invalid request URL {redact_text(req.url, req.secrets)!r} ({exc}); "
+                "check the base URL",
+                provider=provider,
+            ) from None
         kwargs: dict[str, Any] = {
-            "params": req.params or None,
             "headers": headers,
             "data": req.body,
             "timeout": _connect_timeout(t.connect),
@@ -183,10 +210,10 @@ class Transport:
             log.debug("%s %s", req.method, redact_text(req.url, req.secrets))
         try:
             if deadline == math.inf:
-                resp = await self.session.request(req.method, req.url, **kwargs)
+                resp = await self.session.request(req.method, url, **kwargs)
             else:
                 async with within(max(0.0, deadline - now)):
-                    resp = await self.session.request(req.method, req.url, **kwargs)
+                    resp = await self.session.request(req.method, url, **kwargs)
         except builtins.TimeoutError:
             phase = "total" if total_deadline <= first_deadline else "first_byte"
             raise TimeoutError(

@@ -149,3 +149,13 @@ async def test_merge_keeps_the_keys() -> None:
             async for key, _event in events:
                 keys.add(key)
     assert keys == {"a", "b"}
+
+
+async def test_a_base_url_that_is_no_url_is_a_transport_error_naming_it() -> None:
+    settings = {"openai": {"base_url": "http://[::1", "api_key": "sk-secret-key"}}
+    async with Client(providers=settings, env={}) as client:
+        with pytest.raises(aiollm.TransportError) as info:
+            await client.chat("openai/m", MSGS, max_retries=0)
+    message = str(info.value)
+    assert "invalid request URL 'http://[::1/chat/completions'" in message
+    assert "check the base URL" in message and "sk-secret-key" not in message

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses
+from yarl import URL
 
 from aiollm import Client, RetryPolicy
 from aiollm.auth import EndpointToken, StaticToken, token_source
@@ -210,6 +211,11 @@ def test_trim_history_is_opt_in_and_not_sent() -> None:
 
 
 # -- request shapes (aioresponses) -------------------------------------------------------------------
+def query_of(url: str) -> dict[str, str]:
+    """The query parameters a request carried in its URL."""
+    return dict(URL(url).query)
+
+
 def only_request(
     m: aioresponses, method: str, pattern: re.Pattern[str]
 ) -> tuple[str, dict[str, Any]]:
@@ -250,7 +256,7 @@ async def test_token_and_chat_requests() -> None:
         assert reply.text == "你好" and reply.request_id == "as-1"
         url, kwargs = only_request(m, "POST", TOKEN_URL)
         assert url.startswith(BASE + "/oauth/2.0/token")
-        assert kwargs["params"] == {
+        assert query_of(url) == {
             "grant_type": "client_credentials",
             "client_id": AK,
             "client_secret": SK,
@@ -258,7 +264,7 @@ async def test_token_and_chat_requests() -> None:
         assert kwargs["data"] is None
         url, kwargs = only_request(m, "POST", CHAT_URL)
         assert url.startswith(BASE + "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/llama_2_7b")
-        assert kwargs["params"] == {"access_token": TOKEN}
+        assert query_of(url) == {"access_token": TOKEN}
         assert kwargs["headers"]["Content-Type"] == "application/json"
         assert "Authorization" not in kwargs["headers"]
         assert json.loads(kwargs["data"]) == {
@@ -282,9 +288,9 @@ async def test_stream_request_body_has_stream_true() -> None:
             async with c.stream("qianfan/llama_2_7b", [user("hi")]) as s:
                 completion = await s.final()
         assert completion.text == "ab" and completion.finish_reason == "stop"
-        _, kwargs = only_request(m, "POST", CHAT_URL)
+        url, kwargs = only_request(m, "POST", CHAT_URL)
         assert json.loads(kwargs["data"]) == {"messages": [user("hi")], "stream": True}
-        assert kwargs["params"] == {"access_token": TOKEN}
+        assert query_of(url) == {"access_token": TOKEN}
 
 
 # -- token responses -----------------------------------------------------------------------------------
