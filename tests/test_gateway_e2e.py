@@ -61,7 +61,7 @@ async def test_request_shapes() -> None:
                 if not isinstance(ev, aiollm.ResponseInfo)
             ]
         sent = [(m, str(u), c.kwargs) for (m, u), calls in mocked.requests.items() for c in calls]
-    (m1, url1, kw1), (m2, url2, kw2) = sent
+    (m1, url1, _), (m2, url2, kw2) = sent
     assert m1 == "GET" and url1.startswith("http://gw.test/api/v1/ability_sub/external/getToken")
     assert dict(URL(url1).query) == {"appid": "the-appid", "secret": "the-secret"}
     assert m2 == "POST" and url2.startswith("http://gw.test/app-x/v1/chat/completions")
