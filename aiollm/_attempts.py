@@ -74,24 +74,32 @@ class Attempts:
             self._observe = None
             total = self._timeout.total
             self.deadline = math.inf if total is None else time.monotonic() + total
-        cooling, started = limiter.cooling_down, time.monotonic()
+        observed = obs is not UNOBSERVED  # no one listens: no clock reads for them
+        if observed:
+            cooling, started = limiter.cooling_down, time.monotonic()
         if self.lease is None:
             estimate = limiter.estimate(self._prepared.call)
             self.lease = await limiter.acquire(estimate, self.deadline)
         elif self.count:
             await limiter.pace(self.deadline)
-        obs.waited(time.monotonic() - started, cooling)
         self.credential = None
-        fetches, started = getattr(self.auth, "fetches", None), time.monotonic()
-        credential = await self.auth.get(self._transport)
-        if getattr(self.auth, "fetches", None) != fetches:
-            obs.token_fetched(time.monotonic() - started)
+        if observed:
+            obs.waited(time.monotonic() - started, cooling)
+            fetches, started = getattr(self.auth, "fetches", None), time.monotonic()
+            credential = await self.auth.get(self._transport)
+            if getattr(self.auth, "fetches", None) != fetches:
+                obs.token_fetched(time.monotonic() - started)
+        else:
+            credential = await self.auth.get(self._transport)
         request = self.request = self._provider.build_request(self._prepared, credential)
         # The request is about to be sent: the service may now reject the credential.
         self.count += 1
         self.credential = credential
-        added = obs.request(request, self.count)
-        headers = {**(self._headers or {}), **added} if added else self._headers
+        headers = self._headers
+        if observed:
+            added = obs.request(request, self.count)
+            if added:
+                headers = {**(headers or {}), **added}
         resp = await self._transport.open(
             request,
             timeout=self._timeout.within(self.remaining()),
@@ -100,7 +108,8 @@ class Attempts:
         )
         # The response head arrived.
         limiter.observe(resp.headers)
-        obs.response(resp.status, resp.headers)
+        if observed:
+            obs.response(resp.status, resp.headers)
         return resp
 
     def refresh_once(self, error: BaseException) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._attempts import Attempts
+from ._attempts import UNOBSERVED, Attempts
 from ._redact import scrub_exception
 from .errors import (
     AiollmError,
@@ -42,12 +42,16 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+# Module names for the members: looking one up on the enum class costs a __getattr__ hook.
+_NEW, _OPEN, _FINISHED, _FAILED, _CLOSED = State
+
+
 class Stream:
     """One call's response as an async iterator of :data:`~aiollm.events.Event`."""
 
     def __init__(self, provider: Provider, prepared: Prepared, attempts: Attempts) -> None:
         self._provider, self._prepared, self._call = provider, prepared, attempts
-        self.state = State.NEW
+        self.state = _NEW
         self.read_at: float | None = None
         """When the bytes of the events being delivered were read (``time.perf_counter``), if
         the client was made with ``read_times=True``; else None."""
@@ -79,7 +83,7 @@ class Stream:
     @property
     def completion(self) -> Completion:
         """The aggregated result, once the stream has finished (see :meth:`final`)."""
-        if self.state is not State.FINISHED:
+        if self.state is not _FINISHED:
             why = f"the stream is {self.state.value}: `await stream.final()`, or `stream.partial`"
             raise AiollmError(why, provider=self.provider)
         self._completion = self._completion or self.partial
@@ -90,7 +94,7 @@ class Stream:
         """The completion of the events that have arrived so far (all of them once finished)."""
         events: Iterator[Event] = chain.from_iterable(self._batches)
         decoder = self._decoder
-        if decoder is not None and self.state is not State.FINISHED:
+        if decoder is not None and self.state is not _FINISHED:
             events = chain(events, decoder.abort())  # e.g. a running usage total
         return fold(events, provider=self.provider, model=self.model)
 
@@ -111,7 +115,7 @@ class Stream:
         try:
             await self._advance(open_only=True)
         except BaseException as exc:
-            self._close(State.CLOSED, exc)
+            self._close(_CLOSED, exc)
             raise
         return self
 
@@ -132,8 +136,8 @@ class Stream:
                     return
         finally:
             self._loops -= 1
-            if not self._loops and not self._entered and self.state is State.OPEN:
-                self._close(State.CLOSED)  # a plain `async for` left early: close it now
+            if not self._loops and not self._entered and self.state is _OPEN:
+                self._close(_CLOSED)  # a plain `async for` left early: close it now
 
     async def __anext__(self) -> Event:
         for event in self._pending:
@@ -145,13 +149,13 @@ class Stream:
 
     async def aclose(self) -> None:
         """Close the response and release the connection and the concurrency slot."""
-        self._close(State.CLOSED)
+        self._close(_CLOSED)
 
     def __del__(self) -> None:
         # A plain `async for` that breaks drops the stream: close the socket then.
         lease = getattr(getattr(self, "_call", None), "lease", None)
         if getattr(self, "_resp", None) is not None or lease is not None:
-            self._close(State.CLOSED)
+            self._close(_CLOSED)
 
     def __repr__(self) -> str:
         return f"<Stream {self.provider}/{self.model} {self.state.value}>"
@@ -161,20 +165,20 @@ class Stream:
         """Queue the next events (True), or False once the stream is over; raise its error."""
         while True:
             state = self.state
-            if state is State.FINISHED:
+            if state is _FINISHED:
                 return False
-            if state is State.FAILED:
+            if state is _FAILED:
                 self._raise()
-            if state is State.CLOSED:
+            if state is _CLOSED:
                 raise AiollmError(
                     "the stream was closed before it finished; `stream.partial` has what arrived",
                     provider=self.provider,
                 )
-            if state is State.OPEN and open_only:
+            if state is _OPEN and open_only:
                 return True
             resp, decoder = self._resp, self._decoder
             try:
-                if state is State.NEW or resp is None or decoder is None:
+                if state is _NEW or resp is None or decoder is None:
                     await self._open()
                     continue
                 chunk = await resp.next_chunk()
@@ -189,7 +193,7 @@ class Stream:
                 await self._failed(ProtocolError.wrapping(exc, self.provider))
                 continue
             except BaseException as exc:
-                self._close(State.CLOSED, exc)  # cancelled, or a bug: never leave it open
+                self._close(_CLOSED, exc)  # cancelled, or a bug: never leave it open
                 raise
             delivered = self._deliver(events)
             if events and (len(events) > 1 or type(events[0]) is not ResponseInfo):
@@ -208,7 +212,7 @@ class Stream:
         """One attempt (see :class:`~aiollm._attempts.Attempts`); a decoder for its response."""
         resp = self._resp = await self._call.open()
         self._decoder = self._provider.decoder(self._prepared, resp.status, resp.headers)
-        self.state = State.OPEN
+        self.state = _OPEN
 
     def _deliver(self, events: list[Event]) -> bool:
         """Queue events for the caller; True once anything but response facts reached it."""
@@ -226,7 +230,7 @@ class Stream:
     async def _failed(self, exc: AiollmError) -> None:
         """The one retry loop: try again if nothing reached the caller and ``exc`` allows it."""
         self._drop_response()
-        may_retry = not self._delivered and self.state is not State.CLOSED
+        may_retry = not self._delivered and self.state is not _CLOSED
         delay = self._call.retry_delay(exc, may_retry=may_retry)
         if delay is None:
             self._fail(exc)
@@ -237,11 +241,11 @@ class Stream:
 
     def _new_attempt(self) -> None:
         self._decoder, self._pending, self._batches = None, iter(()), []
-        self.state = State.NEW
+        self.state = _NEW
 
     def _fail(self, exc: AiollmError) -> None:
         self._error = exc
-        self._close(State.FAILED)
+        self._close(_FAILED)
 
     def _raise(self) -> None:
         exc = self._error
@@ -257,10 +261,10 @@ class Stream:
 
     def _finish(self) -> None:
         """The exchange is over: the limiter settles; connection and slot go back at its end."""
-        self.state = State.FINISHED
+        self.state = _FINISHED
         resp, self._resp = self._resp, None
         self._call.finished(resp, self._usage())
-        self._close(State.FINISHED)
+        self._close(_FINISHED)
 
     def _usage(self) -> Usage | None:
         """The last usage delivered (the one that counts)."""
@@ -276,9 +280,13 @@ class Stream:
             resp.close()
 
     def _close(self, state: State, exc: BaseException | None = None) -> None:
-        self._drop_response()
-        self._call.release()
-        if self.state is State.NEW or self.state is State.OPEN:
+        if self._resp is not None:
+            self._drop_response()
+        call = self._call
+        if call.lease is not None:
+            call.release()
+        if self.state is _NEW or self.state is _OPEN:
             self.state = state
-        error = self._error if self._error is not None else exc
-        self._call.ended(self.state is State.FINISHED, lambda: self.partial, error)
+        if call.obs is not UNOBSERVED:  # its observer hears of the end, once
+            error = self._error if self._error is not None else exc
+            call.ended(self.state is _FINISHED, lambda: self.partial, error)

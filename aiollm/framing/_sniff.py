@@ -16,6 +16,9 @@ class BodyKind(enum.Enum):
     OTHER = "other"
 
 
+_SSE, _JSON, _OTHER = BodyKind  # module names: an enum class's attribute lookup is slow
+
+
 SNIFF_MAX_BYTES: Final = 1024
 """:func:`sniff_body` decides once it has this many bytes, whatever they are."""
 
@@ -63,22 +66,22 @@ def sniff_body(content_type: str | None, head: bytes, *, final: bool = True) -> 
     if content_type:
         media = content_type.split(";", 1)[0].strip().lower()
         if media == "text/event-stream":
-            return BodyKind.SSE
+            return _SSE
         if media in _JSON_MEDIA_TYPES or (media.endswith("+json") and "/" in media):
-            return BodyKind.JSON
+            return _JSON
     rest = head[3:] if head.startswith(BOM) else head
     rest = rest.lstrip(b" \t\r\n")
     if rest.startswith((b"{", b"[")):
-        return BodyKind.JSON
+        return _JSON
     if rest.startswith(_SSE_HEADS):
-        return BodyKind.SSE
+        return _SSE
     if final or len(head) >= SNIFF_MAX_BYTES:
-        return BodyKind.OTHER
+        return _OTHER
     if not rest or (len(head) < 3 and BOM.startswith(head)):
         return None
     if any(prefix.startswith(rest) for prefix in _SSE_HEADS):
         return None
-    return BodyKind.OTHER
+    return _OTHER
 
 
 class BodySniffer:

@@ -40,6 +40,8 @@ __all__ = [
 
 Operation = Literal["chat", "complete", "embed"]
 
+_SSE, _JSON, _OTHER = BodyKind  # module names: an enum class's attribute lookup is slow
+
 MAX_ERROR_BODY = 1024 * 1024
 """The most bytes of an error body (or of a body that is neither SSE nor JSON) kept."""
 
@@ -214,7 +216,7 @@ class ResponseDecoder(ABC):
     def _start(self, data: bytes, out: list[Event], *, last: bool = False) -> None:
         if self._head:
             data, self._head = self._head + data, b""
-        kind = BodyKind.OTHER
+        kind = _OTHER
         if self.status < 300:
             found = sniff_body(self.content_type, data, final=last)
             if found is None:
@@ -222,12 +224,12 @@ class ResponseDecoder(ABC):
                 return
             kind = found
         self._sniffed = True
-        if kind is BodyKind.SSE:
+        if kind is _SSE:
             self._sse = SSEDecoder()
             if data:
                 self.frames(self._sse.feed_raw(data), out)
         else:
-            if kind is BodyKind.JSON:
+            if kind is _JSON:
                 self._json = JSONFramer()
             self._feed_other(data, out)
 
