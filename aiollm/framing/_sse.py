@@ -178,12 +178,12 @@ class SSEDecoder(DeferredError):
                 data = data[1:]
                 if not data:
                     return []
-        if b"\r" in data:
+        if 13 in data:  # CR (an int needle: a bytes one costs CPython a caught TypeError)
             # CR, LF and CRLF are each one line end: make them all LF. A CR that ends the
             # chunk is a line end now; remember it to drop the LF of a split CRLF.
             self._cr = data[-1] == 0x0D
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n" not in data:
+        if 10 not in data:  # LF
             self._parts.append(data)
             self._plen += len(data)
             if self._plen > self._max_line:
@@ -320,7 +320,7 @@ class SSEDecoder(DeferredError):
             return data
         else:
             values = region[5:].split(b"\n\ndata:")
-        if b"\n" in b"".join(values):  # (a join and a memchr cost less than a count)
+        if 10 in b"".join(values):  # an LF in a value (a join and a memchr cost less than a count)
             return data  # a block of another shape, or blank lines in a row
         if start:
             self._interpret(data[: start - 1].split(b"\n"), out)
@@ -365,7 +365,7 @@ class SSEDecoder(DeferredError):
                 size += len(line) + COMMENT_COST
             if line.partition(b":")[0] == b"id":
                 joined = b"\n".join(column)
-                if ids is not None or len(line) == 2 or b"\x00" in joined:
+                if ids is not None or len(line) == 2 or 0 in joined:
                     return 0
                 # One decode: the separators are ASCII, so this is what decoding each gives.
                 text = joined.decode("utf-8", "replace")
@@ -465,7 +465,7 @@ class SSEDecoder(DeferredError):
                         if name == b"event":
                             event = value
                         elif name == b"id":
-                            if b"\x00" not in value:
+                            if 0 not in value:
                                 last_id = value.decode("utf-8", "replace")
                         elif name == b"retry" and value.isdigit():  # ASCII digits only
                             digits = value.lstrip(b"0")
