@@ -163,6 +163,8 @@ def check_call(
     *, provider: str, messages: object, timeout: object, max_retries: object
 ) -> list[dict[str, Any]] | None:
     """Check one call's arguments before anything is sent; the messages as a list of dicts."""
-    check_timeout(timeout)
-    check_max_retries(max_retries)
+    if timeout is not None:
+        check_timeout(timeout)
+    if max_retries is not None:
+        check_max_retries(max_retries)
     return None if messages is None else check_messages(messages, provider)

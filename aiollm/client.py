@@ -113,6 +113,8 @@ class Client:
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, ProviderLimiter] = {}
         self._auth: dict[str, TokenSource] = {}
+        self._sources: dict[str, tuple[TokenSource, ProviderLimiter]] = {}
+        """Each provider's token source and limiter, once both are built."""
 
     async def __aenter__(self) -> Client:
         return self
@@ -229,13 +231,18 @@ class Client:
         retry = (
             self._retry if max_retries is None else replace(self._retry, max_retries=max_retries)
         )
+        sources = self._sources.get(name)
+        if sources is None:  # after prepare: a bad argument is reported before a missing key
+            sources = self._sources[name] = (self.auth(name), self.limiter(name))
         attempts = Attempts(
             self._transport,
             provider,
             prepared,
-            auth=self.auth(name),
-            limiter=self.limiter(name),
-            timeout=self._transport.timeout.merged(timeout),
+            auth=sources[0],
+            limiter=sources[1],
+            timeout=self._transport.timeout
+            if timeout is None
+            else self._transport.timeout.merged(timeout),
             extra_headers=extra_headers,
             observe=lambda: self._observe(provider, call),
             retry=retry,

@@ -189,9 +189,7 @@ class Transport:
         first_deadline = now + t.first_byte if t.first_byte is not None else math.inf
         first_event = now + t.first_event if t.first_event is not None else math.inf
         deadline = min(total_deadline, first_deadline)
-        headers = dict(req.headers)
-        if extra_headers:
-            headers.update(extra_headers)
+        headers = {**req.headers, **extra_headers} if extra_headers else req.headers
         try:
             url = self._url(req)
         except ValueError as exc:  # e.g. an unclosed IPv6 bracket in the base URL
@@ -200,20 +198,22 @@ class Transport:
                 "check the base URL",
                 provider=provider,
             ) from None
-        kwargs: dict[str, Any] = {
-            "headers": headers,
-            "data": req.body,
-            "timeout": _connect_timeout(t.connect),
-            "allow_redirects": False,
-        }
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s", req.method, redact_text(req.url, req.secrets))
+        sending = self.session.request(  # sent when awaited
+            req.method,
+            url,
+            headers=headers,
+            data=req.body,
+            timeout=_connect_timeout(t.connect),
+            allow_redirects=False,
+        )
         try:
             if deadline == math.inf:
-                resp = await self.session.request(req.method, url, **kwargs)
+                resp = await sending
             else:
                 async with within(max(0.0, deadline - now)):
-                    resp = await self.session.request(req.method, url, **kwargs)
+                    resp = await sending
         except builtins.TimeoutError:
             phase = "total" if total_deadline <= first_deadline else "first_byte"
             raise TimeoutError(
