@@ -103,6 +103,31 @@ class SSEDecoder(DeferredError):
     :meth:`feed` raises ``ProtocolError``.
     """
 
+    # The state starts at these class defaults (a decoder per response: what a stream never
+    # changes is never set on it).
+    _closed = False
+    _error: ProtocolError | None = None  # found after events: raised by the next call
+    _started = False  # BOM check done
+    _boundary = True  # the last line read was blank: a block starts
+    _head = b""  # first bytes while they may still be a split BOM
+    _cr = False  # the last chunk ended with CR: drop a leading LF of the next one
+    _plen = 0  # the length of the unterminated last line
+    # The event being built (reset at each blank line).
+    _data: bytes | bytearray | None = None
+    _event: bytes | None = None
+    _retry: int | None = None
+    _size = 0
+    _jstat = 0  # pending data: 0 not known to be complete JSON, 1 complete, 2 never
+    # The pending event's fields when its data was complete (rule 1), while undecided.
+    _frozen: _Fields | None = None
+    _scan: JSONValueScan | None = None  # is the pending data complete JSON? (made when asked)
+    # The last event type and single comment seen, decoded.
+    _event_cache: tuple[bytes, str] = (b"message", "message")
+    _comment_cache: tuple[bytes, tuple[str, ...]] = (b"", ("",))
+    # Stream state.
+    _last_id = ""
+    _reconnect: int | None = None
+
     def __init__(
         self, *, max_line_bytes: int = DEFAULT_MAX_BYTES, max_event_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
@@ -110,30 +135,15 @@ class SSEDecoder(DeferredError):
             raise ValueError("max_line_bytes and max_event_bytes must be positive")
         self._max_line = max_line_bytes
         self._max_event = max_event_bytes
-        self._closed = False
-        self._error: ProtocolError | None = None  # found after events: raised by the next call
-        self._started = False  # BOM check done
-        self._boundary = True  # the last line read was blank: a block starts
-        self._head = b""  # first bytes while they may still be a split BOM
-        self._cr = False  # the last chunk ended with CR: drop a leading LF of the next one
         self._parts: list[bytes] = []  # the unterminated last line
-        self._plen = 0
-        # The event being built (reset at each blank line).
-        self._data: bytes | bytearray | None = None
-        self._event: bytes | None = None
-        self._retry: int | None = None
-        self._comments: list[bytes] = []
-        self._size = 0
-        self._jstat = 0  # pending data: 0 not known to be complete JSON, 1 complete, 2 never
-        # The pending event's fields when its data was complete (rule 1), while undecided.
-        self._frozen: _Fields | None = None
-        self._complete = JSONValueScan().status  # is the pending data complete JSON?
-        # The last event type and single comment seen, decoded.
-        self._event_cache: tuple[bytes, str] = (b"message", "message")
-        self._comment_cache: tuple[bytes, tuple[str, ...]] = (b"", ("",))
-        # Stream state.
-        self._last_id = ""
-        self._reconnect: int | None = None
+        self._comments: list[bytes] = []  # of the event being built
+
+    def _complete(self, data: bytes | bytearray) -> int:
+        """Whether the pending data is one complete JSON value (see :class:`JSONValueScan`)."""
+        scan = self._scan
+        if scan is None:
+            scan = self._scan = JSONValueScan()
+        return scan.status(data)
 
     @property
     def last_event_id(self) -> str:
