@@ -12,6 +12,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -85,9 +88,41 @@ class _Receiver(asyncio.Protocol):
             self.closed.set_result(exc)
 
 
+@contextmanager
+def _kernel_stamping() -> Iterator[None]:
+    """Receive timestamps switched on in the kernel, for as long as the block runs.
+
+    The first socket that asks switches Linux's stamping on in a deferred work item (and the
+    last one to close switches it off): packets received in between carry no time, and the
+    reader falls back to the loop's. A socket kept open here, once its own probes come back
+    stamped, keeps it on for the test.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(listener.getsockname())
+    b, _ = listener.accept()
+    listener.close()
+    try:
+        a.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
+        for _ in range(200):
+            b.sendall(b"x")
+            _data, ancdata, _flags, _addr = a.recvmsg(16, socket.CMSG_SPACE(16))
+            if ancdata:
+                break
+            time.sleep(0.01)
+        yield
+    finally:
+        a.close()
+        b.close()
+
+
 @linux
 @run_async
 async def test_reads_carry_when_the_bytes_arrived_not_when_the_loop_ran() -> None:
+    with _kernel_stamping():
+        await _reads_carry_when_the_bytes_arrived()
+
+
+async def _reads_carry_when_the_bytes_arrived() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     a = socket.create_connection(listener.getsockname())
     b, _ = listener.accept()
@@ -149,13 +184,8 @@ async def test_stream_read_at_is_the_arrival_of_its_bytes() -> None:
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     stamps: list[tuple[float | None, float]] = []
     settings = {"openai": {"base_url": url, "api_key": "k"}}
-    async with Client(providers=settings, env={}, read_times=True) as client:
-        async with client.stream("openai/m", [{"role": "user", "content": "hi"}]) as stream:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    stamps.append((stream.read_at, time.perf_counter()))
-                    if len(stamps) == 1:
-                        time.sleep(BLOCK)  # the second frame arrives meanwhile
+    with _kernel_stamping():
+        await _read_at_of(settings, stamps)
     thread.join(5)
     listener.close()
     assert len(stamps) == 2 and len(sent) == 2
@@ -164,6 +194,16 @@ async def test_stream_read_at_is_the_arrival_of_its_bytes() -> None:
         assert server_sent - 0.01 <= at <= delivered
     at, delivered = stamps[1]
     assert at is not None and delivered - at >= BLOCK / 2
+
+
+async def _read_at_of(settings: Any, stamps: list[tuple[float | None, float]]) -> None:
+    async with Client(providers=settings, env={}, read_times=True) as client:
+        async with client.stream("openai/m", [{"role": "user", "content": "hi"}]) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    stamps.append((stream.read_at, time.perf_counter()))
+                    if len(stamps) == 1:
+                        time.sleep(BLOCK)  # the second frame arrives meanwhile
 
 
 @run_async
