@@ -304,7 +304,8 @@ class SSEDecoder(DeferredError):
                 end -= 1  # lines[start:end] are whole blocks, each ended by a blank line
             if end - start >= _MIN_LANE_LINES:
                 start += self._same_shape(lines[start:end], out, nbytes)
-        self._interpret(lines[start:] if start else lines, out)
+        if start < len(lines):
+            self._interpret(lines[start:] if start else lines, out)
 
     def _data_blocks(self, data: bytes, out: list[SSEItem]) -> bytes:
         """The fast lane's simplest shape, blocks of one ``data`` line, split out of the bytes.

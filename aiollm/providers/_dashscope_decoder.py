@@ -34,6 +34,11 @@ from ._dashscope_wire import (
 __all__ = ["DashScopeDecoder"]
 
 
+def _id_of(item: SSEItem) -> str:
+    """The event ID of a frame (read only when a message or the cumulative check needs it)."""
+    return "" if type(item) is bytes else item.id  # type: ignore[union-attr]
+
+
 class DashScopeDecoder(ResponseDecoder):
     """Decodes DashScope text-generation bodies: whole results, stream frames and errors."""
 
@@ -61,9 +66,14 @@ class DashScopeDecoder(ResponseDecoder):
         """Cumulative mode: the tool calls so far, ``(index, id, name, arguments)``."""
         self._usage = msgspec.Raw()
         """The usage of the last frame that carried one (a running total), until emitted."""
-        self._status_of: tuple[tuple[str, ...], int | None, bool] = ((), None, True)
-        """The last comments seen, the status they carry (the same on every frame) and
-        whether it is a success."""
+        self._status_of: tuple[tuple[str, ...], str, int | None, bool] = (
+            (),
+            "message",
+            None,
+            True,
+        )
+        """The last comments and event type seen (the same on every frame), the status they
+        carry and whether they say the frame is a success."""
         self._seen = False
         self._documents = 0
 
@@ -72,31 +82,32 @@ class DashScopeDecoder(ResponseDecoder):
         append = out.append
         common = self.mode is not None and self.call.stream and self._seen
         incremental, request_id = self.mode is INCREMENTAL, self.request_id
-        seen_comments, seen_status, seen_healthy = self._status_of
+        seen_comments, seen_kind, status, healthy = self._status_of
         usage: msgspec.Raw | None = self._usage  # the latest running total, written back
         try:
             for item in items:
                 if type(item) is bytes:
                     data: bytes = item
-                    kind, frame_id, status, healthy = "message", "", None, True
+                    status, healthy = None, True  # a plain event: no status comment
+                    seen_comments, seen_kind = (), "message"
                 else:
                     raw = item.raw  # type: ignore[union-attr]
                     data = raw if raw is not None else item.data.encode()  # type: ignore[union-attr]
-                    kind = item.event  # type: ignore[union-attr]
-                    frame_id = item.id  # type: ignore[union-attr]
                     comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
-                    if comments is not seen_comments and comments != seen_comments:
-                        seen_status = event_status(comments)
-                        seen_healthy = seen_status is None or seen_status < 400
-                        seen_comments = comments
-                        self._status_of = (comments, seen_status, seen_healthy)
-                    status, healthy = seen_status, seen_healthy and kind != "error"
+                    kind: str = item.event  # type: ignore[union-attr]
+                    if comments is not seen_comments or kind is not seen_kind:
+                        # Most frames share their block's comments and type (the same objects).
+                        status = event_status(comments)
+                        healthy = (status is None or status < 400) and kind != "error"
+                        seen_comments, seen_kind = comments, kind
+                        self._status_of = (comments, kind, status, healthy)
                 if not data:
                     continue
                 try:
                     wire = decode_response(data)
                 except (msgspec.DecodeError, UnicodeDecodeError):
-                    wire = self._undecodable(data, kind, status, frame_id)
+                    kind = "message" if type(item) is bytes else item.event  # type: ignore[union-attr]
+                    wire = self._undecodable(data, kind, status, _id_of(item))
                 output = wire.output
                 if (
                     common
@@ -123,7 +134,7 @@ class DashScopeDecoder(ResponseDecoder):
                             if incremental:
                                 append(TextDelta(text))
                             else:
-                                self._cumulative(text, frame_id, out)
+                                self._cumulative(text, _id_of(item), out)
                         continue
                 if usage is not None:  # _result reads and writes it
                     self._usage, usage = usage, None
@@ -133,7 +144,7 @@ class DashScopeDecoder(ResponseDecoder):
                     raise error_for(
                         code, why, status=status, request_id=wire.request_id or self.request_id
                     )
-                self._result(wire, frame_id, out)
+                self._result(wire, _id_of(item), out)
                 usage = self._usage
                 if self.finished:
                     return
