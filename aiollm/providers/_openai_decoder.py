@@ -45,7 +45,7 @@ from ._openai_wire import (
     WireResponse,
     decode_chunk,
     decode_embeddings,
-    decode_head,
+    decode_model,
     decode_response,
     first_choice,
     is_error,
@@ -85,9 +85,16 @@ class OpenAIDecoder(ResponseDecoder):
         append, plain, seen = out.append, self._think is None, self._seen
         for item in items:
             data = item if type(item) is bytes else data_of(item)
-            try:
-                wire: WireChunk | WireResponse = decode_chunk(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):  # also [DONE] and empty data
+            wire: WireChunk | WireResponse | None = None
+            if seen:  # the first frame is decoded whole at once (see _frame)
+                try:
+                    wire = decode_chunk(data)
+                except (msgspec.DecodeError, UnicodeDecodeError):  # also [DONE] and empty data
+                    pass
+                else:
+                    if wire.choices is None or wire.error is not None or wire.object == "error":
+                        wire = None
+            if wire is None:  # not a common chunk: [DONE], empty data, or decoded whole
                 if data == _DONE:
                     self._end_stream(out)
                     return
@@ -95,15 +102,6 @@ class OpenAIDecoder(ResponseDecoder):
                     continue
                 wire = self._frame(item, data, out)
                 seen = True
-            else:
-                if (
-                    not seen
-                    or wire.choices is None
-                    or wire.error is not None
-                    or wire.object == "error"
-                ):
-                    wire = self._frame(item, data, out)
-                    seen = True
             choices = wire.choices
             if choices:
                 choice = choices[0]
@@ -142,7 +140,7 @@ class OpenAIDecoder(ResponseDecoder):
         if is_error(wire):
             raise self.error_from(wire, self.status, {})
         if not self._seen:
-            self._first(wire, out, data)
+            self._first(wire, out)
         return wire
 
     def document(self, document: bytes, out: list[Event]) -> None:
@@ -162,7 +160,7 @@ class OpenAIDecoder(ResponseDecoder):
                 provider=self.provider,
             )
         if not self._seen:
-            self._first(wire, out, document)
+            self._first(wire, out)
         choice = first_choice(wire.choices)
         reason: str | None = None
         if choice is not None:
@@ -233,13 +231,13 @@ class OpenAIDecoder(ResponseDecoder):
             for inside, piece in self._think.end():
                 out.append(ReasoningDelta(piece) if inside else TextDelta(piece))
 
-    def _first(self, wire: WireResponse, out: list[Event], data: bytes | str) -> None:
+    def _first(self, wire: WireResponse, out: list[Event]) -> None:
         self._seen = True
         if self.request_id is None and wire.id:
             self.request_id = wire.id
         try:
-            model = decode_head(data).model
-        except (msgspec.DecodeError, UnicodeDecodeError):
+            model = decode_model(wire.model) if len(wire.model) else None
+        except msgspec.DecodeError:  # not a string: the response's facts do without it
             model = None
         notes = {"response_model": model} if model else {}
         if self.request_id is not None or notes:

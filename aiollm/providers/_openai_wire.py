@@ -17,7 +17,7 @@ __all__ = [
     "WireUsage",
     "decode_chunk",
     "decode_embeddings",
-    "decode_head",
+    "decode_model",
     "decode_response",
     "first_choice",
     "is_error",
@@ -86,13 +86,15 @@ class WireResponse(msgspec.Struct, gc=False):
     message: str | None = None
     type: str | None = None
     detail: msgspec.Raw = msgspec.Raw()  # a rare, free-form object: read only in errors
+    model: msgspec.Raw = msgspec.Raw()  # read from the first frame only (any JSON value)
 
 
 class WireChunk(msgspec.Struct, gc=False):
     """A streamed chunk as the common path reads it (no ``id`` string to build, no error shapes).
 
-    A frame without ``choices``, with an ``error`` or ``"object": "error"``, or the first of a
-    response is decoded again as :class:`WireResponse` (see ``OpenAIDecoder.frames``).
+    The first frame of a response is decoded as :class:`WireResponse` only; a later one
+    without ``choices``, with an ``error`` or ``"object": "error"`` is decoded again as one
+    (see ``OpenAIDecoder.frames``).
     """
 
     object: str | None = None
@@ -114,15 +116,10 @@ class WireEmbeddings(msgspec.Struct):
     usage: WireUsage | None = None
 
 
-class _Head(msgspec.Struct, gc=False):
-    """The model that answered, read from the first frame only (not on the hot path)."""
-
-    model: str | None = None
-
-
 decode_response = msgspec.json.Decoder(WireResponse).decode
 decode_chunk = msgspec.json.Decoder(WireChunk).decode
-decode_head = msgspec.json.Decoder(_Head).decode
+decode_model = msgspec.json.Decoder(str | None).decode
+"""The model that answered (``WireResponse.model``), when it is a string."""
 decode_embeddings = msgspec.json.Decoder(WireEmbeddings).decode
 
 _SUCCESS_CODES: frozenset[object] = frozenset({0, 200, "", "0", "200"})
