@@ -207,6 +207,8 @@ class QianfanDecoder(ResponseDecoder):
                 notes["need_clear_history"] = wire.need_clear_history
             if wire.ban_round is not None:
                 notes["ban_round"] = wire.ban_round
+            elif wire.need_clear_history is False:
+                self._clear = False  # reported just now, and nothing unsafe to say
             out.append(ResponseInfo(request_id=wire.id or None, notes=dict(notes)))
         sentence_id = wire.sentence_id
         if sentence_id is not None:
