@@ -324,13 +324,13 @@ class SSEDecoder(DeferredError):
         j = data.rfind(b"\n\n")
         if j < start or j - start > self._max_line or j - start > self._max_event:
             return data
-        region = data[start:j]
-        if region.startswith(b"data: "):
-            values = region[6:].split(b"\n\ndata: ")
-        elif b"\n\ndata: " in region:
-            return data
+        if data.startswith(b"data: ", start):  # (each copy of a chunk costs its size)
+            values = data[start + 6 : j].split(b"\n\ndata: ")
         else:
-            values = region[5:].split(b"\n\ndata:")
+            region = data[start + 5 : j]
+            if region.find(b"\n\ndata: ") >= 0:  # (``in`` would raise and clear a TypeError)
+                return data
+            values = region.split(b"\n\ndata:")
         if 10 in b"".join(values):  # an LF in a value (a join and a memchr cost less than a count)
             return data  # a block of another shape, or blank lines in a row
         if start:
