@@ -13,7 +13,6 @@ from ..events import Event, Finish, ReasoningDelta, ResponseInfo, TextDelta, Too
 from ..framing import SSEItem
 from ._base import Call, ResponseDecoder, header, parse_retry_after
 from ._dashscope_rules import (
-    _NOT_FINISHED,
     CUMULATIVE,
     INCREMENTAL,
     PROVIDER,
@@ -128,7 +127,8 @@ class DashScopeDecoder(ResponseDecoder):
                             plain = not (message.reasoning_content or message.tool_calls)
                     else:
                         plain = False  # no choice at all: _result reads it
-                    if plain and finish in _NOT_FINISHED:
+                    if plain and (finish is None or finish == "null" or finish == ""):
+                        # (not a set lookup: a new string's hash costs more than these)
                         usage = wire.usage or usage
                         if text:
                             if incremental:
