@@ -85,16 +85,11 @@ class OpenAIDecoder(ResponseDecoder):
         append, plain, seen = out.append, self._think is None, self._seen
         for item in items:
             data = item if type(item) is bytes else data_of(item)
-            wire: WireChunk | WireResponse | None = None
-            if seen:  # the first frame is decoded whole at once (see _frame)
-                try:
-                    wire = decode_chunk(data)
-                except (msgspec.DecodeError, UnicodeDecodeError):  # also [DONE] and empty data
-                    pass
-                else:
-                    if wire.choices is None or wire.error is not None or wire.object == "error":
-                        wire = None
-            if wire is None:  # not a common chunk: [DONE], empty data, or decoded whole
+            try:  # the first frame is decoded whole at once (see _frame)
+                wire: WireChunk | WireResponse = (
+                    decode_chunk(data) if seen else decode_response(data)
+                )
+            except (msgspec.DecodeError, UnicodeDecodeError):  # also [DONE] and empty data
                 if data == _DONE:
                     self._end_stream(out)
                     return
@@ -102,6 +97,15 @@ class OpenAIDecoder(ResponseDecoder):
                     continue
                 wire = self._frame(item, data, out)
                 seen = True
+            else:
+                if (
+                    not seen
+                    or wire.choices is None
+                    or wire.error is not None
+                    or wire.object == "error"
+                ):
+                    wire = self._frame(item, data, out, wire if not seen else None)
+                    seen = True
             choices = wire.choices
             if choices:
                 choice = choices[0]
@@ -129,14 +133,23 @@ class OpenAIDecoder(ResponseDecoder):
             if wire.usage is not None:
                 append(wire.usage.event())
 
-    def _frame(self, item: SSEItem, data: bytes, out: list[Event]) -> WireResponse:
-        """A frame off the common path, decoded whole: an error body raises; the first frame
-        of a response gives its facts (:class:`ResponseInfo`)."""
-        try:
-            wire = decode_response(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            kind = "message" if type(item) is bytes else item.event  # type: ignore[union-attr]
-            wire = self._undecodable(data, kind)
+    def _frame(
+        self,
+        item: SSEItem,
+        data: bytes,
+        out: list[Event],
+        whole: WireChunk | WireResponse | None = None,
+    ) -> WireResponse:
+        """A frame off the common path, decoded whole (``whole``: it was already): an error
+        body raises; the first frame of a response gives its facts (:class:`ResponseInfo`)."""
+        if type(whole) is WireResponse:
+            wire = whole
+        else:
+            try:
+                wire = decode_response(data)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                kind = "message" if type(item) is bytes else item.event  # type: ignore[union-attr]
+                wire = self._undecodable(data, kind)
         if is_error(wire):
             raise self.error_from(wire, self.status, {})
         if not self._seen:
