@@ -139,8 +139,6 @@ def event_status(comments: tuple[str, ...]) -> int | None:
 
 
 # -- text modes ------------------------------------------------------------------------------
-_NOT_FINISHED: Final = frozenset({None, "null", ""})
-"""``finish_reason`` values of a frame that is not the last (DashScope sends the string "null")."""
 INCREMENTAL: Final = "incremental"
 CUMULATIVE: Final = "cumulative"
 
