@@ -25,12 +25,18 @@ from ._dashscope_wire import (
     WireMessage,
     WireResponse,
     decode_response,
-    decode_usage,
     error_of,
     snapshot,
+    usage_of,
 )
 
 __all__ = ["DashScopeDecoder"]
+
+_PLAIN = "message"
+"""The event type of a plain event (the data bytes alone)."""
+_READ_WHOLE = "(read whole)"
+"""Stands for a frame's finish reason when the common path leaves the frame to ``_result``
+(reasoning or tool calls, or no choice at all)."""
 
 
 def _id_of(item: SSEItem) -> str:
@@ -63,14 +69,9 @@ class DashScopeDecoder(ResponseDecoder):
         """Cumulative mode: the reasoning so far."""
         self._tools: tuple[tuple[int, str, str, str], ...] = ()
         """Cumulative mode: the tool calls so far, ``(index, id, name, arguments)``."""
-        self._usage = msgspec.Raw()
-        """The usage of the last frame that carried one (a running total), until emitted."""
-        self._status_of: tuple[tuple[str, ...], str, int | None, bool] = (
-            (),
-            "message",
-            None,
-            True,
-        )
+        self._latest = b""
+        """The latest stream frame, whose usage is the running total (read when needed)."""
+        self._status_of: tuple[tuple[str, ...], str, int | None, bool] = ((), _PLAIN, None, True)
         """The last comments and event type seen (the same on every frame), the status they
         carry and whether they say the frame is a success."""
         self._seen = False
@@ -79,27 +80,27 @@ class DashScopeDecoder(ResponseDecoder):
     # -- the decoder contract --------------------------------------------------------------
     def frames(self, items: Sequence[SSEItem], out: list[Event]) -> None:
         append = out.append
-        common = self.mode is not None and self.call.stream and self._seen
+        ready = self.mode is not None and self.call.stream and self._seen
         incremental, request_id = self.mode is INCREMENTAL, self.request_id
         seen_comments, seen_kind, status, healthy = self._status_of
-        usage: msgspec.Raw | None = self._usage  # the latest running total, written back
+        common = ready and healthy  # a frame of this stream may take the common path
+        latest: bytes | None = None  # the latest common frame, written back
         try:
             for item in items:
                 if type(item) is bytes:
                     data: bytes = item
-                    status, healthy = None, True  # a plain event: no status comment
-                    seen_comments, seen_kind = (), "message"
+                    if seen_comments or seen_kind is not _PLAIN:  # plain: no status comment
+                        status, healthy, seen_comments, seen_kind = None, True, (), _PLAIN
+                        common = ready
                 else:
-                    raw = item.raw  # type: ignore[union-attr]
-                    data = raw if raw is not None else item.data.encode()  # type: ignore[union-attr]
-                    comments: tuple[str, ...] = item.comments  # type: ignore[union-attr]
-                    kind: str = item.event  # type: ignore[union-attr]
-                    if comments is not seen_comments or kind is not seen_kind:
+                    data = item.raw or item.data.encode()  # type: ignore[union-attr]
+                    if item.comments is not seen_comments or item.event is not seen_kind:  # type: ignore[union-attr]
                         # Most frames share their block's comments and type (the same objects).
-                        status = event_status(comments)
-                        healthy = (status is None or status < 400) and kind != "error"
-                        seen_comments, seen_kind = comments, kind
-                        self._status_of = (comments, kind, status, healthy)
+                        seen_comments, seen_kind = item.comments, item.event  # type: ignore[union-attr]
+                        status = event_status(seen_comments)
+                        healthy = (status is None or status < 400) and seen_kind != "error"
+                        self._status_of = (seen_comments, seen_kind, status, healthy)
+                        common = ready and healthy
                 if not data:
                     continue
                 try:
@@ -110,49 +111,48 @@ class DashScopeDecoder(ResponseDecoder):
                 output = wire.output
                 if (
                     common
-                    and healthy
                     and output is not None  # not an error body
-                    and (not wire.request_id or wire.request_id == request_id)
+                    and (wire.request_id == request_id or not wire.request_id)
                 ):
                     # The common frame: text (incremental or cumulative) that is not the last.
                     choices = output.choices
                     if choices is None:
-                        finish, text, plain = output.finish_reason, output.text, True
+                        finish, text = output.finish_reason, output.text
                     elif choices:
                         finish, message = choices[0].finish_reason, choices[0].message
                         if message is None:
-                            text, plain = None, True
+                            text = None
+                        elif message.reasoning_content or message.tool_calls:
+                            finish, text = _READ_WHOLE, None
                         else:
                             text = message.content
-                            plain = not (message.reasoning_content or message.tool_calls)
                     else:
-                        plain = False  # no choice at all: _result reads it
-                    if plain and (finish is None or finish == "null" or finish == ""):
-                        # (not a set lookup: a new string's hash costs more than these)
-                        usage = wire.usage or usage
+                        finish, text = _READ_WHOLE, None  # no choice at all
+                    if not finish or finish == "null":  # (compared: a new string each frame)
+                        latest = data
                         if text:
                             if incremental:
                                 append(TextDelta(text))
                             else:
                                 self._cumulative(text, _id_of(item), out)
                         continue
-                if usage is not None:  # _result reads and writes it
-                    self._usage, usage = usage, None
+                if latest is not None:  # _result reads and writes it
+                    self._latest, latest = latest, None
                 error = error_of(wire)
                 if not healthy or error is not None:
                     code, why = error or (wire.code, wire.message)
                     raise error_for(
                         code, why, status=status, request_id=wire.request_id or self.request_id
                     )
-                self._result(wire, _id_of(item), out)
-                usage = self._usage
+                self._result(wire, data, _id_of(item), out)
                 if self.finished:
                     return
-                common = self.mode is not None and self.call.stream and self._seen
+                ready = self.mode is not None and self.call.stream and self._seen
                 incremental, request_id = self.mode is INCREMENTAL, self.request_id
+                common = ready and healthy
         finally:
-            if usage is not None:
-                self._usage = usage
+            if latest is not None:
+                self._latest = latest
 
     def _undecodable(
         self, data: bytes, kind: str, status: int | None, frame_id: str
@@ -184,7 +184,7 @@ class DashScopeDecoder(ResponseDecoder):
                 provider=self.provider,
             )
         self._documents += 1
-        self._result(wire, "", out)
+        self._result(wire, document, "", out)
 
     def finish(self, out: list[Event]) -> None:
         if self._detector is not None:
@@ -198,9 +198,9 @@ class DashScopeDecoder(ResponseDecoder):
             raise ProtocolError("the response body held no result", provider=self.provider)
 
     def abort(self) -> list[Event]:
-        """The running usage total of the last frame that carried one (not yet emitted)."""
+        """The running usage total of the latest frame (not yet emitted)."""
         try:
-            usage = self._read_usage()
+            usage = self._read_usage(self._latest)
         except ProtocolError:
             return []  # a cut stream whose latest usage is unreadable has none
         return [usage] if usage is not None else []
@@ -244,8 +244,8 @@ class DashScopeDecoder(ResponseDecoder):
                 provider=self.provider,
             ) from None
 
-    def _result(self, wire: WireResponse, frame_id: str, out: list[Event]) -> None:
-        """The events of one result document or stream frame."""
+    def _result(self, wire: WireResponse, data: bytes, frame_id: str, out: list[Event]) -> None:
+        """The events of one result document or stream frame (``data``, its bytes)."""
         request_id = wire.request_id
         if not self._seen:
             self._seen = True
@@ -295,23 +295,23 @@ class DashScopeDecoder(ResponseDecoder):
                 self._resolve(self._detector.feed(Snapshot(text=text)), frame_id, out)
         if last and self._detector is not None:
             self._resolve(self._detector.finish(), frame_id, out)
-        if len(wire.usage):
-            self._usage = wire.usage
         if last or not self.call.stream:
-            usage = self._read_usage()
+            # The last frame's running total, or if it has none the one of the frame before.
+            usage = self._read_usage(data) or self._read_usage(self._latest)
             if usage is not None:
                 out.append(usage)
-                self._usage = msgspec.Raw()
+            self._latest = b""
+        else:
+            self._latest = data
         if last:
             out.append(Finish(finish))
             self.finished = True
 
-    def _read_usage(self) -> Usage | None:
-        raw = self._usage
-        if not len(raw) or raw == b"null":
+    def _read_usage(self, data: bytes) -> Usage | None:
+        if not data:
             return None
         try:
-            return decode_usage(raw).event()
+            return usage_of(data)
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"malformed usage ({exc})", provider=self.provider) from None
 

@@ -8,7 +8,7 @@ from ..events import Usage
 from ._dashscope_rules import Snapshot
 from ._wire_common import OutputDetails, PromptDetails, WireToolCall
 
-__all__ = ["WireMessage", "WireResponse", "decode_response", "decode_usage", "error_of", "snapshot"]
+__all__ = ["WireMessage", "WireResponse", "decode_response", "error_of", "snapshot", "usage_of"]
 
 
 # -- wire structs: one view of a frame, only the fields read --------------------------------
@@ -51,11 +51,13 @@ class _Usage(msgspec.Struct, gc=False):
 
 
 class WireResponse(msgspec.Struct, gc=False):
-    """A result (whole or one stream frame) or an error body."""
+    """A result (whole or one stream frame) or an error body.
+
+    Its ``usage``, a running total in every stream frame, is not in this view: only the last
+    frame's counts, read from its bytes with :func:`usage_of`, are ever needed.
+    """
 
     output: _Output | None = None
-    usage: msgspec.Raw = msgspec.Raw()
-    """A running total: read from the last frame (or the latest when a stream is cut)."""
     request_id: str | None = None
     code: str | int | None = None
     message: str | None = None
@@ -71,7 +73,23 @@ class _Error(msgspec.Struct, gc=False):
 
 decode_response = msgspec.json.Decoder(WireResponse).decode
 _decode_error = msgspec.json.Decoder(_Error | str).decode
-decode_usage = msgspec.json.Decoder(_Usage).decode
+
+
+class _UsageOf(msgspec.Struct, gc=False):
+    usage: _Usage | None = None
+
+
+_decode_usage_of = msgspec.json.Decoder(_UsageOf).decode
+
+
+def usage_of(document: bytes) -> Usage | None:
+    """The ``usage`` of a result or stream frame (None if it has none); invalid UTF-8 reads
+    as U+FFFD, as in the frame's other fields. Raises ``msgspec.DecodeError``."""
+    try:
+        usage = _decode_usage_of(document).usage
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        usage = _decode_usage_of(document.decode("utf-8", "replace")).usage
+    return usage.event() if usage is not None else None
 
 
 def snapshot(message: WireMessage) -> Snapshot:
