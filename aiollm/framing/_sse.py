@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from itertools import repeat
 from operator import itemgetter
 from typing import Final
@@ -347,9 +348,10 @@ class SSEDecoder(DeferredError):
         Seen as a table with one row per block, the lane applies when the last column holds
         ``data:`` lines (all with a space after the colon, or all without), and every other
         column one repeated line, except at most one column of ``id:`` lines (so a block is
-        header lines, then one ``data`` line). The first block goes through
-        :meth:`_interpret`, which gives the event type, retry and comments the others share;
-        the rest cost a slice (and their id) each. Returns 0 if it does not apply.
+        header lines, then one ``data`` line). The header lines but the id line give the
+        event type, retry and comments all the blocks share (:func:`_header_fields`, which
+        reads them as :meth:`_interpret` does); each block then costs a slice (and its id).
+        Returns 0 if it does not apply.
         """
         period = lines.index(b"") + 1
         n = len(lines)
@@ -368,13 +370,18 @@ class SSEDecoder(DeferredError):
         else:
             return 0
         ids: list[str] | None = None
+        header: list[bytes] = []  # the first block's header lines, but its id line
         size = 1 - cut  # an event's size, less its data line's length
         for c in range(period - 2):
             column = lines[c::period]
             line = column[0]
             if line[:1] == b":":
                 size += len(line) + COMMENT_COST
-            if line.partition(b":")[0] == b"id":
+            if line.partition(b":")[0] != b"id":
+                header.append(line)
+                if column.count(line) != k:
+                    return 0
+            else:
                 joined = b"\n".join(column)
                 if ids is not None or len(line) == 2 or 0 in joined:
                     return 0
@@ -384,30 +391,32 @@ class SSEDecoder(DeferredError):
                 ids = text[4:].split("\nid: ") if spaced else text[3:].split("\nid:")
                 if len(ids) != k or (not spaced and "\nid: " in text):
                     return 0
-            elif column.count(line) != k:
-                return 0
         if nbytes + size > self._max_event and max(map(len, col)) + size > self._max_event:
             return 0  # some event is too big: the general path says which
-        first: list[SSEItem] = []
-        self._interpret(lines[:period], first)
-        out += first
-        if len(first) != 1 or as_event(first[0]).raw != col[0][cut:]:
-            return period  # more data lines, or a bare JSON line: not this lane's shape
+        fields = _header_fields(tuple(header))
+        if fields is None:
+            return 0  # more data lines, or a bare JSON line: not this lane's shape
+        event, retry, comments = fields
+        if retry is not None:
+            self._reconnect = retry
         values = list(map(itemgetter(slice(cut, None)), col))
-        del values[0]
-        if type(first[0]) is bytes and (ids is None or not any(ids)):  # all plain events
+        plain = event == "message" and retry is None and not comments
+        if ids is None:
+            if plain and not self._last_id:
+                out += values
+                return n
+            ids = [self._last_id] * k
+        elif plain and "" in ids:
+            if any(ids):
+                return 0  # some are plain events, which come as their bytes
+            self._last_id = ""
             out += values
             return n
-        e = as_event(first[0])
-        if ids is None:
-            ids = [e.id] * k
-        elif "" in ids and e.event == "message" and e.retry is None and not e.comments:
-            return period  # some are plain events, which come as their bytes
         else:
             self._last_id = ids[-1]
-        del ids[0]
-        name, retry, comments = repeat(e.event), repeat(e.retry), repeat(e.comments)
-        out += map(ServerSentEvent, name, repeat(""), ids, retry, comments, values)
+        out += map(
+            ServerSentEvent, repeat(event), repeat(""), ids, repeat(retry), repeat(comments), values
+        )
         return n
 
     def _interpret(self, lines: list[bytes], out: list[SSEItem]) -> None:
@@ -498,3 +507,22 @@ class SSEDecoder(DeferredError):
                 self._boundary = not lines[-1]
             self._data, self._event, self._retry, self._comments = data, event, retry, comments
             self._size, self._jstat, self._frozen, self._last_id = size, jstat, frozen, last_id
+
+
+@functools.lru_cache(maxsize=64)
+def _header_fields(header: tuple[bytes, ...]) -> tuple[str, int | None, tuple[str, ...]] | None:
+    """What a block's header lines (none of them an ``id`` line) give its event: the event
+    type, retry and comments, as :meth:`SSEDecoder._interpret` reads them (the fast lane
+    reads a run of such blocks); None if the block would not be one event of its data line.
+    A pure function of the lines, so its answer for the headers seen last is kept."""
+    out: list[SSEItem] = []
+    try:
+        SSEDecoder()._interpret([*header, b"data:x", b""], out)
+    except ProtocolError:  # a header over the default limits: the line path reads it
+        return None
+    if len(out) != 1:
+        return None
+    e = as_event(out[0])
+    if e.raw != b"x" or e.id:
+        return None
+    return e.event, e.retry, e.comments
