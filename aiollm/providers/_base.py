@@ -261,6 +261,9 @@ class ResponseDecoder(ABC):
         raise error
 
 
+_UNREAD: Any = object()
+
+
 class Provider(ABC):
     """One provider's settings, credential, request building and decoder factory."""
 
@@ -272,13 +275,18 @@ class Provider(ABC):
     def __init__(self, settings: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.settings = dict(settings)
         self.env = env
+        self._values: dict[tuple[str, str | None], Any] = {}
 
     # -- settings -----------------------------------------------------------------------
     def setting(self, key: str, env_var: str | None = None, default: Any = None) -> Any:
-        """A setting from the constructor, else the environment variable, else ``default``."""
-        value = self.settings.get(key)
-        if value is None and env_var:
-            value = self.env.get(env_var) or None
+        """A setting from the constructor, else the environment variable, else ``default``
+        (each read once, when first asked: a call does not search the environment)."""
+        value = self._values.get((key, env_var), _UNREAD)
+        if value is _UNREAD:
+            value = self.settings.get(key)
+            if value is None and env_var:
+                value = self.env.get(env_var) or None
+            self._values[key, env_var] = value
         return default if value is None else value
 
     def require(self, key: str, env_var: str) -> str:
