@@ -500,6 +500,18 @@ def test_usage_is_a_running_total_yielded_once_at_the_end() -> None:
     assert isinstance(events[-2], Usage) and isinstance(events[-1], Finish)
 
 
+def test_last_frame_without_usage_keeps_the_running_total_of_the_frame_before() -> None:
+    for message in (False, True):
+        body = (
+            frame(1, "a", output_tokens=1, message=message)
+            + frame(2, "b", output_tokens=3, message=message)
+            + frame(3, "", "stop", message=message)
+        )
+        events = run_sse(codec(incremental_output=True), body)
+        assert [e for e in events if isinstance(e, Usage)] == [Usage(5, 3, 8)]
+        assert events[-1] == Finish("stop") and text_of(events) == "ab"
+
+
 def test_malformed_frame_is_a_protocol_error() -> None:
     body = frame(1, "a") + b'id:2\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"text":\n\n'
     with pytest.raises(aiollm.ProtocolError, match="malformed JSON frame in event id '2'"):

@@ -233,3 +233,24 @@ async def test_chatyuan_refuses_messages_and_takes_a_prompt(mocked: Any, client:
     prompt = "用户：帮我写个请假条\n小元："
     await client.chat("dashscope/chatyuan-large-v2", prompt=prompt)
     assert sent(mocked)[1] == {"model": "chatyuan-large-v2", "input": {"prompt": prompt}}
+
+
+def test_settings_and_the_environment_are_read_once_not_per_request() -> None:
+    from aiollm.providers._base import Call
+    from aiollm.providers.dashscope import GENERATION_PATH, DashScopeProvider
+
+    looked_up: list[str] = []
+
+    class Env(dict[str, str]):
+        def get(self, key: str, default: Any = None) -> Any:
+            looked_up.append(key)
+            return super().get(key, default)
+
+    provider = DashScopeProvider({"api_key": "k"}, Env(DASHSCOPE_WORKSPACE="ws-1"))
+    prepared = provider.prepare(
+        Call("chat", "qwen-plus", True, messages=[{"role": "user", "content": "hi"}])
+    )
+    requests = [provider.build_request(prepared, "k") for _ in range(3)]
+    assert all(r.headers["X-DashScope-WorkSpace"] == "ws-1" for r in requests)
+    assert all(r.url == "https://dashscope.aliyuncs.com" + GENERATION_PATH for r in requests)
+    assert sorted(set(looked_up)) == sorted(looked_up)  # each variable asked for once
