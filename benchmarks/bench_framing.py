@@ -5,8 +5,8 @@ into 64 KiB chunks and fed to the decoder; the best of several alternating runs 
 ns per frame, next to a baseline that only splits the same chunks on blank lines
 (``(rest + chunk).split(b"\\n\\n")``) and the ratio between the two. With ``--before DIR`` (a
 checkout of an earlier commit, e.g. ``git worktree add /tmp/framing-before 93e952f``) the
-earlier ``aiollm/framing.py`` runs in the same process, in the mode its Stream used, for a
-before/after column.
+earlier decoder runs in the same process, for a before/after column: an ``aiollm/framing.py`` (before
+there was one mode) in the mode its Stream used, an ``aiollm/framing/`` package as ``SSEDecoder()``.
 
     python benchmarks/bench_framing.py [--frames N] [--runs R] [--chunk BYTES] [--before DIR]
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -63,12 +64,20 @@ def run_decoder(make: Callable[[], Any], chunks: list[bytes]) -> int:
 
 
 def load_before(checkout: str) -> ModuleType:
-    """``aiollm/framing.py`` of an earlier checkout, as a module of its own."""
-    path = Path(checkout) / "aiollm" / "framing.py"
-    spec = importlib.util.spec_from_file_location("aiollm._framing_before", path)
+    """The framing of an earlier checkout (``aiollm/framing.py`` or the ``aiollm/framing/``
+    package), as a module of its own."""
+    package = Path(checkout) / "aiollm" / "framing"
+    name = "aiollm._framing_before"
+    if package.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            name, package / "__init__.py", submodule_search_locations=[str(package)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(name, package.with_suffix(".py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    module.__package__ = "aiollm"
+    module.__package__ = name if package.is_dir() else "aiollm"
+    sys.modules[name] = module  # its own submodules import it by this name
     spec.loader.exec_module(module)
     return module
 
@@ -111,9 +120,9 @@ def main() -> None:
             partial(run_decoder, SSEDecoder, chunks),
         ]
         if before is not None:
-            fns.append(
-                partial(run_decoder, partial(before.SSEDecoder, **BEFORE_MODES[fmt]), chunks)
-            )
+            one_mode = "data_line_events" not in before.SSEDecoder.__init__.__code__.co_varnames
+            modes = {} if one_mode else BEFORE_MODES[fmt]
+            fns.append(partial(run_decoder, partial(before.SSEDecoder, **modes), chunks))
         assert all(fn() == frames for fn in fns)
         times = [t * 1e9 / frames for t in best_alternating(args.runs, fns)]
         row = f"{fmt:<11}{times[0]:>9.1f}{times[1]:>9.1f}{times[0] / times[1]:>10.2f}x"
