@@ -466,6 +466,21 @@ def test_runs_of_blocks_with_odd_blocks_between() -> None:
         assert feed_chunks(chunks) == expected, size
 
 
+def test_runs_of_blocks_keep_little_of_what_their_headers_said() -> None:
+    # The lane remembers what the last short headers give an event; long or many distinct
+    # headers (a hostile server) cannot make it hold much, and the events stay exact.
+    from aiollm.framing._sse import _MAX_KEPT_HEADER, _kept_header
+
+    for comment in (b"x" * (_MAX_KEPT_HEADER + 1), *(b"c%d" % i for i in range(200))):
+        body = b"".join(b"id:%d\n:%s\ndata:{}\n\n" % (i, comment) for i in range(20))
+        assert feed_chunks([body]) == reference(body)
+    assert _kept_header.cache_info().currsize <= 64
+    hits = _kept_header.cache_info().hits
+    body = b"".join(b"id:%d\n:once\ndata:{}\n\n" % i for i in range(20))
+    assert feed_chunks([body]) == feed_chunks([body]) == reference(body)
+    assert _kept_header.cache_info().hits == hits + 1  # one read per run, then kept
+
+
 def test_runs_of_blocks_invalid_utf8_and_spaces() -> None:
     # Ids and data with invalid UTF-8, "id: " and "data: " with one space stripped.
     blocks = [b"id: \xe4\xbd%d\n: c\xff\ndata: \xc3x %d\n\n" % (i, i) for i in range(40)]

@@ -509,12 +509,23 @@ class SSEDecoder(DeferredError):
             self._size, self._jstat, self._frozen, self._last_id = size, jstat, frozen, last_id
 
 
-@functools.lru_cache(maxsize=64)
-def _header_fields(header: tuple[bytes, ...]) -> tuple[str, int | None, tuple[str, ...]] | None:
+_Header = tuple[str, int | None, tuple[str, ...]]
+
+
+def _header_fields(header: tuple[bytes, ...]) -> _Header | None:
     """What a block's header lines (none of them an ``id`` line) give its event: the event
     type, retry and comments, as :meth:`SSEDecoder._interpret` reads them (the fast lane
     reads a run of such blocks); None if the block would not be one event of its data line.
-    A pure function of the lines, so its answer for the headers seen last is kept."""
+
+    A pure function of the lines: the answers for the last short headers seen are kept (a
+    long one is read each time, so a server cannot make the cache hold much).
+    """
+    if sum(map(len, header)) > _MAX_KEPT_HEADER:
+        return _read_header(header)
+    return _kept_header(header)
+
+
+def _read_header(header: tuple[bytes, ...]) -> _Header | None:
     out: list[SSEItem] = []
     try:
         SSEDecoder()._interpret([*header, b"data:x", b""], out)
@@ -526,3 +537,7 @@ def _header_fields(header: tuple[bytes, ...]) -> tuple[str, int | None, tuple[st
     if e.raw != b"x" or e.id:
         return None
     return e.event, e.retry, e.comments
+
+
+_MAX_KEPT_HEADER: Final = 512
+_kept_header = functools.lru_cache(maxsize=64)(_read_header)
