@@ -48,7 +48,8 @@ class Client:
     """An async client for every provider, used as ``async with aiollm.Client() as client``.
 
     - ``providers``: per-provider settings, e.g. ``{"dashscope": {"api_key": "sk-..."}}``;
-      anything not given is read from the environment (``env``, default ``os.environ``).
+      anything not given is read from the environment (``env``, default ``os.environ``), once,
+      when a call first needs it.
     - ``limits``: per-provider :class:`~aiollm.Limits` (else ``AIOLLM_<PROVIDER>_RPS`` …).
     - ``timeout``: default :class:`~aiollm.Timeout` for every call (a number sets ``total``).
     - ``retry`` / ``max_retries``: the :class:`~aiollm.RetryPolicy` (``max_retries=0`` turns
