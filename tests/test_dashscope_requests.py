@@ -254,3 +254,14 @@ def test_settings_and_the_environment_are_read_once_not_per_request() -> None:
     assert all(r.headers["X-DashScope-WorkSpace"] == "ws-1" for r in requests)
     assert all(r.url == "https://dashscope.aliyuncs.com" + GENERATION_PATH for r in requests)
     assert sorted(set(looked_up)) == sorted(looked_up)  # each variable asked for once
+
+
+def test_a_missing_key_is_read_again_once_it_is_set() -> None:
+    from aiollm.providers.dashscope import DashScopeProvider
+
+    env: dict[str, str] = {}
+    provider = DashScopeProvider({}, env)
+    with pytest.raises(aiollm.ConfigurationError, match="DASHSCOPE_API_KEY"):
+        provider.credential()
+    env["DASHSCOPE_API_KEY"] = "sk-later"
+    assert provider.credential() == "sk-later"

@@ -293,6 +293,7 @@ class Provider(ABC):
         """A required setting, or a :class:`ConfigurationError` naming how to set it."""
         value = self.setting(key, env_var)
         if not value:
+            self._values.pop((key, env_var), None)  # not set yet: read again next time
             raise ConfigurationError(
                 f"missing {key!r}: set the {env_var} environment variable or pass "
                 f"providers={{{self.name!r}: {{{key!r}: ...}}}} to aiollm.Client",
