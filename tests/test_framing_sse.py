@@ -435,6 +435,12 @@ def test_dashscope_stream_shares_event_type_and_comments() -> None:
     assert len(events) == 500
     assert len({id(e.comments) for e in events}) == 1
     assert len({id(e.event) for e in events}) == 1
+    chunked: list[SSE] = []
+    reads = SSEDecoder()  # runs read by the fast lane, blocks at the edges line by line
+    for i in range(0, len(body := dashscope_events(500)), 4096):
+        chunked += reads.feed(body[i : i + 4096])
+    assert chunked == events
+    assert len({id(e.comments) for e in chunked}) == len({id(e.event) for e in chunked}) == 1
     small = SSEDecoder()
     one_at_a_time = [e for i in range(1, 6) for e in small.feed(dashscope_events(1, i))]
     assert one_at_a_time == dashscope_expected(5)

@@ -396,9 +396,14 @@ class SSEDecoder(DeferredError):
         fields = _header_fields(tuple(header))
         if fields is None:
             return 0  # more data lines, or a bare JSON line: not this lane's shape
-        event, retry, comments = fields
+        event, retry, comments, event_cache, comment_cache = fields
         if retry is not None:
             self._reconnect = retry
+        # Blocks read line by line (at the edges of a read) get the same objects.
+        if event_cache is not None:
+            self._event_cache = event_cache
+        if comment_cache is not None:
+            self._comment_cache = comment_cache
         values = list(map(itemgetter(slice(cut, None)), col))
         plain = event == "message" and retry is None and not comments
         if ids is None:
@@ -509,7 +514,13 @@ class SSEDecoder(DeferredError):
             self._size, self._jstat, self._frozen, self._last_id = size, jstat, frozen, last_id
 
 
-_Header = tuple[str, int | None, tuple[str, ...]]
+_Header = tuple[
+    str,  # the event type
+    int | None,  # retry
+    tuple[str, ...],  # comments
+    tuple[bytes, str] | None,  # the decoder's event type cache, if the type is not the default
+    tuple[bytes, tuple[str, ...]] | None,  # its comment cache, for a single comment
+]
 
 
 def _header_fields(header: tuple[bytes, ...]) -> _Header | None:
@@ -527,8 +538,9 @@ def _header_fields(header: tuple[bytes, ...]) -> _Header | None:
 
 def _read_header(header: tuple[bytes, ...]) -> _Header | None:
     out: list[SSEItem] = []
+    decoder = SSEDecoder()
     try:
-        SSEDecoder()._interpret([*header, b"data:x", b""], out)
+        decoder._interpret([*header, b"data:x", b""], out)
     except ProtocolError:  # a header over the default limits: the line path reads it
         return None
     if len(out) != 1:
@@ -536,7 +548,13 @@ def _read_header(header: tuple[bytes, ...]) -> _Header | None:
     e = as_event(out[0])
     if e.raw != b"x" or e.id:
         return None
-    return e.event, e.retry, e.comments
+    return (
+        e.event,
+        e.retry,
+        e.comments,
+        decoder._event_cache if e.event is decoder._event_cache[1] else None,
+        decoder._comment_cache if e.comments is decoder._comment_cache[1] else None,
+    )
 
 
 _MAX_KEPT_HEADER: Final = 512
